@@ -1,0 +1,13 @@
+"""One Google Benchmark binary per <area>_bench.cc."""
+
+def benchmark_binaries(srcs):
+    for src in srcs:
+        native.cc_binary(
+            name = src[:-len("_bench.cc")],
+            srcs = [src],
+            deps = [
+                "//lib/mp",
+                "@system//:benchmark",
+                "@system//:fmt",
+            ],
+        )

@@ -1,0 +1,53 @@
+// mp/os.h — fork(), process ids, cpu_count() and wait-status decoding.
+//
+// Mirrors CPython's os.fork(), os.getpid(), os.getppid(),
+// os.process_cpu_count() (3.13; multiprocessing.cpu_count() ignores the
+// affinity mask, mp does not) and the exit-code convention of
+// multiprocessing.Process.exitcode (n for exit(n), -N for death by signal N).
+//
+// stdio contract: mp::fork() flushes C stdio and the standard C++ streams
+// before forking, and mp's children leave with _exit() after flushing their
+// own output, so text written (even buffered) before a fork appears exactly
+// once. A raw ::fork() gives no such promise.
+//
+// Threads: forking while other threads run leaves the child with one thread.
+// mp::fork() writes a one-time warning to stderr when it sees more than one
+// thread (as CPython 3.12 does); set_fork_warning(false) turns it off.
+#pragma once
+
+#include <sys/types.h>
+
+namespace mp {
+
+// fork() creates a child process. It returns twice: 0 in the child and the
+// child's pid in the parent. Throws std::system_error when fork(2) fails.
+// Stdio is flushed first (see above). Prefer mp::Process, which also reaps
+// the child; a pid from fork() is the caller's to wait for.
+pid_t fork();
+
+// getpid() is the calling process's id.
+pid_t getpid() noexcept;
+
+// getppid() is the parent's id (1 or a subreaper's pid once the parent died).
+pid_t getppid() noexcept;
+
+// cpu_count() is the number of CPUs this process may run on: the size of its
+// affinity mask (CPython 3.13's process_cpu_count()), at least 1.
+int cpu_count() noexcept;
+
+// exitcode_from_wait_status() decodes a waitpid() status the way
+// Process::exitcode() reports it: exit code n gives n, death by signal N
+// gives -N. Statuses of stopped or continued children give 0.
+int exitcode_from_wait_status(int status) noexcept;
+
+// exit() ends the calling process with `code` (taken mod 256): it flushes
+// stdio, then does what CPython does at the end of a process — terminates
+// daemonic children and joins the others — and leaves with _exit(), running
+// no atexit handlers or static destructors inherited from a parent.
+[[noreturn]] void exit(int code);
+
+// set_fork_warning() turns the one-time "forking with several threads"
+// warning on (the default) or off.
+void set_fork_warning(bool enabled) noexcept;
+
+}  // namespace mp

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# tools/setup.sh — install every Debian package mp needs. Idempotent: quiet
+# and fast (one dpkg query) when everything is already installed.
+set -euo pipefail
+
+PACKAGES=(
+  bazel-bootstrap      # Bazel 4.2.3, offline WORKSPACE mode
+  g++
+  libgtest-dev         # GoogleTest (conformance/)
+  libgmock-dev
+  libbenchmark-dev     # Google Benchmark (benchmarks/)
+  libfmt-dev           # fmt (every formatted message)
+  python3              # benchmark runner, report tool, CPython peers
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
