@@ -457,7 +457,7 @@ bool ThreadHandle::join_for(std::chrono::nanoseconds timeout) const {
   return r.cv.wait_for(lock, internal::clamp_timeout(timeout), pred);
 }
 
-std::string ThreadHandle::repr() const {
+std::string ThreadHandle::repr_as(const std::type_info* object_cls) const {
   std::string cls;
   std::string status;
   std::string name;
@@ -466,8 +466,8 @@ std::string ThreadHandle::repr() const {
     const ThreadState& s = *state_;
     if (s.fixed_cls) {
       cls = s.fixed_cls;
-    } else if (s.cls) {
-      cls = internal::class_display_name(*s.cls);
+    } else if (s.cls || (object_cls && *object_cls != typeid(Thread))) {
+      cls = internal::class_display_name(s.cls ? *s.cls : *object_cls);
     } else {
       cls = "Thread";
     }

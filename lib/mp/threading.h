@@ -196,8 +196,8 @@ std::optional<std::string> target_name(const F& f) {
 // An empty name gives the default "Thread-N" / "Thread-N (target)"; an empty
 // daemon inherits the creating thread's daemon flag.
 struct ThreadOptions {
-  std::optional<std::string> name;
-  std::optional<bool> daemon;
+  std::optional<std::string> name = std::nullopt;
+  std::optional<bool> daemon = std::nullopt;
 };
 
 class Thread;
@@ -258,7 +258,7 @@ class ThreadHandle {
 
   // repr() is CPython's repr: "<Thread(Thread-1 (work), started 1403...)>",
   // states "initial", "started", "stopped", with " daemon" and the ident.
-  std::string repr() const;
+  std::string repr() const { return repr_as(nullptr); }
 
   friend bool operator==(const ThreadHandle& a, const ThreadHandle& b) noexcept {
     return a.state_ == b.state_;
@@ -270,6 +270,10 @@ class ThreadHandle {
 
   // never null
   std::shared_ptr<internal::ThreadState> state_;
+
+  // repr_as is repr() showing class `cls` when the thread has not recorded
+  // its own yet (it does at start()).
+  std::string repr_as(const std::type_info* cls) const;
 
  private:
   bool join_for(std::chrono::nanoseconds timeout) const;
@@ -317,6 +321,10 @@ class Thread : public ThreadHandle {
 
   // handle() is a handle to this thread, valid after this object is gone.
   ThreadHandle handle() const noexcept { return *this; }
+
+  // repr() is ThreadHandle::repr() with this object's class ("Timer",
+  // "DownloadTask") also before start().
+  std::string repr() const { return repr_as(&typeid(*this)); }
 
  protected:
   // For subclasses that override run(): "Thread-N", daemon inherited.
