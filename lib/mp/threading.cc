@@ -21,7 +21,7 @@ namespace internal {
 
 // ThreadState is what a Thread, its handles and its running thread share.
 // Every field is guarded by the registry mutex (Registry::mu).
-struct ThreadState {
+struct ThreadState : std::enable_shared_from_this<ThreadState> {
   std::string name;
   bool daemon = false;
   bool started = false;
@@ -106,13 +106,17 @@ Registry& registry() {
 // thread's identity is known before any other thread exists.
 [[maybe_unused]] Registry& g_registry_init = registry();
 
-// Current is the calling thread's state. For a dummy thread it also removes
-// the state from the registry when the thread ends.
-struct Current {
+// t_current is the calling thread's state, once known. Kept trivial (no
+// destructor to register) so that an mp Thread's start costs nothing here;
+// an mp Thread's state is owned by its thread_main frame meanwhile.
+thread_local ThreadState* t_current = nullptr;
+
+// DummyGuard owns a dummy thread's state and ends it when the thread exits.
+struct DummyGuard {
   StatePtr state;
-  ~Current();
+  ~DummyGuard();
 };
-thread_local Current t_current;
+thread_local DummyGuard t_dummy;
 
 void remove_active(Registry& r, ThreadState* s) {
   auto it = std::find_if(r.active.begin(), r.active.end(),
@@ -134,8 +138,11 @@ void mark_stopped(ThreadState* s) {
   r.cv.notify_all();
 }
 
-Current::~Current() {
-  if (state && state->is_dummy) mark_stopped(state.get());
+DummyGuard::~DummyGuard() {
+  if (state && state->is_dummy) {
+    mark_stopped(state.get());
+    if (t_current == state.get()) t_current = nullptr;
+  }
 }
 
 std::string next_name(Registry& r, const char* prefix) {
@@ -149,14 +156,14 @@ std::string next_name(Registry& r, const char* prefix) {
 
 // current_state is the calling thread's state, made on first use for the
 // main thread and for threads mp did not start.
-const StatePtr& current_state() {
-  if (t_current.state) return t_current.state;
+StatePtr current_state() {
+  if (t_current) return t_current->shared_from_this();
   Registry& r = registry();
   if (current_tid() == ::getpid()) {
     std::lock_guard lock(r.mu);
     if (!r.main->ident) r.main->ident = static_cast<unsigned long>(pthread_self());
-    t_current.state = r.main;
-    return t_current.state;
+    t_current = r.main.get();
+    return r.main;
   }
   auto s = std::make_shared<ThreadState>();
   s->name = next_name(r, "Dummy");
@@ -170,8 +177,9 @@ const StatePtr& current_state() {
     std::lock_guard lock(r.mu);
     r.active.push_back(s);
   }
-  t_current.state = std::move(s);
-  return t_current.state;
+  t_current = s.get();
+  t_dummy.state = s;
+  return s;
 }
 
 void report_exception(const StatePtr& s, std::exception_ptr e) noexcept {
@@ -197,7 +205,7 @@ void* thread_main(void* arg) {
   StatePtr s = std::move(*static_cast<StatePtr*>(arg));
   delete static_cast<StatePtr*>(arg);
   Registry& r = registry();
-  t_current.state = s;
+  t_current = s.get();
   std::unique_ptr<internal::ThreadTarget> target;
   Thread* owner = nullptr;
   {
@@ -228,6 +236,7 @@ void* thread_main(void* arg) {
   }
   internal::clear_thread_locals();
   mark_stopped(s.get());
+  t_current = nullptr;
   return nullptr;
 }
 
@@ -266,7 +275,7 @@ void after_fork_child() noexcept {
   Registry& r = registry();
   new (&r.mu) std::mutex;
   new (&r.cv) std::condition_variable;
-  StatePtr current = t_current.state;
+  StatePtr current = t_current ? t_current->shared_from_this() : nullptr;
   if (!current && r.forking_from_main) current = r.main;
   if (!current) {
     current = std::make_shared<ThreadState>();
@@ -276,7 +285,7 @@ void after_fork_child() noexcept {
     current->is_dummy = true;
     current->fixed_cls = "_DummyThread";
   }
-  t_current.state = current;
+  t_current = current.get();
   for (auto& s : r.active) {
     if (s != current) s->stopped = true;
   }
@@ -315,7 +324,6 @@ struct Slot {
 
 struct LocalTable {
   std::vector<Slot> slots;
-  ~LocalTable() { clear(); }
   void clear() noexcept {
     // A value's destructor may use other locals: repeat until empty.
     while (!slots.empty()) {
@@ -333,11 +341,31 @@ struct LocalTable {
   }
 };
 
-thread_local LocalTable t_locals;
+// The calling thread's table, made on its first mp::local value (so that
+// threads which use none register no thread-exit destructor).
+thread_local LocalTable* t_locals = nullptr;
+
+struct LocalTableOwner {
+  LocalTable table;
+  ~LocalTableOwner() {
+    table.clear();
+    t_locals = nullptr;
+  }
+};
+
+LocalTable& own_locals() {
+  if (!t_locals) {
+    thread_local LocalTableOwner owner;
+    t_locals = &owner.table;
+  }
+  return *t_locals;
+}
 
 }  // namespace
 
-void clear_thread_locals() noexcept { t_locals.clear(); }
+void clear_thread_locals() noexcept {
+  if (t_locals) t_locals->clear();
+}
 
 LocalKey local_key_create() {
   Registry& r = registry();
@@ -355,14 +383,16 @@ LocalKey local_key_create() {
 }
 
 void local_key_delete(LocalKey key) noexcept {
-  std::vector<Slot>& slots = t_locals.slots;
-  if (key.index < slots.size() && slots[key.index].generation == key.generation) {
-    Slot s = slots[key.index];
-    slots[key.index] = Slot{};
-    if (s.value) {
-      try {
-        s.destroy(s.value);
-      } catch (...) {
+  if (t_locals) {
+    std::vector<Slot>& slots = t_locals->slots;
+    if (key.index < slots.size() && slots[key.index].generation == key.generation) {
+      Slot s = slots[key.index];
+      slots[key.index] = Slot{};
+      if (s.value) {
+        try {
+          s.destroy(s.value);
+        } catch (...) {
+        }
       }
     }
   }
@@ -373,7 +403,8 @@ void local_key_delete(LocalKey key) noexcept {
 }
 
 void* local_get(LocalKey key) noexcept {
-  const std::vector<Slot>& slots = t_locals.slots;
+  if (!t_locals) return nullptr;
+  const std::vector<Slot>& slots = t_locals->slots;
   if (key.index < slots.size() && slots[key.index].generation == key.generation) {
     return slots[key.index].value;
   }
@@ -381,7 +412,7 @@ void* local_get(LocalKey key) noexcept {
 }
 
 void local_set(LocalKey key, void* value, void (*destroy)(void*)) {
-  std::vector<Slot>& slots = t_locals.slots;
+  std::vector<Slot>& slots = own_locals().slots;
   if (key.index >= slots.size()) {
     try {
       slots.resize(key.index + 1);
