@@ -774,6 +774,12 @@ TEST(ThreadFork, EnumerateInChildHoldsOnlyTheForkingThread) {
 }
 
 TEST(ThreadFork, ThreadingKeepsWorkingInChildWhileParentThreadsUseIt) {
+#ifdef __SANITIZE_ADDRESS__
+  // GCC 12's AddressSanitizer does not make its own allocator fork-safe: a
+  // child forked while another thread allocates can hang inside ASan's
+  // allocator lock (seen here), before mp is involved.
+  GTEST_SKIP() << "ASan's allocator is not fork-safe with concurrently allocating threads";
+#endif
   mp::set_fork_warning(false);
   std::atomic<bool> stop{false};
   // Two threads hammer the registry (start, join, rename, enumerate) so that
