@@ -392,6 +392,20 @@ TEST(ThreadExit, NonDaemonThreadsAreJoinedByMpExit) {
       ::testing::ExitedWithCode(3), "worker finished");
 }
 
+TEST(ThreadExit, ThreadJoiningTheMainThreadProceedsAtExit) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        static auto* t = new mp::Thread([] {
+          mp::main_thread().join();
+          std::fputs("main thread ended\n", stderr);
+        });
+        t->start();
+        std::exit(0);
+      },
+      ::testing::ExitedWithCode(0), "main thread ended");
+}
+
 TEST(ThreadExit, DaemonThreadsAreAbandonedAtExit) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(

@@ -59,7 +59,8 @@ int main() {
   t2.start();
   t1.join();
   t2.join();
-  fmt::print("Total time: {:.2f}s ({} and {})\n", seconds_since(start), t1, t2);
+  fmt::print("Total time: {:.2f}s\n", seconds_since(start));
+  fmt::print("  {}\n  {}\n", t1, t2);
 
   fmt::print("-- DownloadTask subclass\n");
   start = Clock::now();
@@ -69,5 +70,6 @@ int main() {
   d2.start();
   d1.join();
   d2.join();
-  fmt::print("Total time: {:.2f}s ({} and {})\n", seconds_since(start), d1, d2);
+  fmt::print("Total time: {:.2f}s\n", seconds_since(start));
+  fmt::print("  {}\n  {}\n", d1, d2);
 }

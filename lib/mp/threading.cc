@@ -121,10 +121,7 @@ thread_local DummyGuard t_dummy;
 void remove_active(Registry& r, ThreadState* s) {
   auto it = std::find_if(r.active.begin(), r.active.end(),
                          [s](const StatePtr& p) { return p.get() == s; });
-  if (it != r.active.end()) {
-    *it = std::move(r.active.back());
-    r.active.pop_back();
-  }
+  if (it != r.active.end()) r.active.erase(it);  // keeps start order, main first
 }
 
 // mark_stopped ends `s`: not alive, out of enumerate(), joiners woken.
@@ -240,12 +237,17 @@ void* thread_main(void* arg) {
   return nullptr;
 }
 
-// At process end: join every non-daemon thread (CPython's
-// threading._shutdown), then mark the main thread stopped.
+// At process end: mark the main thread stopped (so that threads joining it
+// proceed), then join every non-daemon thread — CPython's threading._shutdown.
 void shutdown() noexcept {
   Registry& r = registry();
   pid_t me = current_tid();
   std::unique_lock lock(r.mu);
+  if (r.main->native_id == me && !r.main->stopped) {
+    r.main->stopped = true;
+    remove_active(r, r.main.get());
+    r.cv.notify_all();
+  }
   for (;;) {
     auto it = std::find_if(r.active.begin(), r.active.end(), [&](const StatePtr& p) {
       return !p->daemon && !p->is_main && !p->is_dummy && p->native_id != me;
@@ -253,10 +255,6 @@ void shutdown() noexcept {
     if (it == r.active.end()) break;
     StatePtr s = *it;
     r.cv.wait(lock, [&] { return s->stopped; });
-  }
-  if (r.main->native_id == me) {
-    r.main->stopped = true;
-    remove_active(r, r.main.get());
   }
 }
 
