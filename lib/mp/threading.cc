@@ -39,6 +39,14 @@ struct ThreadState : std::enable_shared_from_this<ThreadState> {
   // Subclass mode: the object whose run() the new thread calls. Cleared when
   // the object is destroyed.
   Thread* owner = nullptr;
+  // The pthread of an mp Thread, while nobody has joined or detached it.
+  // Threads are created joinable, like std::thread, so that the thread's
+  // stack returns to glibc's cache before join() returns and the next thread
+  // reuses it (a detached thread's joiner would race ahead of its exit and
+  // the next start would map and fault in a fresh stack).
+  pthread_t pthread{};
+  bool joinable = false;
+  std::uint64_t fork_generation = 0;  // of the process that created pthread
 };
 
 }  // namespace internal
@@ -100,6 +108,20 @@ Registry& registry() {
     return p;
   }();
   return *r;
+}
+
+// Advanced in every forked child: a pthread created before the fork is not
+// this process's to join or detach.
+std::uint64_t g_fork_generation = 0;  // guarded by Registry::mu
+
+// claim_pthread takes over the joinable pthread of `s` (lock held): true
+// when the caller must now pthread_join or pthread_detach it.
+bool claim_pthread(ThreadState& s, pthread_t* out) {
+  if (!s.joinable) return false;
+  s.joinable = false;
+  if (s.fork_generation != g_fork_generation) return false;
+  *out = s.pthread;
+  return true;
 }
 
 // Built during static initialisation, in the main thread, so that the main
@@ -300,6 +322,7 @@ void after_fork_child() noexcept {
   current->native_id = current_tid();
   r.active.clear();
   r.active.push_back(current);
+  ++g_fork_generation;
 }
 
 }  // namespace
@@ -476,14 +499,28 @@ bool ThreadHandle::join_for(std::chrono::nanoseconds timeout) const {
   pid_t me = current_tid();
   std::unique_lock lock(r.mu);
   if (!state_->started) throw RuntimeError("cannot join thread before it is started");
-  if (state_->stopped) return true;
-  if (state_->native_id == me) throw RuntimeError("cannot join current thread");
-  auto pred = [&] { return state_->stopped; };
+  if (!state_->stopped && state_->native_id == me) {
+    throw RuntimeError("cannot join current thread");
+  }
+  pthread_t thread;
   if (timeout == std::chrono::nanoseconds::max()) {
-    r.cv.wait(lock, pred);
+    if (claim_pthread(*state_, &thread)) {
+      lock.unlock();
+      pthread_join(thread, nullptr);
+      return true;
+    }
+    r.cv.wait(lock, [&] { return state_->stopped; });
     return true;
   }
-  return r.cv.wait_for(lock, internal::clamp_timeout(timeout), pred);
+  if (!r.cv.wait_for(lock, internal::clamp_timeout(timeout), [&] { return state_->stopped; })) {
+    return false;
+  }
+  // Ended: reap it now (its exit is a few instructions away).
+  if (claim_pthread(*state_, &thread)) {
+    lock.unlock();
+    pthread_join(thread, nullptr);
+  }
+  return true;
 }
 
 std::string ThreadHandle::repr_as(const std::type_info* object_cls) const {
@@ -549,25 +586,35 @@ void Thread::init(ThreadOptions options, std::unique_ptr<internal::ThreadTarget>
 
 Thread::~Thread() {
   Registry& r = registry();
-  bool wait = false;
-  {
-    std::lock_guard lock(r.mu);
-    state_->owner = nullptr;
-    wait = state_->started && !state_->stopped && !state_->daemon &&
-           state_->native_id != current_tid();
+  pid_t me = current_tid();
+  std::unique_lock lock(r.mu);
+  state_->owner = nullptr;
+  if (!state_->started) return;
+  bool self = !state_->stopped && state_->native_id == me;
+  bool abandon = self || (state_->daemon && !state_->stopped);
+  pthread_t thread;
+  if (claim_pthread(*state_, &thread)) {
+    lock.unlock();
+    if (abandon) {
+      pthread_detach(thread);
+    } else {
+      pthread_join(thread, nullptr);
+    }
+    return;
   }
-  if (wait) {
-    std::unique_lock lock(r.mu);
-    r.cv.wait(lock, [&] { return state_->stopped; });
-  }
+  // Another joiner owns the pthread: still wait for the end, as promised.
+  if (!abandon) r.cv.wait(lock, [&] { return state_->stopped; });
 }
 
 void Thread::join_if_started() noexcept {
   Registry& r = registry();
-  pid_t me = current_tid();
   std::unique_lock lock(r.mu);
-  if (!state_->started || state_->native_id == me) return;
-  r.cv.wait(lock, [&] { return state_->stopped; });
+  if (!state_->started || (!state_->stopped && state_->native_id == current_tid())) return;
+  lock.unlock();
+  try {
+    join();
+  } catch (...) {
+  }
 }
 
 void Thread::start() {
@@ -581,13 +628,9 @@ void Thread::start() {
     state_->owner = state_->has_target ? nullptr : this;
     r.active.push_back(state_);
   }
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   auto* arg = new StatePtr(state_);
   pthread_t tid;
-  int rc = pthread_create(&tid, &attr, thread_main, arg);
-  pthread_attr_destroy(&attr);
+  int rc = pthread_create(&tid, nullptr, thread_main, arg);
   std::lock_guard lock(r.mu);
   if (rc != 0) {
     delete arg;
@@ -597,6 +640,9 @@ void Thread::start() {
     throw RuntimeError(fmt::format("can't start new thread: {}", std::strerror(rc)));
   }
   if (!state_->ident) state_->ident = static_cast<unsigned long>(tid);
+  state_->pthread = tid;
+  state_->joinable = true;
+  state_->fork_generation = g_fork_generation;
 }
 
 void Thread::run() {
