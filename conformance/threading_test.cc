@@ -733,6 +733,33 @@ TEST(ThreadLocal, ValueOfAForeignThreadIsDestroyedAtItsExit) {
   EXPECT_EQ(Counted::destroyed, 1);
 }
 
+TEST(ThreadLocal, NewLocalNeverSeesAValueOfADestroyedOne) {
+  Counted::destroyed = 0;
+  auto a = std::make_unique<mp::local<Counted>>("fresh");
+  std::unique_ptr<mp::local<Counted>> b;
+  Gate set, replaced;
+  std::string seen;
+  int destroyed_when_replaced = -1;
+  mp::Thread t([&] {
+    (*a)->text = "stale";
+    set.open();
+    replaced.wait();
+    destroyed_when_replaced = Counted::destroyed;
+    seen = (*b)->text;  // b was made after a died, likely on a's slot
+  });
+  t.start();
+  set.wait();
+  (*a)->text = "main";
+  a.reset();  // destroys main's value now; the thread's value lingers
+  EXPECT_EQ(Counted::destroyed, 1);
+  b = std::make_unique<mp::local<Counted>>("fresh");
+  replaced.open();
+  t.join();
+  EXPECT_EQ(seen, "fresh");
+  EXPECT_EQ(destroyed_when_replaced, 1);
+  EXPECT_EQ(Counted::destroyed, 3);  // + the stale one and the thread's b
+}
+
 // ---- fork ---------------------------------------------------------------------
 
 // ForkFromThread starts a thread named "forker" (beside a blocked thread)

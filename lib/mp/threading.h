@@ -48,6 +48,9 @@
 //     above (required when the object may die while its thread runs).
 //     Handles (mp::ThreadHandle: current_thread(), enumerate(), handle())
 //     share the thread's state and stay valid after the Thread is gone.
+//     Underneath is a joinable pthread, reaped by join() or the destructor
+//     (so start+join costs what std::thread's does); a Thread object that is
+//     leaked without a join keeps its thread's stack, as a leaked pthread.
 //   * Exceptions. An exception escaping the thread goes to mp::excepthook
 //     (default: "Exception in thread <name>:" and "<type>: <what>" on
 //     stderr); join() does not rethrow it, as in CPython.
