@@ -27,12 +27,25 @@ namespace internal {
 
 // ChildState is the shared state of one Process: what its handles
 // (Process, ChildProcess, the registry of children) agree on.
+//
+// Fork cost note: after fork every page the parent or the child writes is
+// copied on first write (about 25 us a page here), so the registry links
+// states intrusively instead of keeping vectors on other pages, and the
+// child writes nothing here at all.
 struct ChildState {
+  ChildState();
   ~ChildState();
 
-  const pid_t creator_pid = ::getpid();  // the process that made the object
-  bool is_main = false;                  // the MainProcess object
-  int number = 0;                        // N of Process-...:N (CPython's _identity)
+  const pid_t creator_pid;  // the process that made the object
+  bool is_main = false;     // the MainProcess object
+  int number = 0;           // N of Process-...:N (CPython's _identity)
+
+  // Registry links, guarded by Globals::mu.
+  ChildState* all_prev = nullptr;  // every live state of this process image
+  ChildState* all_next = nullptr;
+  ChildState* child_prev = nullptr;  // started children not yet swept
+  ChildState* child_next = nullptr;
+  std::shared_ptr<ChildState> self_ref;  // keeps a registered child alive
 
   std::mutex mu;  // guards everything below
   std::string name;
@@ -59,40 +72,51 @@ int sys_pidfd_send_signal(int pidfd, int sig) {
   return static_cast<int>(syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
 }
 
-// Globals is the per-process state of the process module. After fork the
-// child re-arms it (see the atfork handlers below).
-struct Globals {
-  std::mutex mu;                                   // guards the fields below
-  std::vector<int> identity;                       // empty in the main program
-  int counter = 1;                                 // next Process-N number
-  Process* current = nullptr;                      // null: the MainProcess object
-  bool daemonic = false;                           // this process is a daemon child
-  std::vector<std::shared_ptr<ChildState>> children;  // started, maybe unreaped
-  std::vector<ChildState*> all_states;             // every live ChildState
-  int self_pidfd = -1;                             // inherited by children
-  bool forking_child = false;                      // Process::start is forking
-  ParentProcess* parent = nullptr;                 // set in mp children
+// Globals is the per-process state of the process module (and the
+// lifecycle registry). After fork the child re-arms it (see the atfork
+// handlers below). It is page-aligned and smaller than a page, so a child
+// that writes it takes one copy-on-write fault for all of it.
+struct alignas(4096) Globals {
+  internal::LifecycleState lifecycle;
+  std::mutex mu;                       // guards the fields below
+  pid_t pid = ::getpid();              // this process (getpid() is a syscall)
+  std::string name_prefix = "Process-";  // "Process-" or "Process-3:1:"
+  int counter = 1;                     // next Process-N number
+  Process* current = nullptr;          // null: the MainProcess object
+  bool daemonic = false;               // this process is a daemon child
+  ChildState* children = nullptr;      // started children, maybe unreaped
+  ChildState* all = nullptr;           // every live ChildState
+  int self_pidfd = -1;                 // a pidfd of this process, for children
+  bool forking_child = false;          // Process::start is forking
+  bool has_parent = false;             // this is an mp child
+  ParentProcess parent;                // valid when has_parent
 };
 
 void finalize_children();
 
 Globals& globals() {
   // Leaked on purpose: used by finalizers at exit and by atfork handlers.
+  static_assert(sizeof(Globals) <= 4096);
   static Globals* g = [] {
-    auto* p = new Globals;
+    auto* p = new Globals;  // aligned: operator new(size, align_val_t)
     pthread_atfork(
         [] { globals().mu.lock(); },
         [] { globals().mu.unlock(); },
         [] {
           // The child has one thread and none of the parent's children.
+          // States made by the parent stay readable but foreign (their
+          // creator_pid is not ours): every operation on them raises, so
+          // only their pidfds are closed here, without writing to them.
           Globals& self = globals();
           new (&self.mu) std::mutex;
-          for (ChildState* s : self.all_states) {
-            new (&s->mu) std::mutex;
-            if (s->pidfd >= 0) ::close(s->pidfd);
-            s->pidfd = -1;
+          new (&self.lifecycle.mu) std::mutex;
+          self.lifecycle.done = false;
+          pid_t parent = self.pid;
+          self.pid = ::getpid();
+          for (ChildState* s = self.all; s; s = s->all_next) {
+            if (s->creator_pid == parent && s->pidfd >= 0) ::close(s->pidfd);
           }
-          self.children.clear();
+          self.children = nullptr;
           // The inherited self-pidfd watches the parent: mp children keep it
           // as parent_process()'s sentinel; other forks close it.
           if (self.self_pidfd >= 0 && !self.forking_child) ::close(self.self_pidfd);
@@ -103,6 +127,14 @@ Globals& globals() {
   }();
   return *g;
 }
+
+pid_t current_pid() { return globals().pid; }
+
+}  // namespace
+
+internal::LifecycleState& internal::lifecycle_state() noexcept { return globals().lifecycle; }
+
+namespace {
 
 std::string demangle(const char* mangled) {
   int status = 0;
@@ -174,24 +206,52 @@ void send_signal(ChildState& s, int sig) {
   }
 }
 
-// Removes reaped children from the registry; returns the live ones. This is
-// CPython's _cleanup(), run by start() and active_children().
+// Links a started child into the registry (g.mu held).
+void register_child(Globals& g, const std::shared_ptr<ChildState>& s) {
+  s->self_ref = s;
+  s->child_prev = nullptr;
+  s->child_next = g.children;
+  if (g.children) g.children->child_prev = s.get();
+  g.children = s.get();
+}
+
+// Unlinks a child from the registry (g.mu held); returns the reference the
+// registry held, to be dropped after g.mu is released.
+std::shared_ptr<ChildState> unregister_child(Globals& g, ChildState* s) {
+  if (!s->self_ref) return nullptr;
+  if (s->child_prev) s->child_prev->child_next = s->child_next;
+  else g.children = s->child_next;
+  if (s->child_next) s->child_next->child_prev = s->child_prev;
+  s->child_prev = s->child_next = nullptr;
+  return std::move(s->self_ref);
+}
+
+// Reaps what has ended and unlinks it from the registry; returns the live
+// children. This is CPython's _cleanup(), run by start() and
+// active_children().
 std::vector<std::shared_ptr<ChildState>> sweep_children() {
   Globals& g = globals();
-  std::vector<std::shared_ptr<ChildState>> snapshot;
+  std::vector<std::shared_ptr<ChildState>> registered;
   {
     std::lock_guard lock(g.mu);
-    snapshot = g.children;
+    if (!g.children) return {};
+    for (ChildState* s = g.children; s; s = s->child_next) registered.push_back(s->self_ref);
   }
-  std::vector<std::shared_ptr<ChildState>> alive;
-  for (auto& c : snapshot) {
-    if (!reap(*c, false)) alive.push_back(c);
+  std::vector<std::shared_ptr<ChildState>> alive, done;
+  for (auto& c : registered) {
+    bool closed;
+    {
+      std::lock_guard l(c->mu);
+      closed = c->closed;
+    }
+    if (!closed && !reap(*c, false)) alive.push_back(c);
+    else done.push_back(c);
   }
-  std::lock_guard lock(g.mu);
-  std::erase_if(g.children, [](const std::shared_ptr<ChildState>& c) {
-    std::lock_guard l(c->mu);
-    return c->exitcode.has_value() || c->closed;
-  });
+  std::vector<std::shared_ptr<ChildState>> dropped;
+  {
+    std::lock_guard lock(g.mu);
+    for (auto& c : done) dropped.push_back(unregister_child(g, c.get()));
+  }
   return alive;
 }
 
@@ -224,7 +284,7 @@ std::optional<Clock::time_point> deadline_from(
 // Checks shared by every operation on a started child (CPython's asserts).
 void check_child(const ChildState& s, const char* action) {
   if (s.closed) throw_closed();
-  if (s.creator_pid != ::getpid()) {
+  if (s.creator_pid != current_pid()) {
     throw RuntimeError(fmt::format("can only {} a child process", action));
   }
 }
@@ -252,24 +312,28 @@ std::string signal_name(int sig) {
 }  // namespace
 
 namespace internal {
-ChildState::~ChildState() {
-  if (pidfd >= 0) ::close(pidfd);
+ChildState::ChildState() : creator_pid(current_pid()) {
   Globals& g = globals();
   std::lock_guard lock(g.mu);
-  std::erase(g.all_states, this);
+  all_next = g.all;
+  if (g.all) g.all->all_prev = this;
+  g.all = this;
+}
+
+ChildState::~ChildState() {
+  Globals& g = globals();
+  if (creator_pid == g.pid && pidfd >= 0) ::close(pidfd);
+  std::lock_guard lock(g.mu);
+  if (all_prev) all_prev->all_next = all_next;
+  else g.all = all_next;
+  if (all_next) all_next->all_prev = all_prev;
 }
 }  // namespace internal
 
 // ---------------------------------------------------------------- Process
 
 namespace {
-std::shared_ptr<ChildState> new_state() {
-  auto s = std::make_shared<ChildState>();
-  Globals& g = globals();
-  std::lock_guard lock(g.mu);
-  g.all_states.push_back(s.get());
-  return s;
-}
+std::shared_ptr<ChildState> new_state() { return std::make_shared<ChildState>(); }
 }  // namespace
 
 Process::Process() : Process(ProcessOptions{}) {}
@@ -282,10 +346,7 @@ Process::Process(ProcessOptions options) : state_(new_state()) {
   if (options.name) {
     state_->name = std::move(*options.name);
   } else {
-    std::string name = "Process-";
-    for (int id : g.identity) name += fmt::format("{}:", id);
-    name += fmt::format("{}", n);
-    state_->name = std::move(name);
+    state_->name = fmt::format("{}{}", g.name_prefix, n);
   }
   state_->daemon = options.daemon.value_or(g.daemonic);
 }
@@ -294,7 +355,7 @@ Process::Process(MainTag) : state_(new_state()) {
   state_->is_main = true;
   state_->name = "MainProcess";
   state_->started = true;
-  state_->pid = ::getpid();
+  state_->pid = current_pid();
 }
 
 Process::~Process() {
@@ -328,7 +389,7 @@ void Process::start() {
   {
     std::lock_guard lock(s.mu);
     if (s.started) throw RuntimeError("cannot start a process twice");
-    if (s.creator_pid != ::getpid()) {
+    if (s.creator_pid != current_pid()) {
       throw RuntimeError("can only start a process object created by current process");
     }
   }
@@ -340,11 +401,17 @@ void Process::start() {
   int parent_pidfd;
   {
     std::lock_guard lock(g.mu);
-    if (g.self_pidfd < 0) g.self_pidfd = sys_pidfd_open(::getpid());
+    if (g.self_pidfd < 0) g.self_pidfd = sys_pidfd_open(g.pid);
     parent_pidfd = g.self_pidfd;
     g.forking_child = true;
   }
 
+  // Everything the child needs is prepared here, so that the child writes
+  // as few pages as possible (each costs a copy-on-write fault).
+  std::string child_prefix = g.name_prefix;
+  child_prefix += std::to_string(s.number);
+  child_prefix += ':';
+  current_process();  // create the MainProcess object here, not in each child
   pid_t pid;
   try {
     pid = mp::fork();
@@ -353,7 +420,7 @@ void Process::start() {
     g.forking_child = false;
     throw;
   }
-  if (pid == 0) bootstrap_child(parent_pidfd, s.number);
+  if (pid == 0) bootstrap_child(parent_pidfd, child_prefix);
   {
     std::lock_guard lock(g.mu);
     g.forking_child = false;
@@ -367,29 +434,21 @@ void Process::start() {
     s.pidfd = fd;  // -1 only if the kernel lacks pidfds: waitpid is used then
   }
   std::lock_guard lock(g.mu);
-  g.children.push_back(state_);
+  register_child(g, state_);
 }
 
-void Process::bootstrap_child(int parent_pidfd, int identity_number) {
+void Process::bootstrap_child(int parent_pidfd, std::string& name_prefix) {
   Globals& g = globals();
-  static ParentProcess parent;  // one per process image; set once here
-  std::string parent_name = current_process().name();
-  {
-    std::lock_guard lock(g.mu);
-    parent.name_ = parent_name;
-    parent.pid_ = ::getppid();
-    parent.pidfd_ = parent_pidfd;
-    g.parent = &parent;
-    g.identity.push_back(identity_number);
-    g.counter = 1;
-    g.current = this;
-    g.daemonic = state_->daemon;
-  }
-  {
-    std::lock_guard lock(state_->mu);
-    state_->started = true;
-    state_->pid = ::getpid();
-  }
+  // The child has one thread until run() starts more, and g.mu was re-armed
+  // at fork: no lock is taken (a lock would touch one more page).
+  g.parent.name_ = current_process().name();
+  g.parent.pid_ = ::getppid();
+  g.parent.pidfd_ = parent_pidfd;
+  g.has_parent = true;
+  g.name_prefix.swap(name_prefix);
+  g.counter = 1;
+  g.current = this;
+  g.daemonic = state_->daemon;
 
   int code = 0;
   try {
@@ -418,7 +477,7 @@ void Process::bootstrap_child(int parent_pidfd, int identity_number) {
 void Process::join(std::optional<std::chrono::duration<double>> timeout) {
   check_not_closed();
   ChildState& s = *state_;
-  if (s.is_main || this == globals().current) throw RuntimeError("cannot join current process");
+  if (is_current()) throw RuntimeError("cannot join current process");
   check_child(s, "join");
   {
     std::lock_guard lock(s.mu);
@@ -430,7 +489,7 @@ void Process::join(std::optional<std::chrono::duration<double>> timeout) {
 bool Process::is_alive() {
   check_not_closed();
   ChildState& s = *state_;
-  if (s.is_main || this == globals().current) return true;
+  if (is_current()) return true;
   check_child(s, "test");
   {
     std::lock_guard lock(s.mu);
@@ -455,7 +514,7 @@ void Process::close() {
   if (!state_) throw ValueError("process object was moved from");
   ChildState& s = *state_;
   if (s.closed) return;
-  if (s.started && !s.is_main && this != globals().current && s.creator_pid == ::getpid()) {
+  if (s.started && !is_current() && s.creator_pid == current_pid()) {
     if (!reap(s, false)) {
       throw ValueError(
           "Cannot close a process while it is still running. "
@@ -469,8 +528,9 @@ void Process::close() {
     s.closed = true;
   }
   Globals& g = globals();
+  std::shared_ptr<ChildState> dropped;
   std::lock_guard lock(g.mu);
-  std::erase(g.children, state_);
+  dropped = unregister_child(g, state_.get());
 }
 
 const std::string& Process::name() const {
@@ -498,7 +558,7 @@ void Process::set_daemon(bool daemon) {
 
 std::optional<pid_t> Process::pid() const {
   check_not_closed();
-  if (state_->is_main) return ::getpid();
+  if (is_current()) return current_pid();
   std::lock_guard lock(state_->mu);
   if (!state_->started) return std::nullopt;
   return state_->pid;
@@ -507,12 +567,15 @@ std::optional<pid_t> Process::pid() const {
 std::optional<int> Process::exitcode() {
   check_not_closed();
   ChildState& s = *state_;
-  if (s.is_main || this == globals().current || s.creator_pid != ::getpid()) return std::nullopt;
+  if (is_current() || s.creator_pid != current_pid()) return std::nullopt;
   return reap(s, false);
 }
 
+bool Process::is_current() const { return state_->is_main || this == globals().current; }
+
 int Process::sentinel() const {
   check_not_closed();
+  check_child(*state_, "wait for");
   std::lock_guard lock(state_->mu);
   if (!state_->started || state_->is_main) throw RuntimeError("process not started");
   if (state_->pidfd < 0) throw RuntimeError("process sentinel is not available");
@@ -532,7 +595,7 @@ std::string Process::format() const {
     status = "started";
   } else if (s.closed) {
     status = "closed";
-  } else if (s.creator_pid != ::getpid()) {
+  } else if (s.creator_pid != current_pid()) {
     status = "unknown";
   } else if (!s.started) {
     status = "initial";
@@ -604,7 +667,10 @@ Process& current_process() {
   return *main_process;
 }
 
-const ParentProcess* parent_process() { return globals().parent; }
+const ParentProcess* parent_process() {
+  Globals& g = globals();
+  return g.has_parent ? &g.parent : nullptr;
+}
 
 std::vector<ChildProcess> active_children() {
   std::vector<ChildProcess> out;

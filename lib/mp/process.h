@@ -203,7 +203,8 @@ class Process {
   explicit Process(MainTag);
 
   void check_not_closed() const;
-  [[noreturn]] void bootstrap_child(int parent_pidfd, int identity_number);
+  [[noreturn]] void bootstrap_child(int parent_pidfd, std::string& name_prefix);
+  bool is_current() const;
 
   std::function<void()> target_;
   std::shared_ptr<internal::ChildState> state_;  // null only when moved from
