@@ -423,8 +423,8 @@ TEST(ProcessDaemon, NonDaemonChildrenAreJoinedAtNormalProgramExit) {
     std::exit(0);  // must wait for child
   }
   int status = 0;
-  // The program has not exited: its child is still running.
-  std::this_thread::sleep_for(200ms);
+  // The program has not exited within 300 ms: it waits for its child.
+  EXPECT_FALSE(wait_gone(program, 300ms));
   EXPECT_EQ(waitpid(program, &status, WNOHANG), 0);
   release.notify();
   EXPECT_EQ(ch.recv(), "child done");
