@@ -32,6 +32,7 @@
 #include "conformance/test_util.h"
 #include "mp/errors.h"
 #include "mp/os.h"
+#include "mp/process.h"
 
 namespace {
 
@@ -390,6 +391,28 @@ TEST(ThreadExit, NonDaemonThreadsAreJoinedByMpExit) {
         mp::exit(3);
       },
       ::testing::ExitedWithCode(3), "worker finished");
+}
+
+TEST(ThreadExit, NonDaemonThreadsAreJoinedAtTheEndOfAnMpProcess) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  mp::Process p([&] {
+    static auto* t = new mp::Thread([&] {
+      std::this_thread::sleep_for(200ms);
+      char c = 'j';
+      (void)!write(fds[1], &c, 1);
+    });
+    t->start();
+  });
+  p.start();
+  p.join(std::chrono::duration<double>(20));
+  EXPECT_EQ(p.exitcode(), 0);
+  close(fds[1]);
+  fcntl(fds[0], F_SETFL, O_NONBLOCK);
+  char c = 0;
+  EXPECT_EQ(read(fds[0], &c, 1), 1);
+  EXPECT_EQ(c, 'j');
+  close(fds[0]);
 }
 
 TEST(ThreadExit, ThreadJoiningTheMainThreadProceedsAtExit) {

@@ -84,6 +84,9 @@ struct Registry {
   ExceptHook hook;            // empty: default_excepthook
   LocalKeys keys;
   bool forking_from_main = false;  // set by the prepare-fork handler
+  // Advanced in every forked child: a pthread created before the fork is not
+  // this process's to join or detach.
+  std::uint64_t fork_generation = 0;
 };
 
 void shutdown() noexcept;
@@ -110,16 +113,12 @@ Registry& registry() {
   return *r;
 }
 
-// Advanced in every forked child: a pthread created before the fork is not
-// this process's to join or detach.
-std::uint64_t g_fork_generation = 0;  // guarded by Registry::mu
-
 // claim_pthread takes over the joinable pthread of `s` (lock held): true
 // when the caller must now pthread_join or pthread_detach it.
 bool claim_pthread(ThreadState& s, pthread_t* out) {
   if (!s.joinable) return false;
   s.joinable = false;
-  if (s.fork_generation != g_fork_generation) return false;
+  if (s.fork_generation != registry().fork_generation) return false;
   *out = s.pthread;
   return true;
 }
@@ -283,7 +282,8 @@ void shutdown() noexcept {
 void before_fork() noexcept {
   Registry& r = registry();
   r.mu.lock();
-  r.forking_from_main = current_tid() == ::getpid();
+  bool from_main = current_tid() == ::getpid();
+  if (r.forking_from_main != from_main) r.forking_from_main = from_main;
 }
 
 void after_fork_parent() noexcept { registry().mu.unlock(); }
@@ -292,37 +292,46 @@ void after_fork_parent() noexcept { registry().mu.unlock(); }
 // every other thread is marked stopped. The mutex and condition variable may
 // carry the parent's other threads as owners or waiters: rebuild them.
 void after_fork_child() noexcept {
+  // Runs in every forked child: it writes only what changes, since each page
+  // written here costs the child a copy-on-write fault.
   Registry& r = registry();
   new (&r.mu) std::mutex;
   new (&r.cv) std::condition_variable;
-  StatePtr current = t_current ? t_current->shared_from_this() : nullptr;
-  if (!current && r.forking_from_main) current = r.main;
+  ++r.fork_generation;
+  ThreadState* current = t_current;
+  if (!current && r.forking_from_main) current = r.main.get();
+  StatePtr made;
   if (!current) {
-    current = std::make_shared<ThreadState>();
-    current->name = fmt::format("Dummy-{}", ++r.counter);
-    current->daemon = true;
-    current->started = true;
-    current->is_dummy = true;
-    current->fixed_cls = "_DummyThread";
+    made = std::make_shared<ThreadState>();
+    made->name = fmt::format("Dummy-{}", ++r.counter);
+    made->daemon = true;
+    made->started = true;
+    made->fixed_cls = "_DummyThread";
+    r.active.push_back(made);
+    current = made.get();
   }
-  t_current = current.get();
-  for (auto& s : r.active) {
-    if (s != current) s->stopped = true;
+  if (t_current != current) t_current = current;
+  if (r.active.size() != 1 || r.active[0].get() != current) {
+    StatePtr keep = current->shared_from_this();
+    for (auto& s : r.active) {
+      if (s.get() != current) s->stopped = true;
+    }
+    r.active.clear();
+    r.active.push_back(std::move(keep));
   }
-  if (r.main != current) {
+  if (r.main.get() != current) {
     r.main->stopped = true;
-    // CPython keeps a dummy that becomes main a _DummyThread; it is no longer
-    // removed at its end (it is the process's main thread now).
+    r.main->is_main = false;
+    // A dummy that becomes the main thread stays a _DummyThread (as in
+    // CPython) but is no longer ended by its thread-exit guard.
     current->is_dummy = false;
     current->is_main = true;
-    r.main = current;
+    r.main = current->shared_from_this();
   }
-  current->stopped = false;
-  current->ident = static_cast<unsigned long>(pthread_self());
+  if (current->stopped) current->stopped = false;
+  auto ident = static_cast<unsigned long>(pthread_self());
+  if (current->ident != ident) current->ident = ident;
   current->native_id = current_tid();
-  r.active.clear();
-  r.active.push_back(current);
-  ++g_fork_generation;
 }
 
 }  // namespace
@@ -642,7 +651,7 @@ void Thread::start() {
   if (!state_->ident) state_->ident = static_cast<unsigned long>(tid);
   state_->pthread = tid;
   state_->joinable = true;
-  state_->fork_generation = g_fork_generation;
+  state_->fork_generation = r.fork_generation;
 }
 
 void Thread::run() {
