@@ -59,9 +59,13 @@
 //     thread-only copies here.
 //
 // Program exit: at normal exit (return from main, std::exit, mp::exit, the
-// end of an mp child process) the non-daemon threads are joined first, as
-// CPython's threading._shutdown does; a non-daemon thread that never ends
-// therefore keeps the process alive, as in CPython. Daemon threads are
+// end of an mp child process) the main thread is marked stopped (threads
+// joining it proceed) and the non-daemon threads are joined, as CPython's
+// threading._shutdown does; a non-daemon thread that never ends therefore
+// keeps the process alive, as in CPython. This runs from a static destructor
+// of mp (mp/internal/lifecycle.h), so static objects constructed after mp's
+// (function-local statics first used in main) are already destroyed by then:
+// join threads that use them before main returns. Daemon threads are
 // abandoned: they keep running while static destructors run and die when the
 // process ends. mp's own state that they use (the thread registry, the
 // excepthook, their target) is never destroyed, so a daemon thread cannot
