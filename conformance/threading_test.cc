@@ -159,6 +159,19 @@ TEST(Thread, RunsFunctionPointerTarget) {
   EXPECT_EQ(total, 7);
 }
 
+struct Account {
+  void deposit(int n) { balance += n; }
+  int balance = 0;
+};
+
+TEST(Thread, RunsMemberFunctionTargetOnAnObject) {
+  Account acc;
+  mp::Thread t(&Account::deposit, &acc, 10);
+  t.start();
+  t.join();
+  EXPECT_EQ(acc.balance, 10);
+}
+
 class Adder : public mp::Thread {
  public:
   explicit Adder(int n) : n_(n) {}
