@@ -67,6 +67,13 @@ using StatePtr = std::shared_ptr<ThreadState>;
 
 pid_t current_tid() noexcept { return static_cast<pid_t>(::syscall(SYS_gettid)); }
 
+// t_current is the calling thread's state, once known: set for the main
+// thread at start-up, for an mp Thread while it runs, for a dummy thread
+// from its first current_thread(), and for the forking thread in a child.
+// "Is this the calling thread?" is t_current == state, no gettid() syscall
+// (about 1 us here). Kept trivial (no destructor to register).
+thread_local ThreadState* t_current = nullptr;
+
 struct LocalKeys {
   std::vector<std::uint64_t> generations;  // per index, bumped on delete
   std::vector<std::size_t> free;           // indices ready for reuse
@@ -104,7 +111,10 @@ Registry& registry() {
     p->main->is_main = true;
     p->main->fixed_cls = "_MainThread";
     p->main->native_id = ::getpid();
-    if (current_tid() == ::getpid()) p->main->ident = static_cast<unsigned long>(pthread_self());
+    if (current_tid() == ::getpid()) {
+      p->main->ident = static_cast<unsigned long>(pthread_self());
+      t_current = p->main.get();
+    }
     p->active.push_back(p->main);
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
     internal::add_finalizer(shutdown);
@@ -127,10 +137,6 @@ bool claim_pthread(ThreadState& s, pthread_t* out) {
 // thread's identity is known before any other thread exists.
 [[maybe_unused]] Registry& g_registry_init = registry();
 
-// t_current is the calling thread's state, once known. Kept trivial (no
-// destructor to register) so that an mp Thread's start costs nothing here;
-// an mp Thread's state is owned by its thread_main frame meanwhile.
-thread_local ThreadState* t_current = nullptr;
 
 // DummyGuard owns a dummy thread's state and ends it when the thread exits.
 struct DummyGuard {
@@ -262,16 +268,15 @@ void* thread_main(void* arg) {
 // proceed), then join every non-daemon thread — CPython's threading._shutdown.
 void shutdown() noexcept {
   Registry& r = registry();
-  pid_t me = current_tid();
   std::unique_lock lock(r.mu);
-  if (r.main->native_id == me && !r.main->stopped) {
+  if (r.main.get() == t_current && !r.main->stopped) {
     r.main->stopped = true;
     remove_active(r, r.main.get());
     r.cv.notify_all();
   }
   for (;;) {
     auto it = std::find_if(r.active.begin(), r.active.end(), [&](const StatePtr& p) {
-      return !p->daemon && !p->is_main && !p->is_dummy && p->native_id != me;
+      return !p->daemon && !p->is_main && !p->is_dummy && p.get() != t_current;
     });
     if (it == r.active.end()) break;
     StatePtr s = *it;
@@ -282,7 +287,7 @@ void shutdown() noexcept {
 void before_fork() noexcept {
   Registry& r = registry();
   r.mu.lock();
-  bool from_main = current_tid() == ::getpid();
+  bool from_main = t_current ? t_current == r.main.get() : current_tid() == ::getpid();
   if (r.forking_from_main != from_main) r.forking_from_main = from_main;
 }
 
@@ -505,10 +510,9 @@ void ThreadHandle::join() const { join_for(std::chrono::nanoseconds::max()); }
 
 bool ThreadHandle::join_for(std::chrono::nanoseconds timeout) const {
   Registry& r = registry();
-  pid_t me = current_tid();
   std::unique_lock lock(r.mu);
   if (!state_->started) throw RuntimeError("cannot join thread before it is started");
-  if (!state_->stopped && state_->native_id == me) {
+  if (!state_->stopped && state_.get() == t_current) {
     throw RuntimeError("cannot join current thread");
   }
   pthread_t thread;
@@ -595,11 +599,10 @@ void Thread::init(ThreadOptions options, std::unique_ptr<internal::ThreadTarget>
 
 Thread::~Thread() {
   Registry& r = registry();
-  pid_t me = current_tid();
   std::unique_lock lock(r.mu);
   state_->owner = nullptr;
   if (!state_->started) return;
-  bool self = !state_->stopped && state_->native_id == me;
+  bool self = !state_->stopped && state_.get() == t_current;
   bool abandon = self || (state_->daemon && !state_->stopped);
   pthread_t thread;
   if (claim_pthread(*state_, &thread)) {
@@ -618,7 +621,7 @@ Thread::~Thread() {
 void Thread::join_if_started() noexcept {
   Registry& r = registry();
   std::unique_lock lock(r.mu);
-  if (!state_->started || (!state_->stopped && state_->native_id == current_tid())) return;
+  if (!state_->started || (!state_->stopped && state_.get() == t_current)) return;
   lock.unlock();
   try {
     join();
