@@ -500,6 +500,13 @@ TEST(ThreadLifetime, TargetAndArgumentsAreDestroyedBeforeJoinReturns) {
   EXPECT_EQ(arg.use_count(), 1);
 }
 
+TEST(ThreadLifetime, PthreadExitInTargetStillEndsTheThread) {
+  mp::Thread t([] { pthread_exit(nullptr); });
+  t.start();
+  EXPECT_TRUE(t.join(10s));
+  EXPECT_FALSE(t.is_alive());
+}
+
 // ---- exceptions ---------------------------------------------------------------
 
 TEST(ThreadExcepthook, ExceptionEscapingRunGoesToTheHookWithTheThread) {

@@ -240,6 +240,23 @@ void* thread_main(void* arg) {
     owner = s->owner;
   }
   r.cv.notify_all();  // native_id() may be waiting for it
+  // The thread ends here however run() leaves, pthread_exit() included.
+  struct Finish {
+    ThreadState* s;
+    std::unique_ptr<internal::ThreadTarget>& target;
+    ~Finish() {
+      // CPython drops the target and its arguments when run() ends; so does
+      // mp, in this thread, and the thread's mp::local values go with them,
+      // so that both are gone when join() returns.
+      try {
+        target.reset();
+      } catch (...) {
+      }
+      internal::clear_thread_locals();
+      mark_stopped(s);
+      t_current = nullptr;
+    }
+  } finish{s.get(), target};
   try {
     if (target) {
       target->call();
@@ -251,16 +268,6 @@ void* thread_main(void* arg) {
   } catch (...) {
     report_exception(s, std::current_exception());
   }
-  // CPython drops the target and its arguments when run() ends; so does mp,
-  // in this thread, and the thread's mp::local values go with them, so that
-  // both are gone when join() returns.
-  try {
-    target.reset();
-  } catch (...) {
-  }
-  internal::clear_thread_locals();
-  mark_stopped(s.get());
-  t_current = nullptr;
   return nullptr;
 }
 
