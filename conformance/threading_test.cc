@@ -21,7 +21,6 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <regex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -70,8 +69,8 @@ struct Worker {
   void operator()() const {}
 };
 
-// Returns the number of the next default name ("Thread-N") without
-// consuming... it does consume one: each call advances the counter.
+// next_thread_number is the N of a fresh default name "Thread-N"; it uses
+// that N up, so the next unnamed Thread gets N + 1.
 int next_thread_number() {
   mp::Thread t([] {});
   std::string name = t.name();  // "Thread-N (<lambda>)"
@@ -281,7 +280,6 @@ TEST(ThreadName, SetNameRenamesAtAnyTime) {
   t.set_name("before");
   t.start();
   t.set_name("during");
-  std::string seen;
   EXPECT_EQ(t.name(), "during");
   gate->open();
   t.join();
