@@ -263,9 +263,12 @@ void* thread_main(void* arg) {
     } else if (owner) {
       owner->run();
     }
-  } catch (abi::__forced_unwind&) {
-    throw;  // pthread_cancel / pthread_exit: let it unwind
   } catch (...) {
+    // pthread_exit() / pthread_cancel() unwind with a foreign (non-C++)
+    // exception, which has no C++ type: let it go on, so the thread ends.
+    // (catch (abi::__forced_unwind&) would do too, but binds a reference to
+    // no object, which UBSan rejects.)
+    if (abi::__cxa_current_exception_type() == nullptr) throw;
     report_exception(s, std::current_exception());
   }
   return nullptr;
