@@ -26,7 +26,7 @@ bool lock_result(AcquireResult r) {
 namespace {
 // Bounded spin before an Event waiter sleeps: a cross-process futex round
 // trip costs ~20 us here, a spin-then-sleep one ~0.5 us (PERFORMANCE.md).
-constexpr int kEventSpin = 4000;
+constexpr int kEventSpin = 250;  // ~10 us of PAUSE on this machine
 }  // namespace
 
 }  // namespace internal
