@@ -261,7 +261,7 @@ TEST(LockOwnerDeath, ParentRecoversLockOfChildKilledHoldingIt) {
   ASSERT_EQ(kill(pid, SIGKILL), 0);
   // Not reaped yet: the dead owner is a zombie, which must count as dead.
   Stopwatch sw;
-  EXPECT_THROW(lock.acquire(), mp::OwnerDeadError);
+  EXPECT_THROW(lock.acquire(10s), mp::OwnerDeadError);
   EXPECT_LT(sw.elapsed(), 2s);
   // The parent now holds the lock.
   EXPECT_TRUE(lock.locked());
@@ -317,6 +317,17 @@ TEST(LockOwnerDeath, TimedAcquireOnLiveOwnerStillTimesOut) {
   lock.release();
 }
 
+TEST(LockOwnerDeath, ReusedPidIsNotMistakenForTheOwner) {
+  // The owner is identified by pid *and* process start time: a live process
+  // that merely has the dead owner's pid does not count as the owner.
+  const pid_t me = mp::getpid();
+  const uint64_t stamp = mp::internal::self_stamp();
+  EXPECT_EQ(static_cast<pid_t>(stamp >> 40), me);
+  EXPECT_TRUE(mp::internal::process_alive(me, stamp));
+  EXPECT_FALSE(mp::internal::process_alive(me, stamp + 1));
+  EXPECT_TRUE(mp::internal::process_alive(me, 0));  // no stamp: pid only
+}
+
 TEST(RLockOwnerDeath, ParentRecoversRLockOfChildKilledHoldingItTwice) {
   mp::RLock lock;
   Signal held;
@@ -329,7 +340,7 @@ TEST(RLockOwnerDeath, ParentRecoversRLockOfChildKilledHoldingItTwice) {
   });
   ASSERT_TRUE(held.wait());
   kill(pid, SIGKILL);
-  EXPECT_THROW(lock.acquire(), mp::OwnerDeadError);
+  EXPECT_THROW(lock.acquire(10s), mp::OwnerDeadError);
   EXPECT_TRUE(lock.is_owned());
   lock.release();  // one level: the dead owner's depth is gone
   EXPECT_FALSE(lock.locked());
@@ -742,10 +753,14 @@ TEST(Condition, TimedOutWaiterAmongSleepersTakesNoNotification) {
   EXPECT_EQ(short_result.load(), 0);
   {
     std::lock_guard<mp::Condition> g(cond);
-    cond.notify();
+    cond.notify_all();  // one waiter left: one notification, none banked
   }
   long_waiter.join();
   EXPECT_EQ(long_result.load(), 1);
+  std::lock_guard<mp::Condition> g(cond);
+  Stopwatch sw;
+  EXPECT_FALSE(cond.wait(200ms)) << "a notification was left for the timed-out waiter";
+  expect_elapsed_about(sw.elapsed(), 200ms);
 }
 
 // ================================================================== Barrier

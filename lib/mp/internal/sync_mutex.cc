@@ -157,6 +157,7 @@ AcquireResult MutexHandle::lock_slow(bool block, const Deadline& deadline) {
   // when that process is gone.
   auto take_if_owner_dead = [&](uint32_t w) {
     pid_t owner = static_cast<pid_t>(w & MutexState::kPidMask);
+    if (owner == static_cast<pid_t>(me)) return false;  // we are alive
     if (process_alive(owner, state_->owner_stamp.load(std::memory_order_relaxed))) {
       return false;
     }
