@@ -4,17 +4,20 @@
 //   BM_Lock/<impl>/uncontended   acquire+release by one thread, nobody else
 //   BM_Lock/<impl>/contended     the same while a forked process hammers the
 //                                lock too (items = this side's pairs)
+//   BM_Semaphore/<impl>/uncontended  acquire+release of a count-1 semaphore
 //   BM_Event/<impl>/pingpong     set -> wait -> set back round trips between
 //                                two processes
 //
-// impl: mp (mp::Lock / mp::Event), raw_pshared_mutex (a PTHREAD_PROCESS_SHARED
-// + PTHREAD_MUTEX_ROBUST pthread mutex, what a careful C programmer would
-// use), raw_futex (one futex word, sleep at once) and raw_futex_spin (spin
-// then sleep, the floor for a wake-up round trip). CPython's
-// multiprocessing.Lock / Event do the same in benchmarks/peers/sync_peer.py
-// (BM_Lock/cpython/..., BM_Event/cpython/...).
+// impl: mp (mp::Lock, mp::Semaphore, mp::Event); raw_pshared_mutex (a
+// PTHREAD_PROCESS_SHARED + PTHREAD_MUTEX_ROBUST pthread mutex, what a careful
+// C programmer would use); posix_sem (sem_init with pshared=1); raw_futex
+// (one futex word, sleep at once) and raw_futex_spin (spin then sleep, the
+// floor for a wake-up round trip). CPython's multiprocessing.Lock, Semaphore
+// and Event do the same in benchmarks/peers/sync_peer.py (BM_Lock/cpython/...,
+// BM_Semaphore/cpython/..., BM_Event/cpython/...).
 #include <benchmark/benchmark.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -148,6 +151,30 @@ void BM_Lock_raw_contended(benchmark::State& state) {
   contended(state, mutex);
 }
 
+// ------------------------------------------------------ BM_Semaphore
+
+void BM_Semaphore_mp_uncontended(benchmark::State& state) {
+  mp::Semaphore sem(1);
+  for (auto _ : state) {
+    sem.acquire();
+    sem.release();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+// The peer: an unnamed process-shared POSIX semaphore in shared memory.
+void BM_Semaphore_posix_uncontended(benchmark::State& state) {
+  mp::internal::SharedRegion region(sizeof(sem_t));
+  sem_t* sem = new (region.data()) sem_t;
+  sem_init(sem, /*pshared=*/1, 1);
+  for (auto _ : state) {
+    sem_wait(sem);
+    sem_post(sem);
+  }
+  sem_destroy(sem);
+  state.SetItemsProcessed(state.iterations());
+}
+
 // ---------------------------------------------------------- BM_Event
 
 void BM_Event_mp_pingpong(benchmark::State& state) {
@@ -222,6 +249,8 @@ BENCHMARK(BM_Lock_raw_uncontended)->Name("BM_Lock/raw_pshared_mutex/uncontended"
 BENCHMARK(BM_RLock_mp_uncontended)->Name("BM_RLock/mp/uncontended");
 BENCHMARK(BM_Lock_mp_contended)->Name("BM_Lock/mp/contended")->UseRealTime();
 BENCHMARK(BM_Lock_raw_contended)->Name("BM_Lock/raw_pshared_mutex/contended")->UseRealTime();
+BENCHMARK(BM_Semaphore_mp_uncontended)->Name("BM_Semaphore/mp/uncontended");
+BENCHMARK(BM_Semaphore_posix_uncontended)->Name("BM_Semaphore/posix_sem/uncontended");
 BENCHMARK(BM_Event_mp_pingpong)->Name("BM_Event/mp/pingpong")->UseRealTime();
 BENCHMARK(BM_Event_raw_futex_pingpong)->Name("BM_Event/raw_futex/pingpong")->UseRealTime();
 BENCHMARK(BM_Event_raw_futex_spin_pingpong)

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""CPython peer of //benchmarks:sync: multiprocessing.Lock and Event.
+"""CPython peer of //benchmarks:sync: multiprocessing.Lock, Semaphore, Event.
 
 Prints Google Benchmark-schema JSON on stdout, with the names of the C++
 benchmarks under the "cpython" prefix so reports can pair them:
 
   BM_Lock/cpython/uncontended   Lock.acquire()+release() by one process
   BM_Lock/cpython/contended     the same while a forked process hammers it
+  BM_Semaphore/cpython/uncontended  Semaphore(1).acquire()+release()
   BM_Event/cpython/pingpong     set -> wait -> set back between two processes
 
 Standard library only; fork start method; finishes in well under 20 s.
@@ -58,6 +59,18 @@ def lock_uncontended():
             release()
 
     return measure("BM_Lock/cpython/uncontended", body, 100_000)
+
+
+def semaphore_uncontended():
+    sem = mp.Semaphore(1)
+
+    def body(n):
+        acquire, release = sem.acquire, sem.release
+        for _ in range(n):
+            acquire()
+            release()
+
+    return measure("BM_Semaphore/cpython/uncontended", body, 100_000)
 
 
 def _hammer(lock, ready, stop):
@@ -119,7 +132,8 @@ def event_pingpong():
 
 def main():
     mp.set_start_method("fork")
-    benchmarks = [lock_uncontended(), lock_contended(), event_pingpong()]
+    benchmarks = [lock_uncontended(), lock_contended(), semaphore_uncontended(),
+                  event_pingpong()]
     out = {
         "context": {
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
