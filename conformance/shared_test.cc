@@ -181,6 +181,10 @@ TEST(Value, GivenLockIsTheOneUsed) {
   EXPECT_EQ(wait_exit_code(pid), 0);
   shared.release();
   EXPECT_EQ(a.load() + b.load(), 3);
+  mp::Value deduced(3, shared);
+  static_assert(std::is_same_v<decltype(deduced), mp::Value<int, mp::Lock>>);
+  mp::Value raw(3, mp::NoLock{});
+  static_assert(std::is_same_v<decltype(raw), mp::RawValue<int>>);
 }
 
 TEST(Value, RawValueHasNoLock) {
@@ -218,6 +222,9 @@ TEST(Array, FromARangeCopiesItsElements) {
   EXPECT_EQ(c.at(1), 8);
   mp::Array<int> d(std::views::iota(0, 5));
   EXPECT_EQ(d.at(4), 4);
+  mp::Array deduced(src);
+  static_assert(std::is_same_v<decltype(deduced), mp::Array<double>>);
+  EXPECT_EQ(deduced[2], 3.0);
 }
 
 TEST(Array, AtOutOfRangeRaisesIndexError) {

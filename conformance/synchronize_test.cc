@@ -317,6 +317,42 @@ TEST(LockOwnerDeath, TimedAcquireOnLiveOwnerStillTimesOut) {
   lock.release();
 }
 
+TEST(LockOwnerDeath, SurvivorsFinishWhenAPeerIsKilledMidLoop) {
+  mp::Lock lock;
+  mp::RawValue<long> counter(0);
+  auto loop = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      try {
+        if (!lock.acquire(20s)) return 1;
+      } catch (const mp::OwnerDeadError&) {
+        // Held now; the counter is a single store, so nothing to repair.
+      }
+      ++counter.get_obj();
+      lock.release();
+    }
+    return 0;
+  };
+  Signal started;
+  pid_t victim = fork_child([&] {
+    started.notify();
+    return loop(1 << 30);  // runs until killed
+  });
+  ASSERT_TRUE(started.wait());
+  std::vector<pid_t> survivors;
+  for (int i = 0; i < 2; ++i) survivors.push_back(fork_child([&] { return loop(20000); }));
+  while (counter.get_obj() < 5000) sched_yield();
+  ASSERT_EQ(kill(victim, SIGKILL), 0);
+  EXPECT_EQ(wait_exit_code(victim), 128 + SIGKILL);
+  for (pid_t pid : survivors) EXPECT_EQ(wait_exit_code(pid), 0);
+  // Whoever holds it now (maybe the dead victim) must let us in.
+  try {
+    EXPECT_TRUE(lock.acquire(10s));
+  } catch (const mp::OwnerDeadError&) {
+  }
+  EXPECT_GE(counter.get_obj(), 40000);
+  lock.release();
+}
+
 TEST(LockOwnerDeath, ReusedPidIsNotMistakenForTheOwner) {
   // The owner is identified by pid *and* process start time: a live process
   // that merely has the dead owner's pid does not count as the owner.

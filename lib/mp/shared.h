@@ -16,9 +16,13 @@
 // Locks: Value<T> and Array<T> carry an RLock by default (CPython's
 // lock=True); pass a Lock or RLock handle to share one lock among several
 // objects (lock=<lock>), or use RawValue<T> / RawArray<T> (lock=False), which
-// have no get_lock(). load()/store()/update() take the lock; raw access
-// (get_obj(), operator[], data(), span) does not, exactly as ctypes access
-// to .get_obj() does not: take get_lock() around compound updates.
+// have no get_lock(). Class template argument deduction picks the type from
+// the arguments: `mp::Value v(0, my_lock)` is a Value<int, mp::Lock>.
+// load()/store()/update() take the lock; raw access (get_obj(), operator[],
+// data(), span) does not, exactly as ctypes access to .get_obj() does not:
+// take get_lock() around compound updates. On a RawValue/RawArray nothing is
+// locked: load()/store() of a T wider than a machine word may tear, and
+// update() is not atomic, as in CPython.
 //
 // SharedMemory is a *named* POSIX segment (shm_open), attachable by name from
 // any process. mp differs from CPython in who removes the name: CPython's
@@ -232,6 +236,12 @@ class Array {
   std::size_t size_ = 0;
   mutable L lock_;
 };
+
+// Array(range) and Array(range, lock) deduce T from the range's elements.
+template <std::ranges::input_range R>
+Array(R&&) -> Array<std::ranges::range_value_t<R>>;
+template <std::ranges::input_range R, class L>
+Array(R&&, L) -> Array<std::ranges::range_value_t<R>, L>;
 
 // RawArray<T> is an Array without a lock (multiprocessing.RawArray).
 template <class T>
