@@ -229,6 +229,43 @@ TEST(Lock, MeetsLockableAndTimedLockable) {
   EXPECT_TRUE(lock.locked());
 }
 
+TEST(Lock, HugeTimeoutMeansNoTimeoutNotAnOverflow) {
+  mp::Lock lock;
+  EXPECT_TRUE(lock.acquire(std::chrono::hours::max()));
+  EXPECT_FALSE(lock.acquire(false));
+  Signal go;
+  pid_t pid = fork_child([&] {
+    go.wait();
+    lock.release();
+    return 0;
+  });
+  go.notify();
+  EXPECT_TRUE(lock.acquire(std::chrono::nanoseconds::max()));  // waits for the child
+  EXPECT_EQ(wait_exit_code(pid), 0);
+  lock.release();
+}
+
+TEST(Timeouts, OptionalTimeoutsAreAcceptedAndNulloptBlocks) {
+  mp::Lock lock;
+  EXPECT_TRUE(lock.acquire(std::optional<std::chrono::duration<double>>()));
+  EXPECT_FALSE(lock.acquire(std::optional<std::chrono::duration<double>>(0.05)));
+  lock.release();
+  mp::Event ev;
+  Stopwatch sw;
+  EXPECT_FALSE(ev.wait(std::optional<std::chrono::duration<double>>(0.1)));
+  expect_elapsed_about(sw.elapsed(), 100ms);
+  ev.set();
+  EXPECT_TRUE(ev.wait(std::nullopt));
+  mp::Semaphore sem(0);
+  EXPECT_FALSE(sem.acquire(std::optional<std::chrono::duration<double>>(0.01)));
+  mp::Condition cond;
+  std::lock_guard<mp::Condition> g(cond);
+  EXPECT_FALSE(cond.wait(std::optional<std::chrono::duration<double>>(0.01)));
+  EXPECT_TRUE(cond.wait_for([] { return true; }, std::nullopt));
+  mp::Barrier one(1);
+  EXPECT_EQ(one.wait(std::nullopt), 0);
+}
+
 TEST(Lock, CopiesShareOneLock) {
   mp::Lock a;
   mp::Lock b = a;

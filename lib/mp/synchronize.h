@@ -64,9 +64,22 @@ namespace internal {
 using Nanos = std::chrono::nanoseconds;
 
 // deadline_in turns a relative timeout into an absolute steady deadline.
+// Timeouts beyond ~100 years (duration::max(), say) mean "no timeout" rather
+// than overflowing the clock.
 template <class Rep, class Period>
 Deadline deadline_in(std::chrono::duration<Rep, Period> timeout) {
+  using Years100 = std::chrono::duration<double, std::ratio<3153600000>>;
+  if (std::chrono::duration_cast<Years100>(timeout).count() >= 1.0) return std::nullopt;
   return deadline_after(std::optional<std::chrono::duration<Rep, Period>>(timeout));
+}
+
+// OptionalTimeout is how code that passes a timeout along spells one:
+// std::nullopt blocks, as CPython's timeout=None.
+using OptionalTimeout = std::optional<std::chrono::duration<double>>;
+
+// deadline_opt is deadline_in for an optional timeout.
+inline Deadline deadline_opt(const OptionalTimeout& timeout) {
+  return timeout ? deadline_in(*timeout) : std::nullopt;
 }
 
 // deadline_at turns a time point of any clock into a steady deadline.
@@ -102,9 +115,14 @@ class Lock {
     return internal::lock_result(mutex_.acquire(block, std::nullopt));
   }
   // acquire(timeout) waits at most about `timeout`; false when it ran out.
+  // An optional timeout (std::nullopt: no timeout) is accepted everywhere a
+  // timeout is, in this header.
   template <class Rep, class Period>
   bool acquire(std::chrono::duration<Rep, Period> timeout) {
     return internal::lock_result(mutex_.acquire(true, internal::deadline_in(timeout)));
+  }
+  bool acquire(internal::OptionalTimeout timeout) {
+    return internal::lock_result(mutex_.acquire(true, internal::deadline_opt(timeout)));
   }
   // try_acquire() is acquire(false).
   bool try_acquire() { return acquire(false); }
@@ -148,6 +166,9 @@ class RLock {
   template <class Rep, class Period>
   bool acquire(std::chrono::duration<Rep, Period> timeout) {
     return internal::lock_result(mutex_.acquire(true, internal::deadline_in(timeout)));
+  }
+  bool acquire(internal::OptionalTimeout timeout) {
+    return internal::lock_result(mutex_.acquire(true, internal::deadline_opt(timeout)));
   }
   bool try_acquire() { return acquire(false); }
 
@@ -202,6 +223,9 @@ class Semaphore {
   template <class Rep, class Period>
   bool acquire(std::chrono::duration<Rep, Period> timeout) {
     return acquire_until(true, internal::deadline_in(timeout));
+  }
+  bool acquire(internal::OptionalTimeout timeout) {
+    return acquire_until(true, internal::deadline_opt(timeout));
   }
   bool try_acquire() { return acquire(false); }
 
@@ -265,6 +289,9 @@ class Event {
   bool wait(std::chrono::duration<Rep, Period> timeout) {
     return wait_until(internal::deadline_in(timeout));
   }
+  bool wait(internal::OptionalTimeout timeout) {
+    return wait_until(internal::deadline_opt(timeout));
+  }
 
  private:
   bool wait_until(const internal::Deadline& deadline);
@@ -308,6 +335,9 @@ class Condition {
   bool acquire(std::chrono::duration<Rep, Period> timeout) {
     return internal::lock_result(mutex_.acquire(true, internal::deadline_in(timeout)));
   }
+  bool acquire(internal::OptionalTimeout timeout) {
+    return internal::lock_result(mutex_.acquire(true, internal::deadline_opt(timeout)));
+  }
   void release() { mutex_.release(); }
   void lock() { acquire(); }
   void unlock() { release(); }
@@ -329,6 +359,9 @@ class Condition {
   bool wait(std::chrono::duration<Rep, Period> timeout) {
     return wait_until(internal::deadline_in(timeout));
   }
+  bool wait(internal::OptionalTimeout timeout) {
+    return wait_until(internal::deadline_opt(timeout));
+  }
 
   // wait_for(pred) waits until pred() is true; wait_for(pred, timeout) gives
   // up after about `timeout` in total. Returns the last value of pred().
@@ -339,6 +372,10 @@ class Condition {
   template <class Pred, class Rep, class Period>
   bool wait_for(Pred pred, std::chrono::duration<Rep, Period> timeout) {
     return wait_for_until(pred, internal::deadline_in(timeout));
+  }
+  template <class Pred>
+  bool wait_for(Pred pred, internal::OptionalTimeout timeout) {
+    return wait_for_until(pred, internal::deadline_opt(timeout));
   }
 
   // notify(n) wakes up to n waiters; notify_all() wakes all of them. Both
@@ -405,6 +442,9 @@ class Barrier {
   template <class Rep, class Period>
   int wait(std::chrono::duration<Rep, Period> timeout) {
     return wait_until(internal::deadline_in(timeout));
+  }
+  int wait(internal::OptionalTimeout timeout) {
+    return wait_until(internal::deadline_opt(timeout));
   }
 
   // reset() returns the barrier to the empty, unbroken state.
