@@ -10,8 +10,12 @@
 // the same lock, as assigning a Python name does; the shared state lives
 // until the last handle in the last process that has it is gone.
 //
-// Timeouts are std::chrono durations, relative to the call; a negative
-// timeout is treated as zero (CPython does the same).
+// A lock held at fork() time stays held by its owner in the parent: it is
+// shared, not copied, so the child waits for the parent's release.
+//
+// Timeouts are std::chrono durations, relative to the call, or an optional
+// duration (std::nullopt blocks, as timeout=None); a negative timeout is
+// treated as zero (CPython does the same), an enormous one as none.
 //
 // Where mp differs from CPython, and why:
 //   * Owner death. A process that dies (even by SIGKILL) holding a Lock or an
@@ -25,6 +29,17 @@
 //     times so a reused pid is not mistaken for the owner), so a takeover
 //     happens within about 20 ms of the death. A *thread* that exits holding a
 //     lock while its process lives on is not detected (as in CPython).
+//     With a guard, take the lock first and adopt it:
+//
+//       try {
+//         lock.acquire();
+//       } catch (const mp::OwnerDeadError&) {
+//         repair_shared_state();  // we hold the lock here
+//       }
+//       std::lock_guard<mp::Lock> guard(lock, std::adopt_lock);
+//
+//     (std::lock_guard<mp::Lock> guard(lock) also works, but if its
+//     constructor throws OwnerDeadError no guard exists to release the lock.)
 //   * Semaphores have no owner: a unit acquired by a process that dies is
 //     not given back (as in CPython). Use a Lock where recovery matters.
 //   * Misuse (release of an unlocked Lock, release of an RLock by another
