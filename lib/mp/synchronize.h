@@ -28,7 +28,8 @@
 //     checks the owner's process every 20 ms (in /proc, comparing start
 //     times so a reused pid is not mistaken for the owner), so a takeover
 //     happens within about 20 ms of the death. A *thread* that exits holding a
-//     lock while its process lives on is not detected (as in CPython).
+//     lock while its process lives on is not detected (as in CPython), nor is
+//     a process that exec()s holding one (it keeps its pid and start time).
 //     With a guard, take the lock first and adopt it:
 //
 //       try {
@@ -63,6 +64,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <type_traits>
 #include <utility>
 
 #include "mp/errors.h"
