@@ -396,9 +396,9 @@ TEST(LockOwnerDeath, ReusedPidIsNotMistakenForTheOwner) {
   const pid_t me = mp::getpid();
   const uint64_t stamp = mp::internal::self_stamp();
   EXPECT_EQ(static_cast<pid_t>(stamp >> 40), me);
-  EXPECT_TRUE(mp::internal::process_alive(me, stamp));
-  EXPECT_FALSE(mp::internal::process_alive(me, stamp + 1));
-  EXPECT_TRUE(mp::internal::process_alive(me, 0));  // no stamp: pid only
+  EXPECT_TRUE(mp::internal::stamp_alive(me, stamp));
+  EXPECT_FALSE(mp::internal::stamp_alive(me, stamp + 1));
+  EXPECT_TRUE(mp::internal::stamp_alive(me, 0));  // no stamp: pid only
 }
 
 TEST(RLockOwnerDeath, ParentRecoversRLockOfChildKilledHoldingItTwice) {
@@ -568,7 +568,10 @@ TEST(Semaphore, NeverAdmitsMoreHoldersThanItsValueAcrossProcesses) {
     }));
   }
   for (pid_t pid : pids) EXPECT_EQ(wait_exit_code(pid), 0);
-  EXPECT_EQ(most.load(), 2);
+  // Never more than two inside; whether two ever overlapped depends on the
+  // scheduler (2 shared cores), so that is not asserted here.
+  EXPECT_LE(most.load(), 2);
+  EXPECT_GE(most.load(), 1);
   EXPECT_EQ(sem.get_value(), 2);
 }
 

@@ -16,46 +16,10 @@
 #include <fmt/format.h>
 
 #include "mp/errors.h"
+#include "mp/internal/liveness.h"
 
 namespace mp::internal {
 namespace {
-
-std::atomic<pid_t> g_pid{0};
-std::atomic<uint64_t> g_stamp{0};
-thread_local pid_t t_tid = 0;
-
-void after_fork_in_child() {
-  g_pid.store(static_cast<pid_t>(syscall(SYS_getpid)), std::memory_order_relaxed);
-  g_stamp.store(0, std::memory_order_relaxed);
-  t_tid = 0;  // the forking thread is the child's only thread
-}
-
-// read_stat reads /proc/<pid>/stat's state letter and start time.
-// Returns false when the process does not exist (or cannot be read).
-bool read_stat(pid_t pid, char* state, uint64_t* start_time) noexcept {
-  char path[64];
-  char buf[1024];
-  auto end = fmt::format_to_n(path, sizeof path - 1, "/proc/{}/stat", pid).out;
-  *end = '\0';
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return false;
-  buf[n] = '\0';
-  const char* p = std::strrchr(buf, ')');
-  if (!p || p[1] == '\0') return false;
-  p += 2;  // field 3: state
-  *state = *p;
-  // starttime is field 22: skip 19 more space-separated fields.
-  for (int field = 3; field < 22 && *p; ++field) {
-    p = std::strchr(p, ' ');
-    if (!p) return false;
-    ++p;
-  }
-  *start_time = std::strtoull(p, nullptr, 10);
-  return true;
-}
 
 constexpr uint64_t kStampTimeMask = (uint64_t{1} << 40) - 1;
 
@@ -71,52 +35,14 @@ constexpr int kSpinIterations = 100;  // ~4 us of PAUSE here
 
 }  // namespace
 
-pid_t self_pid() noexcept {
-  pid_t p = g_pid.load(std::memory_order_relaxed);
-  if (p != 0) return p;
-  static std::once_flag once;
-  std::call_once(once, [] { pthread_atfork(nullptr, nullptr, after_fork_in_child); });
-  p = static_cast<pid_t>(syscall(SYS_getpid));
-  g_pid.store(p, std::memory_order_relaxed);
-  return p;
-}
+uint64_t self_stamp() noexcept { return make_stamp(self_pid(), self_start_time()); }
 
-pid_t self_tid() noexcept {
-  if (t_tid == 0) {
-    self_pid();  // make sure the fork handler is registered
-    t_tid = static_cast<pid_t>(syscall(SYS_gettid));
-  }
-  return t_tid;
-}
-
-uint64_t self_stamp() noexcept {
-  uint64_t s = g_stamp.load(std::memory_order_relaxed);
-  if (s != 0) return s;
-  pid_t pid = self_pid();
-  char state = 0;
-  uint64_t start = 0;
-  if (!read_stat(pid, &state, &start)) start = 0;
-  s = make_stamp(pid, start);
-  g_stamp.store(s, std::memory_order_relaxed);
-  return s;
-}
-
-bool process_alive(pid_t pid, uint64_t stamp) noexcept {
+bool stamp_alive(pid_t pid, uint64_t stamp) noexcept {
   if (pid <= 0) return true;  // unknown owner: never steal
-  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
-  char state = 0;
-  uint64_t start = 0;
-  if (!read_stat(pid, &state, &start)) {
-    // kill() found it a moment ago. If /proc works for us, the entry just
-    // vanished: dead. Without /proc (a chroot, say) trust kill(): alive.
-    return ::access("/proc/self/stat", R_OK) != 0;
-  }
-  if (state == 'Z' || state == 'X' || state == 'x') return false;
-  if (stamp != 0 && static_cast<pid_t>(stamp >> 40) == pid &&
-      (stamp & kStampTimeMask) != (start & kStampTimeMask)) {
-    return false;  // the pid was reused by another process
-  }
-  return true;
+  // A stamp of another pid says nothing about this one: pid liveness only.
+  const uint64_t start =
+      static_cast<pid_t>(stamp >> 40) == pid ? (stamp & kStampTimeMask) : 0;
+  return process_alive(pid, start);
 }
 
 MutexHandle::MutexHandle(bool recursive) : recursive_(recursive) {
@@ -160,7 +86,7 @@ AcquireResult MutexHandle::lock_slow(bool block, const Deadline& deadline) {
   auto take_if_owner_dead = [&](uint32_t w) {
     pid_t owner = static_cast<pid_t>(w & MutexState::kPidMask);
     if (owner == static_cast<pid_t>(me)) return false;  // we are alive
-    if (process_alive(owner, state_->owner_stamp.load(std::memory_order_relaxed))) {
+    if (stamp_alive(owner, state_->owner_stamp.load(std::memory_order_relaxed))) {
       return false;
     }
     if (!word.compare_exchange_strong(w, me | MutexState::kWaiters,

@@ -32,22 +32,19 @@
 #include <memory>
 
 #include "mp/internal/futex.h"
+#include "mp/internal/liveness.h"
 #include "mp/internal/shm.h"
 
 namespace mp::internal {
-
-// self_pid / self_tid are the calling process's and thread's ids, cached
-// (getpid/gettid are real syscalls, ~1 us here) and refreshed after fork().
-pid_t self_pid() noexcept;
-pid_t self_tid() noexcept;
 
 // self_stamp identifies this process among all processes that ever had its
 // pid: (pid << 40) | (start time in clock ticks since boot).
 uint64_t self_stamp() noexcept;
 
-// process_alive reports whether `pid` names a live (not zombie) process whose
-// stamp is `stamp` (stamp 0 or one of another pid: pid liveness only).
-bool process_alive(pid_t pid, uint64_t stamp) noexcept;
+// stamp_alive reports whether `pid` names a live (not zombie) process whose
+// stamp is `stamp` (stamp 0 or one of another pid: pid liveness only); an
+// unknown owner (pid <= 0) counts as alive, so it is never robbed.
+bool stamp_alive(pid_t pid, uint64_t stamp) noexcept;
 
 // MutexState lives in MAP_SHARED memory. All fields but count_ are atomics
 // because waiters and the death checker read them without owning the lock.
