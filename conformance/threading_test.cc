@@ -32,6 +32,7 @@
 #include "mp/errors.h"
 #include "mp/os.h"
 #include "mp/process.h"
+#include "mp/synchronize.h"
 
 namespace {
 
@@ -936,6 +937,28 @@ TEST(ThreadFork, ForkWithRunningThreadWarnsOnceOnStderr) {
 TEST(ThreadFork, NoWarningWhenTurnedOff) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(std::_Exit(fork_warnings(false)), ::testing::ExitedWithCode(0), "");
+}
+
+// ---- mp/synchronize.h serves threads ----------------------------------------
+
+TEST(ThreadSync, LockAndEventOfSynchronizeServeMpThreads) {
+  mp::Lock lock;
+  mp::Event go;
+  long counter = 0;
+  auto add = [&] {
+    go.wait();
+    for (int i = 0; i < 20000; ++i) {
+      std::lock_guard guard(lock);
+      ++counter;
+    }
+  };
+  mp::Thread a(add), b(add);
+  a.start();
+  b.start();
+  go.set();
+  a.join();
+  b.join();
+  EXPECT_EQ(counter, 40000);
 }
 
 // ---- the tutorial's download program --------------------------------------------

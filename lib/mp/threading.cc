@@ -14,6 +14,7 @@
 #include <new>
 
 #include "mp/internal/lifecycle.h"
+#include "mp/internal/liveness.h"
 
 namespace mp {
 
@@ -65,7 +66,11 @@ namespace {
 using internal::ThreadState;
 using StatePtr = std::shared_ptr<ThreadState>;
 
-pid_t current_tid() noexcept { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+// gettid() without the per-thread cache, for the fork handler (which may run
+// before mp/internal/liveness refreshes its cache in the child).
+pid_t raw_tid() noexcept { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+pid_t current_tid() noexcept { return internal::self_tid(); }
 
 // t_current is the calling thread's state, once known: set for the main
 // thread at start-up, for an mp Thread while it runs, for a dummy thread
@@ -111,7 +116,7 @@ Registry& registry() {
     p->main->is_main = true;
     p->main->fixed_cls = "_MainThread";
     p->main->native_id = ::getpid();
-    if (current_tid() == ::getpid()) {
+    if (raw_tid() == ::getpid()) {
       p->main->ident = static_cast<unsigned long>(pthread_self());
       t_current = p->main.get();
     }
@@ -297,7 +302,7 @@ void shutdown() noexcept {
 void before_fork() noexcept {
   Registry& r = registry();
   r.mu.lock();
-  bool from_main = t_current ? t_current == r.main.get() : current_tid() == ::getpid();
+  bool from_main = t_current ? t_current == r.main.get() : raw_tid() == ::getpid();
   if (r.forking_from_main != from_main) r.forking_from_main = from_main;
 }
 
@@ -346,7 +351,7 @@ void after_fork_child() noexcept {
   if (current->stopped) current->stopped = false;
   auto ident = static_cast<unsigned long>(pthread_self());
   if (current->ident != ident) current->ident = ident;
-  current->native_id = current_tid();
+  current->native_id = raw_tid();
 }
 
 }  // namespace
