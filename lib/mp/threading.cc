@@ -122,7 +122,7 @@ Registry& registry() {
     }
     p->active.push_back(p->main);
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
-    internal::add_finalizer(shutdown);
+    internal::add_finalizer(shutdown, internal::FinalizerPhase::kThreads);
     return p;
   }();
   return *r;
