@@ -1,0 +1,163 @@
+// mp/internal/shm_channel.h — the byte transport under mp::Queue (and the
+// pool's task and result channels): a multi-producer, multi-consumer message
+// ring in anonymous MAP_SHARED memory that survives SIGKILL of any peer.
+//
+// Internal. Users include mp/queue.h.
+//
+// What it is
+//   ShmChannel carries whole messages (byte strings of any length, 0 to many
+//   GiB) between every process forked after its construction. Messages are
+//   delivered exactly once, FIFO per producer; a message is seen by a
+//   consumer only when it is complete (never torn, never half-visible).
+//
+// How it is built (the invariants recovery relies on)
+//   * One anonymous MAP_SHARED region: a header page, then a power-of-two
+//     byte ring. Nothing is named, so nothing can leak in /dev/shm, and no fd
+//     is held.
+//   * Records: an 8-byte header {len, kind} then the payload, padded to 8.
+//     kind has a BEGIN and an END bit. A message that fits in half the ring
+//     is one BEGIN|END record. A larger one is streamed as a BEGIN chunk
+//     (whose first 8 payload bytes hold the total length), middle chunks and
+//     an END chunk; the producer holds the producer lock for the whole stream
+//     and one consumer holds the consumer lock while it reassembles, so the
+//     chunks of two messages never interleave.
+//   * Two robust, process-shared pthread mutexes: one serialises producers,
+//     one consumers (so one producer and one consumer never contend). Each
+//     side publishes its progress with ONE atomic 64-bit store (the "commit
+//     word": message count in the high half, record count in the low half),
+//     after writing a small journal of the values that follow it. A process
+//     killed anywhere is recovered by the next locker (EOWNERDEAD): if the
+//     commit store happened the side rolls forward, otherwise nothing it did
+//     is visible (bytes written past the tail are simply overwritten later).
+//   * A consumer copies a record out *before* committing its consumption, so
+//     a consumer killed mid-copy of a whole record leaves the message for the
+//     next consumer. A consumer killed while reassembling a streamed message
+//     has consumed its first chunks: that message is lost (exactly as one
+//     whose receiver dies right after receiving it) and the next consumer
+//     discards the rest of its chunks; no other message is touched.
+//   * A producer killed (or timed out) mid-stream leaves an unfinished
+//     message: its chunks are discarded by the consumer, which notices either
+//     the next message's BEGIN or that the producer lock is free (the
+//     streaming producer holds it until END) while no chunk is left.
+//   * Blocking is a futex on a sequence word per direction, with a
+//     "waiters" bit so a producer pays a wake syscall only when a consumer
+//     sleeps (and a sleeper killed while waiting costs one extra wake, no
+//     more).
+//
+// End of input (what a consumer blocked on an empty channel is told)
+//   Every process that sends registers itself (pid and start time) in a small
+//   table in the header. A blocking receive on an empty channel returns
+//   kEof once at least one process has registered and every registered
+//   process has since retired (retire_producer(), called by Queue::close())
+//   or died, checked when a waiter is woken without data and at least every
+//   kLivenessSlice. More than kMaxProducers live senders turns this
+//   detection off (receives then just block, or time out).
+//   Producers blocked on a full ring whose consumers died are not woken:
+//   they need a timeout.
+//
+// Thread safety: every member is safe to call from any thread of any process
+// sharing the region. Construction must happen before the fork.
+#pragma once
+
+#include <pthread.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "mp/internal/futex.h"
+#include "mp/internal/shm.h"
+
+namespace mp::internal {
+
+// ChannelStatus is the outcome of a channel operation.
+enum class ChannelStatus {
+  kOk,        // done
+  kTimedOut,  // the deadline passed first (for a past deadline: would block)
+  kEof,       // receive only: empty and every registered producer is gone
+};
+
+class ShmChannel {
+ public:
+  // kDefaultCapacity is the ring size in bytes when none is given.
+  static constexpr std::size_t kDefaultCapacity = std::size_t{1} << 20;
+  // kMaxProducers is the size of the producer table used for EOF detection.
+  static constexpr int kMaxProducers = 64;
+  // kLivenessSlice bounds how long a blocked receive goes without checking
+  // producer liveness (EOF) or whether a streaming producer died.
+  static constexpr std::chrono::milliseconds kLivenessSlice{100};
+
+  // Creates a channel whose ring holds `capacity` bytes (rounded up to a
+  // power of two, at least 4 KiB) and at most `max_messages` complete
+  // messages (0: no limit but the ring's bytes).
+  explicit ShmChannel(std::size_t capacity = kDefaultCapacity,
+                      std::uint32_t max_messages = 0);
+  ~ShmChannel();
+  ShmChannel(ShmChannel&&) noexcept;
+  ShmChannel& operator=(ShmChannel&&) noexcept;
+  ShmChannel(const ShmChannel&) = delete;
+  ShmChannel& operator=(const ShmChannel&) = delete;
+
+  // send_bytes appends one message of `size` bytes. Blocks while the channel
+  // holds max_messages messages or the ring has no room, until `deadline`
+  // (nullopt: forever; a deadline already passed: try once). kTimedOut
+  // means nothing was delivered: a message streamed in chunks whose deadline
+  // passed mid-stream is abandoned and discarded by the consumer.
+  ChannelStatus send_bytes(const void* data, std::size_t size, const Deadline& deadline);
+
+  // recv_bytes removes the oldest complete message into `out` (its previous
+  // contents are replaced; its capacity is reused). Blocks until a message
+  // is available or `deadline`. Once the first chunk of a streamed message
+  // has been taken the receive completes it regardless of the deadline
+  // (the producer is streaming), unless the producer dies or abandons it,
+  // in which case it is discarded and the wait goes on.
+  ChannelStatus recv_bytes(std::string& out, const Deadline& deadline);
+
+  // size is the number of complete messages sent and not yet received: exact
+  // right after a send in the sending process. Messages still being streamed
+  // are not counted.
+  std::size_t size() const noexcept;
+  std::uint32_t max_messages() const noexcept;
+  std::size_t capacity() const noexcept;
+
+  // retire_producer says this process will send no more (it may be called
+  // by a process that never sent). Wakes blocked receivers so that they can
+  // see end of input.
+  void retire_producer() noexcept;
+
+  // wake_receivers wakes every blocked receiver (they re-check their state).
+  void wake_receivers() noexcept;
+
+  // Task accounting for JoinableQueue: unfinished = messages ever sent -
+  // tasks done. task_done() returns false (and changes nothing) when nothing
+  // is unfinished. join() waits until nothing is unfinished; false if the
+  // deadline passed first.
+  bool task_done() noexcept;
+  bool join(const Deadline& deadline);
+  std::uint32_t unfinished_tasks() const noexcept;
+
+  struct Header;  // the shared layout, defined in shm_channel.cc
+
+ private:
+  Header* h() const noexcept { return region_.as<Header>(); }
+  std::byte* ring() const noexcept;
+
+  SharedRegion region_;
+  // The process that registered as a producer through this handle (a forked
+  // child's copy still names the parent, so the child registers itself).
+  std::atomic<pid_t> registered_pid_{0};
+};
+
+// process_alive reports whether the process `pid`, started at `start_time`
+// (clock ticks since boot, /proc/<pid>/stat field 22; 0: unknown), still
+// runs. Zombies are dead. Exposed for tests.
+bool process_alive(pid_t pid, std::uint64_t start_time) noexcept;
+
+// self_start_time is this process's start time, as process_alive takes it.
+std::uint64_t self_start_time() noexcept;
+
+}  // namespace mp::internal
