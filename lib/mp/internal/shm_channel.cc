@@ -290,6 +290,12 @@ std::byte* ShmChannel::ring() const noexcept {
 std::size_t ShmChannel::capacity() const noexcept { return h()->capacity; }
 std::uint32_t ShmChannel::max_messages() const noexcept { return h()->max_messages; }
 
+std::size_t ShmChannel::bytes_used() const noexcept {
+  const std::uint64_t head = h()->c.head.load(std::memory_order_acquire);
+  const std::uint64_t tail = h()->p.tail.load(std::memory_order_acquire);
+  return tail > head ? static_cast<std::size_t>(tail - head) : 0;
+}
+
 std::size_t ShmChannel::size() const noexcept {
   // Consumer first: the producer count read after it can only be larger.
   std::uint32_t got = msgs_of(h()->c.commit.load(std::memory_order_acquire));
@@ -372,6 +378,11 @@ void ShmChannel::retire_producer() noexcept {
 
 void ShmChannel::wake_receivers() noexcept { wake_unconditionally(h()->data_seq); }
 
+void ShmChannel::wake_all() noexcept {
+  wake_unconditionally(h()->data_seq);
+  wake_unconditionally(h()->space_seq);
+}
+
 // ---- ring access ---------------------------------------------------------------
 
 namespace {
@@ -418,12 +429,14 @@ struct Ring {
     return put - msgs_of(h->p.cached_got.load(std::memory_order_relaxed)) < max;
   }
   template <class Cond>
-  bool wait_space(Cond cond, const Deadline& deadline) const {
+  ChannelStatus wait_space(Cond cond, const Deadline& deadline,
+                           const std::atomic<bool>* cancel) const {
     while (!cond()) {
-      if (expired(deadline)) return false;
+      if (expired(deadline)) return ChannelStatus::kTimedOut;
+      if (cancel && cancel->load()) return ChannelStatus::kCancelled;
       sleep_on(h->space_seq, cond, deadline);
     }
-    return true;
+    return ChannelStatus::kOk;
   }
   void publish(std::uint64_t rec_bytes, std::uint32_t kind) const noexcept {
     ProducerSide& p = h->p;
@@ -468,7 +481,8 @@ bool records_available(Header* hh) noexcept {
 
 // ---- send ----------------------------------------------------------------------
 
-ChannelStatus ShmChannel::send_bytes(const void* data, std::size_t size, const Deadline& deadline) {
+ChannelStatus ShmChannel::send_bytes(const void* data, std::size_t size, const Deadline& deadline,
+                                     const std::atomic<bool>* cancel) {
   Header* hh = h();
   const pid_t me = self_pid();
   if (registered_pid_ != me) {
@@ -479,11 +493,13 @@ ChannelStatus ShmChannel::send_bytes(const void* data, std::size_t size, const D
   Unlock unlock{&hh->p.mutex};  // NOLINT: released early when a stream is abandoned
   const Ring r{hh, ring()};
 
-  if (!r.wait_space([&] { return r.has_slot(); }, deadline)) return ChannelStatus::kTimedOut;
+  ChannelStatus st = r.wait_space([&] { return r.has_slot(); }, deadline, cancel);
+  if (st != ChannelStatus::kOk) return st;
 
   const std::uint64_t whole = record_size(size);
   if (whole <= hh->capacity / 2) {
-    if (!r.wait_space([&] { return r.has_space(whole); }, deadline)) return ChannelStatus::kTimedOut;
+    st = r.wait_space([&] { return r.has_space(whole); }, deadline, cancel);
+    if (st != ChannelStatus::kOk) return st;
     const std::uint64_t tail = hh->p.tail.load(std::memory_order_relaxed);
     const RecordHeader rh{static_cast<std::uint32_t>(size), kBegin | kEnd};
     r.write(tail, &rh, sizeof rh);
@@ -503,7 +519,8 @@ ChannelStatus ShmChannel::send_bytes(const void* data, std::size_t size, const D
     const std::uint32_t kind = (first ? kBegin : 0) | (last ? kEnd : 0);
     const std::size_t payload = n + (first ? 8 : 0);
     const std::uint64_t rec = record_size(payload);
-    if (!r.wait_space([&] { return r.has_space(rec); }, deadline)) {
+    st = r.wait_space([&] { return r.has_space(rec); }, deadline, cancel);
+    if (st != ChannelStatus::kOk) {
       // Abandon: the consumer discards the chunks already sent once it sees
       // this lock free with no END to come.
       if (!first) {
@@ -511,7 +528,7 @@ ChannelStatus ShmChannel::send_bytes(const void* data, std::size_t size, const D
         pthread_mutex_unlock(&hh->p.mutex);
         wake_receivers();
       }
-      return ChannelStatus::kTimedOut;
+      return st;
     }
     std::uint64_t pos = hh->p.tail.load(std::memory_order_relaxed);
     const RecordHeader rh{static_cast<std::uint32_t>(payload), kind};
@@ -609,7 +626,8 @@ Take take_locked(const Ring& r, std::string& out, const Deadline& deadline) {
 
 }  // namespace
 
-ChannelStatus ShmChannel::recv_bytes(std::string& out, const Deadline& deadline) {
+ChannelStatus ShmChannel::recv_bytes(std::string& out, const Deadline& deadline,
+                                     const std::atomic<bool>* cancel) {
   Header* hh = h();
   const Ring r{hh, ring()};
   for (;;) {
@@ -620,6 +638,7 @@ ChannelStatus ShmChannel::recv_bytes(std::string& out, const Deadline& deadline)
     const bool woken = sleep_on(hh->data_seq, [&] { return records_available(hh); },
                                 earlier(deadline, Clock::now() + kLivenessSlice));
     if (records_available(hh)) continue;
+    if (cancel && cancel->load()) return ChannelStatus::kCancelled;
     if ((!woken || gen != hh->registry_gen.load()) && all_producers_gone(hh) &&
         !records_available(hh)) {
       return ChannelStatus::kEof;

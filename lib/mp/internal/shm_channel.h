@@ -79,6 +79,7 @@ enum class ChannelStatus {
   kOk,        // done
   kTimedOut,  // the deadline passed first (for a past deadline: would block)
   kEof,       // receive only: empty and every registered producer is gone
+  kCancelled, // the caller's cancel flag was set (checked when woken)
 };
 
 class ShmChannel {
@@ -107,7 +108,10 @@ class ShmChannel {
   // (nullopt: forever; a deadline already passed: try once). kTimedOut
   // means nothing was delivered: a message streamed in chunks whose deadline
   // passed mid-stream is abandoned and discarded by the consumer.
-  ChannelStatus send_bytes(const void* data, std::size_t size, const Deadline& deadline);
+  // A blocked send also ends, with kCancelled, when `*cancel` is true once it
+  // is woken (set the flag, then call wake_all()).
+  ChannelStatus send_bytes(const void* data, std::size_t size, const Deadline& deadline,
+                           const std::atomic<bool>* cancel = nullptr);
 
   // recv_bytes removes the oldest complete message into `out` (its previous
   // contents are replaced; its capacity is reused). Blocks until a message
@@ -115,13 +119,19 @@ class ShmChannel {
   // has been taken the receive completes it regardless of the deadline
   // (the producer is streaming), unless the producer dies or abandons it,
   // in which case it is discarded and the wait goes on.
-  ChannelStatus recv_bytes(std::string& out, const Deadline& deadline);
+  // A blocked receive ends with kCancelled when `*cancel` is true once it is
+  // woken (set the flag, then call wake_all()).
+  ChannelStatus recv_bytes(std::string& out, const Deadline& deadline,
+                           const std::atomic<bool>* cancel = nullptr);
 
   // size is the number of complete messages sent and not yet received: exact
   // right after a send in the sending process. Messages still being streamed
   // are not counted.
   std::size_t size() const noexcept;
   std::uint32_t max_messages() const noexcept;
+  // bytes_used is how many ring bytes hold records not yet consumed
+  // (diagnostics and tests: a snapshot, racy by nature).
+  std::size_t bytes_used() const noexcept;
   std::size_t capacity() const noexcept;
 
   // retire_producer says this process will send no more (it may be called
@@ -129,8 +139,10 @@ class ShmChannel {
   // see end of input.
   void retire_producer() noexcept;
 
-  // wake_receivers wakes every blocked receiver (they re-check their state).
+  // wake_receivers wakes every blocked receiver (they re-check their state);
+  // wake_all wakes blocked senders too.
   void wake_receivers() noexcept;
+  void wake_all() noexcept;
 
   // Task accounting for JoinableQueue: unfinished = messages ever sent -
   // tasks done. task_done() returns false (and changes nothing) when nothing
