@@ -197,6 +197,10 @@ struct ShmChannel::Header {
   ConsumerSide c;
   alignas(64) std::atomic<std::uint32_t> data_seq{0};   // receivers sleep here
   alignas(64) std::atomic<std::uint32_t> space_seq{0};  // senders sleep here
+  // The consumer head at which a sender sleeping for ring space wants to be
+  // woken: it waits for a quarter of the ring, not for one record, so that
+  // a full ring does not cost a wake-up per record consumed.
+  std::atomic<std::uint64_t> space_wake_at{0};
   alignas(64) std::atomic<std::uint32_t> tasks_done{0};
   alignas(64) std::atomic<std::uint32_t> registered_ever{0};
   std::atomic<std::uint32_t> registry_overflow{0};
@@ -428,12 +432,23 @@ struct Ring {
     h->p.cached_got.store(h->c.commit.load(std::memory_order_acquire), std::memory_order_relaxed);
     return put - msgs_of(h->p.cached_got.load(std::memory_order_relaxed)) < max;
   }
+  // wait_space waits under the producer mutex until cond() holds. need == 0
+  // waits for a message slot (woken by every consumption); otherwise for
+  // `need` ring bytes (woken once a quarter of the ring, or `need`, is free).
   template <class Cond>
-  ChannelStatus wait_space(Cond cond, const Deadline& deadline,
+  ChannelStatus wait_space(Cond cond, std::uint64_t need, const Deadline& deadline,
                            const std::atomic<bool>* cancel) const {
     while (!cond()) {
       if (expired(deadline)) return ChannelStatus::kTimedOut;
       if (cancel && cancel->load()) return ChannelStatus::kCancelled;
+      std::uint64_t wake_at = 0;
+      if (need != 0) {
+        const std::uint64_t target = std::min<std::uint64_t>(
+            h->capacity, std::max<std::uint64_t>(need, h->capacity / 4));
+        const std::uint64_t tail = h->p.tail.load(std::memory_order_relaxed);
+        wake_at = tail + target > h->capacity ? tail + target - h->capacity : 0;
+      }
+      h->space_wake_at.store(wake_at, std::memory_order_relaxed);
       sleep_on(h->space_seq, cond, deadline);
     }
     return ChannelStatus::kOk;
@@ -467,7 +482,13 @@ struct Ring {
     c.commit.store(commit, std::memory_order_release);  // the commit point
     c.head.store(head, std::memory_order_release);
     c.last_kind.store(kind, std::memory_order_relaxed);
-    notify(h->space_seq);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    std::uint32_t v = h->space_seq.load();
+    if ((v & kWaiters) && head >= h->space_wake_at.load(std::memory_order_relaxed)) {
+      while ((v & kWaiters) && !h->space_seq.compare_exchange_weak(v, (v + 1) & ~kWaiters)) {
+      }
+      futex_wake_all(&h->space_seq);
+    }
   }
 };
 
@@ -493,12 +514,12 @@ ChannelStatus ShmChannel::send_bytes(const void* data, std::size_t size, const D
   Unlock unlock{&hh->p.mutex};  // NOLINT: released early when a stream is abandoned
   const Ring r{hh, ring()};
 
-  ChannelStatus st = r.wait_space([&] { return r.has_slot(); }, deadline, cancel);
+  ChannelStatus st = r.wait_space([&] { return r.has_slot(); }, 0, deadline, cancel);
   if (st != ChannelStatus::kOk) return st;
 
   const std::uint64_t whole = record_size(size);
   if (whole <= hh->capacity / 2) {
-    st = r.wait_space([&] { return r.has_space(whole); }, deadline, cancel);
+    st = r.wait_space([&] { return r.has_space(whole); }, whole, deadline, cancel);
     if (st != ChannelStatus::kOk) return st;
     const std::uint64_t tail = hh->p.tail.load(std::memory_order_relaxed);
     const RecordHeader rh{static_cast<std::uint32_t>(size), kBegin | kEnd};
@@ -519,7 +540,7 @@ ChannelStatus ShmChannel::send_bytes(const void* data, std::size_t size, const D
     const std::uint32_t kind = (first ? kBegin : 0) | (last ? kEnd : 0);
     const std::size_t payload = n + (first ? 8 : 0);
     const std::uint64_t rec = record_size(payload);
-    st = r.wait_space([&] { return r.has_space(rec); }, deadline, cancel);
+    st = r.wait_space([&] { return r.has_space(rec); }, rec, deadline, cancel);
     if (st != ChannelStatus::kOk) {
       // Abandon: the consumer discards the chunks already sent once it sees
       // this lock free with no END to come.
