@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <pthread.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -104,25 +103,6 @@ std::uint64_t producer_key(pid_t pid, std::uint64_t start) {
          static_cast<std::uint32_t>(pid);
 }
 
-timespec to_timespec(Clock::time_point t) {
-  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-  if (ns < 0) ns = 0;
-  timespec ts{};
-  ts.tv_sec = ns / 1'000'000'000;
-  ts.tv_nsec = ns % 1'000'000'000;
-  return ts;
-}
-
-void init_robust_mutex(pthread_mutex_t* m) {
-  pthread_mutexattr_t a;
-  pthread_mutexattr_init(&a);
-  pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-  pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-  int rc = pthread_mutex_init(m, &a);
-  pthread_mutexattr_destroy(&a);
-  if (rc != 0) throw std::system_error(rc, std::generic_category(), "pthread_mutex_init");
-}
-
 // notify wakes the sleepers on `seq` if there are any. Called after a commit.
 void notify(std::atomic<std::uint32_t>& seq) noexcept {
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -163,11 +143,11 @@ Deadline earlier(const Deadline& a, Clock::time_point b) {
 
 namespace {
 
-// Fields of one side are written only under that side's mutex (except the
+// Fields of one side are written only under that side's lock (except the
 // commit word and head, which the other side reads). All are atomics
 // because another process may read them after the writer died.
 struct alignas(64) ProducerSide {
-  pthread_mutex_t mutex;
+  std::atomic<std::uint32_t> lock{0};  // an owner-pid lock, see lock_side
   std::atomic<std::uint64_t> commit{0};          // the commit word
   std::atomic<std::uint64_t> tail{0};            // next write position
   std::atomic<std::uint64_t> pending_commit{0};  // journal: commit about to be made
@@ -177,7 +157,7 @@ struct alignas(64) ProducerSide {
 };
 
 struct alignas(64) ConsumerSide {
-  pthread_mutex_t mutex;
+  std::atomic<std::uint32_t> lock{0};
   std::atomic<std::uint64_t> commit{0};
   std::atomic<std::uint64_t> head{0};
   std::atomic<std::uint32_t> last_kind{kBegin | kEnd};  // of the last consumed record
@@ -226,33 +206,95 @@ void recover_consumer(Header* h) noexcept {
   }
 }
 
-// lock_side takes a side's robust mutex, repairing the side if its previous
-// owner died. Returns false if `deadline` passed first. A deadline already
-// passed still allows kLockGrace for a holder in the middle of a copy.
-bool lock_side(pthread_mutex_t* m, Header* h, void (*recover)(Header*), const Deadline& deadline) {
-  int rc = pthread_mutex_trylock(m);
-  if (rc == EBUSY) {
-    if (!deadline) {
-      rc = pthread_mutex_lock(m);
-    } else {
-      timespec ts = to_timespec(std::max(*deadline, Clock::now() + kLockGrace));
-      rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
-    }
-  }
-  if (rc == EOWNERDEAD) {
+// The side locks. A lock word is 0 when free, else the owner's pid, with
+// kLockWaiters set when someone may sleep on it. It is held only inside
+// send/recv, by a thread that cannot exit there, so "the owner died" is
+// "the owner process died": a waiter that slept a liveness slice checks the
+// owner's pid (a zombie is dead) and, if it is gone, takes the lock over
+// with one CAS and repairs the side from its journal (the EOWNERDEAD
+// recovery of a robust pthread mutex, without its robust-list cost on every lock:
+// that cost was half of an uncontended put+get). A pid reused by a live
+// process delays the take-over until that process exits; it cannot let two
+// owners in.
+constexpr std::uint32_t kLockWaiters = 0x8000'0000u;
+constexpr int kLockSpins = 64;
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+bool owner_dead(std::uint32_t word) noexcept {
+  const auto owner = static_cast<pid_t>(word & ~kLockWaiters);
+  return owner != 0 && owner != self_pid() && !process_alive(owner, 0);
+}
+
+// try_take takes the lock if it is free or its owner died; false otherwise.
+bool try_take(std::atomic<std::uint32_t>& lock, Header* h, void (*recover)(Header*),
+              bool check_owner) {
+  const std::uint32_t me = static_cast<std::uint32_t>(self_pid());
+  std::uint32_t v = 0;
+  if (lock.compare_exchange_strong(v, me, std::memory_order_acquire)) return true;
+  if (check_owner && v != 0 && owner_dead(v) &&
+      lock.compare_exchange_strong(v, me | (v & kLockWaiters), std::memory_order_acquire)) {
     recover(h);
-    pthread_mutex_consistent(m);
     return true;
   }
-  if (rc == 0) return true;
-  if (rc == ETIMEDOUT) return false;
-  throw std::system_error(rc, std::generic_category(), "lock queue");
+  return false;
+}
+
+// lock_side takes a side's lock, repairing the side if its previous owner
+// died. Returns false if `deadline` passed first. A deadline already passed
+// still allows kLockGrace for a holder in the middle of a copy.
+bool lock_side(std::atomic<std::uint32_t>& lock, Header* h, void (*recover)(Header*),
+               const Deadline& deadline) {
+  const std::uint32_t me = static_cast<std::uint32_t>(self_pid());
+  std::uint32_t v = 0;
+  if (lock.compare_exchange_strong(v, me, std::memory_order_acquire)) return true;
+  for (int i = 0; i < kLockSpins; ++i) {
+    cpu_relax();
+    v = 0;
+    if (lock.load(std::memory_order_relaxed) == 0 &&
+        lock.compare_exchange_strong(v, me, std::memory_order_acquire)) {
+      return true;
+    }
+  }
+  Deadline lock_deadline = deadline;
+  if (deadline) lock_deadline = std::max(*deadline, Clock::now() + kLockGrace);
+  for (;;) {
+    v = lock.load(std::memory_order_relaxed);
+    if (v == 0) {
+      // Others may sleep: keep the waiters bit so unlock wakes one.
+      if (lock.compare_exchange_strong(v, me | kLockWaiters, std::memory_order_acquire)) return true;
+      continue;
+    }
+    if (!(v & kLockWaiters)) {
+      if (!lock.compare_exchange_strong(v, v | kLockWaiters, std::memory_order_relaxed)) continue;
+      v |= kLockWaiters;
+    }
+    if (futex_wait_until(&lock, v, earlier(lock_deadline, Clock::now() + ShmChannel::kLivenessSlice))) {
+      continue;
+    }
+    if (lock.load(std::memory_order_relaxed) == v && owner_dead(v) &&
+        lock.compare_exchange_strong(v, me | kLockWaiters, std::memory_order_acquire)) {
+      recover(h);
+      return true;
+    }
+    if (expired(lock_deadline)) return false;
+  }
+}
+
+void unlock_side(std::atomic<std::uint32_t>& lock) noexcept {
+  if (lock.exchange(0, std::memory_order_release) & kLockWaiters) futex_wake(&lock, 1);
 }
 
 struct Unlock {
-  pthread_mutex_t* m;
+  std::atomic<std::uint32_t>* lock;
   ~Unlock() {
-    if (m) pthread_mutex_unlock(m);
+    if (lock) unlock_side(*lock);
   }
 };
 
@@ -269,13 +311,9 @@ ShmChannel::ShmChannel(std::size_t capacity, std::uint32_t max_messages) {
   hh->capacity = cap;
   hh->mask = cap - 1;
   hh->max_messages = max_messages;
-  init_robust_mutex(&hh->p.mutex);
-  init_robust_mutex(&hh->c.mutex);
   for (auto& slot : hh->producers) slot.store(0);
 }
 
-// The mutexes are not destroyed: other processes may still use the region,
-// and destroying a process-shared glibc mutex releases nothing.
 ShmChannel::~ShmChannel() = default;
 
 ShmChannel::ShmChannel(ShmChannel&& o) noexcept
@@ -414,7 +452,7 @@ struct Ring {
     if (n > first) out.append(reinterpret_cast<const char*>(base), n - first);
   }
 
-  // Producer side, under the producer mutex.
+  // Producer side, under the producer lock.
   std::uint64_t free_bytes() const noexcept {
     return h->capacity - (h->p.tail.load(std::memory_order_relaxed) -
                           h->p.cached_head.load(std::memory_order_relaxed));
@@ -432,7 +470,7 @@ struct Ring {
     h->p.cached_got.store(h->c.commit.load(std::memory_order_acquire), std::memory_order_relaxed);
     return put - msgs_of(h->p.cached_got.load(std::memory_order_relaxed)) < max;
   }
-  // wait_space waits under the producer mutex until cond() holds. need == 0
+  // wait_space waits under the producer lock until cond() holds. need == 0
   // waits for a message slot (woken by every consumption); otherwise for
   // `need` ring bytes (woken once a quarter of the ring, or `need`, is free).
   template <class Cond>
@@ -464,7 +502,7 @@ struct Ring {
     notify(h->data_seq);
   }
 
-  // Consumer side, under the consumer mutex.
+  // Consumer side, under the consumer lock.
   bool record_ready() const noexcept {
     ConsumerSide& c = h->c;
     const std::uint32_t got = recs_of(c.commit.load(std::memory_order_relaxed));
@@ -492,7 +530,7 @@ struct Ring {
   }
 };
 
-// Lock-free check used by sleepers that do not hold the consumer mutex.
+// Lock-free check used by sleepers that do not hold the consumer lock.
 bool records_available(Header* hh) noexcept {
   return recs_of(hh->p.commit.load(std::memory_order_acquire)) !=
          recs_of(hh->c.commit.load(std::memory_order_acquire));
@@ -510,8 +548,8 @@ ChannelStatus ShmChannel::send_bytes(const void* data, std::size_t size, const D
     register_producer(hh, me);
     registered_pid_ = me;
   }
-  if (!lock_side(&hh->p.mutex, hh, recover_producer, deadline)) return ChannelStatus::kTimedOut;
-  Unlock unlock{&hh->p.mutex};  // NOLINT: released early when a stream is abandoned
+  if (!lock_side(hh->p.lock, hh, recover_producer, deadline)) return ChannelStatus::kTimedOut;
+  Unlock unlock{&hh->p.lock};  // released early when a stream is abandoned
   const Ring r{hh, ring()};
 
   ChannelStatus st = r.wait_space([&] { return r.has_slot(); }, 0, deadline, cancel);
@@ -545,8 +583,8 @@ ChannelStatus ShmChannel::send_bytes(const void* data, std::size_t size, const D
       // Abandon: the consumer discards the chunks already sent once it sees
       // this lock free with no END to come.
       if (!first) {
-        unlock.m = nullptr;
-        pthread_mutex_unlock(&hh->p.mutex);
+        unlock.lock = nullptr;
+        unlock_side(hh->p.lock);
         wake_receivers();
       }
       return st;
@@ -574,25 +612,18 @@ namespace {
 
 enum class Take { kOk, kEmpty, kLockTimedOut };
 
-// wait_next_chunk waits, holding the consumer mutex, for the next chunk of a
+// wait_next_chunk waits, holding the consumer lock, for the next chunk of a
 // message being streamed. False when the stream was abandoned (its producer
-// died or gave up: the producer mutex is free and no chunk is left).
+// died or gave up: the producer lock is free and no chunk is left).
 bool wait_next_chunk(const Ring& r) {
   Header* hh = r.h;
   for (;;) {
     sleep_on(hh->data_seq, [&] { return r.record_ready(); },
              Clock::now() + ShmChannel::kLivenessSlice);
     if (r.record_ready()) return true;
-    int rc = pthread_mutex_trylock(&hh->p.mutex);
-    if (rc == EBUSY) continue;  // a live producer is at work
-    if (rc == EOWNERDEAD) {
-      recover_producer(hh);
-      pthread_mutex_consistent(&hh->p.mutex);
-    } else if (rc != 0) {
-      throw std::system_error(rc, std::generic_category(), "lock queue");
-    }
+    if (!try_take(hh->p.lock, hh, recover_producer, true)) continue;  // a live producer is at work
     const bool ready = r.record_ready();
-    pthread_mutex_unlock(&hh->p.mutex);
+    unlock_side(hh->p.lock);
     return ready;
   }
 }
@@ -600,8 +631,8 @@ bool wait_next_chunk(const Ring& r) {
 Take take_locked(const Ring& r, std::string& out, const Deadline& deadline) {
   Header* hh = r.h;
   ConsumerSide& c = hh->c;
-  if (!lock_side(&c.mutex, hh, recover_consumer, deadline)) return Take::kLockTimedOut;
-  Unlock unlock{&c.mutex};
+  if (!lock_side(c.lock, hh, recover_consumer, deadline)) return Take::kLockTimedOut;
+  Unlock unlock{&c.lock};
   enum { kIdle, kReceiving, kSkipping } state =
       (c.last_kind.load(std::memory_order_relaxed) & kEnd) ? kIdle : kSkipping;
   for (;;) {
