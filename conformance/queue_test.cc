@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <random>
@@ -660,9 +662,24 @@ TEST(Queue, NonblockingGetNeverRaisesEOFError) {
 
 // ---- nothing leaks ----------------------------------------------------------------------
 
+// maps_mention reports whether this process maps a file whose path
+// contains `what`.
+bool maps_mention(const std::string& what) {
+  std::FILE* f = std::fopen("/proc/self/maps", "r");
+  char line[4096];
+  bool found = false;
+  while (f && std::fgets(line, sizeof line, f)) found |= std::strstr(line, what.c_str()) != nullptr;
+  if (f) std::fclose(f);
+  return found;
+}
+
 TEST(Queue, LeavesNoFdOrDevShmEntryBehind) {
   const int fds = count_entries("/proc/self/fd");
   const int shm = count_entries("/dev/shm");
+  {
+    mp::Queue<int> probe;
+    EXPECT_FALSE(maps_mention("/dev/shm/"));  // the ring is an anonymous mapping
+  }
   {
     mp::Queue<std::string> q;
     mp::JoinableQueue<int> jq;
@@ -679,7 +696,11 @@ TEST(Queue, LeavesNoFdOrDevShmEntryBehind) {
     p.join();
   }
   EXPECT_EQ(count_entries("/proc/self/fd"), fds);
+  // /dev/shm is shared with every other process of the machine: give
+  // somebody else's short-lived entry time to go before comparing.
+  wait_until([&] { return count_entries("/dev/shm") == shm; });
   EXPECT_EQ(count_entries("/dev/shm"), shm);
+  EXPECT_FALSE(maps_mention("/dev/shm/"));
 }
 
 // ---- SimpleQueue ---------------------------------------------------------------------------
@@ -824,6 +845,35 @@ TEST(ShmChannel, RoundTripsEmptyAndHugeMessages) {
   ASSERT_EQ(ch.recv_bytes(out, std::nullopt), mp::internal::ChannelStatus::kOk);
   t.join();
   EXPECT_TRUE(out == big);
+}
+
+TEST(ShmChannel, AQueuedStringIsSentInTheCodecsWireFormat) {
+  // Queue<std::string> bypasses the codec's buffer; the bytes must still be
+  // exactly mp::encode's, both ways.
+  mp::Queue<std::string> q;
+  const std::string s = pattern(5000, 2);
+  q.put(s);
+  std::string wire;
+  ASSERT_EQ(q.channel().recv_bytes(wire, std::nullopt), mp::internal::ChannelStatus::kOk);
+  EXPECT_TRUE(wire == mp::encode(s));
+  const std::string enc = mp::encode(std::string("abc"));
+  ASSERT_EQ(q.channel().send_bytes(enc.data(), enc.size(), std::nullopt),
+            mp::internal::ChannelStatus::kOk);
+  EXPECT_EQ(q.get(), "abc");
+  const std::string bad = enc.substr(0, enc.size() - 1);  // length says 3, 2 bytes follow
+  ASSERT_EQ(q.channel().send_bytes(bad.data(), bad.size(), std::nullopt),
+            mp::internal::ChannelStatus::kOk);
+  EXPECT_THROW(q.get(), mp::CodecError);
+}
+
+TEST(Queue, BadBytesOnTheWireRaiseCodecErrorNotUndefinedBehaviour) {
+  mp::Queue<std::vector<int>> q;
+  const std::string junk = "\xff\xff\xff\xff\xff\xff\xff\x7f";  // a huge element count
+  ASSERT_EQ(q.channel().send_bytes(junk.data(), junk.size(), std::nullopt),
+            mp::internal::ChannelStatus::kOk);
+  EXPECT_THROW(q.get(), mp::CodecError);
+  q.put({1, 2});
+  EXPECT_EQ(q.get(), (std::vector<int>{1, 2}));
 }
 
 TEST(ShmChannel, ProcessAliveSeesZombiesAndReusedPidsAsDead) {

@@ -32,4 +32,10 @@ void throw_eof() {
   throw EOFError("queue is empty and every process that put to it has exited or closed it");
 }
 
+void throw_bad_length(std::uint64_t encoded, std::size_t received) {
+  throw CodecError(fmt::format(
+      "mp codec: corrupt input: string length {} but {} bytes received (decoding std::string)",
+      encoded, received));
+}
+
 }  // namespace mp::queue_detail

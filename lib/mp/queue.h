@@ -78,6 +78,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "mp/codec.h"
@@ -102,6 +103,7 @@ void trim_buffer(std::string& b) noexcept;
 [[noreturn]] void throw_empty();
 [[noreturn]] void throw_full();
 [[noreturn]] void throw_eof();
+[[noreturn]] void throw_bad_length(std::uint64_t encoded, std::size_t received);
 
 template <class Rep, class Period>
 Deadline deadline_in(std::chrono::duration<Rep, Period> timeout) {
@@ -210,13 +212,24 @@ class Queue {
     if (!send(v, deadline)) queue_detail::throw_full();
   }
 
+  // Byte strings skip the codec's intermediate buffer: their encoding is
+  // documented (mp/codec.h) as a u64 length and then the bytes, so they are
+  // sent as those two parts and received straight into the result.
+  static constexpr bool kBytes = std::is_same_v<T, std::string>;
+
   bool send(const T& v, const queue_detail::Deadline& deadline) {
     if (closed_.load(std::memory_order_relaxed)) queue_detail::throw_closed();
-    std::string& buf = queue_detail::encode_buffer();
-    buf.clear();
-    encode_into(buf, v);  // may throw: nothing sent yet
-    const auto st = channel_.send_bytes(buf.data(), buf.size(), deadline, &closed_);
-    queue_detail::trim_buffer(buf);
+    queue_detail::ChannelStatus st;
+    if constexpr (kBytes) {
+      const std::uint64_t len = v.size();
+      st = channel_.send_parts(&len, sizeof len, v.data(), v.size(), deadline, &closed_);
+    } else {
+      std::string& buf = queue_detail::encode_buffer();
+      buf.clear();
+      encode_into(buf, v);  // may throw: nothing sent yet
+      st = channel_.send_bytes(buf.data(), buf.size(), deadline, &closed_);
+      queue_detail::trim_buffer(buf);
+    }
     if (st == queue_detail::ChannelStatus::kCancelled) queue_detail::throw_closed();
     return st == queue_detail::ChannelStatus::kOk;
   }
@@ -229,8 +242,11 @@ class Queue {
 
   std::optional<T> receive(const queue_detail::Deadline& deadline, bool eof_throws) {
     if (closed_.load(std::memory_order_relaxed)) queue_detail::throw_closed();
-    std::string& buf = queue_detail::decode_buffer();
-    const auto st = channel_.recv_bytes(buf, deadline, &closed_);
+    std::string bytes;
+    std::uint64_t len = ~std::uint64_t{0};
+    std::string& buf = kBytes ? bytes : queue_detail::decode_buffer();
+    const auto st = kBytes ? channel_.recv_bytes(buf, deadline, &closed_, &len, sizeof len)
+                           : channel_.recv_bytes(buf, deadline, &closed_);
     switch (st) {
       case queue_detail::ChannelStatus::kOk:
         break;
@@ -242,11 +258,16 @@ class Queue {
       case queue_detail::ChannelStatus::kTimedOut:
         return std::nullopt;
     }
-    struct Trim {
-      std::string& b;
-      ~Trim() { queue_detail::trim_buffer(b); }
-    } trim{buf};
-    return decode<T>(std::string_view(buf));
+    if constexpr (kBytes) {
+      if (len != bytes.size()) queue_detail::throw_bad_length(len, bytes.size());
+      return std::optional<T>(std::move(bytes));
+    } else {
+      struct Trim {
+        std::string& b;
+        ~Trim() { queue_detail::trim_buffer(b); }
+      } trim{buf};
+      return decode<T>(std::string_view(buf));
+    }
   }
 
   internal::ShmChannel channel_;

@@ -540,8 +540,42 @@ bool records_available(Header* hh) noexcept {
 
 // ---- send ----------------------------------------------------------------------
 
+namespace {
+
+// Parts is a message given as two byte ranges, sent as their concatenation.
+struct Parts {
+  const std::byte* a;
+  std::size_t na;
+  const std::byte* b;
+  std::size_t nb;
+
+  std::size_t size() const noexcept { return na + nb; }
+  // write copies bytes [off, off + n) of the message to ring position pos.
+  void write(const Ring& r, std::uint64_t pos, std::size_t off, std::size_t n) const noexcept {
+    if (off < na) {
+      const std::size_t k = std::min(n, na - off);
+      r.write(pos, a + off, k);
+      pos += k;
+      off += k;
+      n -= k;
+    }
+    if (n) r.write(pos, b + (off - na), n);
+  }
+};
+
+}  // namespace
+
 ChannelStatus ShmChannel::send_bytes(const void* data, std::size_t size, const Deadline& deadline,
                                      const std::atomic<bool>* cancel) {
+  return send_parts(data, size, nullptr, 0, deadline, cancel);
+}
+
+ChannelStatus ShmChannel::send_parts(const void* head, std::size_t head_size, const void* body,
+                                     std::size_t body_size, const Deadline& deadline,
+                                     const std::atomic<bool>* cancel) {
+  const Parts msg{static_cast<const std::byte*>(head), head_size,
+                  static_cast<const std::byte*>(body), body_size};
+  const std::size_t size = msg.size();
   Header* hh = h();
   const pid_t me = self_pid();
   if (registered_pid_ != me) {
@@ -562,14 +596,13 @@ ChannelStatus ShmChannel::send_bytes(const void* data, std::size_t size, const D
     const std::uint64_t tail = hh->p.tail.load(std::memory_order_relaxed);
     const RecordHeader rh{static_cast<std::uint32_t>(size), kBegin | kEnd};
     r.write(tail, &rh, sizeof rh);
-    r.write(tail + kRecordHeader, data, size);
+    msg.write(r, tail + kRecordHeader, 0, size);
     r.publish(whole, kBegin | kEnd);
     return ChannelStatus::kOk;
   }
 
   // Stream: BEGIN chunk (total length first), middle chunks, END chunk.
   const std::size_t chunk_max = hh->capacity / 4 - 16;
-  const auto* src = static_cast<const std::byte*>(data);
   std::size_t off = 0;
   bool first = true;
   while (off < size) {
@@ -598,7 +631,7 @@ ChannelStatus ShmChannel::send_bytes(const void* data, std::size_t size, const D
       r.write(pos, &total, sizeof total);
       pos += sizeof total;
     }
-    r.write(pos, src + off, n);
+    msg.write(r, pos, off, n);
     r.publish(rec, kind);
     off += n;
     first = false;
@@ -628,7 +661,32 @@ bool wait_next_chunk(const Ring& r) {
   }
 }
 
-Take take_locked(const Ring& r, std::string& out, const Deadline& deadline) {
+// Sink receives a message's bytes: the first prefix_size go to `prefix`,
+// the rest are appended to `out`.
+struct Sink {
+  std::string& out;
+  std::byte* prefix;
+  std::size_t prefix_size;
+  std::size_t prefix_got = 0;
+
+  void start(std::uint64_t total) {
+    out.clear();
+    prefix_got = 0;
+    if (total > prefix_size) out.reserve(total - prefix_size);
+  }
+  void append(const Ring& r, std::uint64_t pos, std::size_t len) {
+    if (prefix_got < prefix_size) {
+      const std::size_t k = std::min(len, prefix_size - prefix_got);
+      r.read(pos, prefix + prefix_got, k);
+      prefix_got += k;
+      pos += k;
+      len -= k;
+    }
+    if (len) r.append_to(out, pos, len);
+  }
+};
+
+Take take_locked(const Ring& r, Sink& sink, const Deadline& deadline) {
   Header* hh = r.h;
   ConsumerSide& c = hh->c;
   if (!lock_side(c.lock, hh, recover_consumer, deadline)) return Take::kLockTimedOut;
@@ -640,7 +698,7 @@ Take take_locked(const Ring& r, std::string& out, const Deadline& deadline) {
       if (state != kReceiving) return Take::kEmpty;
       if (wait_next_chunk(r)) continue;
       // The stream was abandoned: drop what we have of it.
-      out.clear();
+      sink.out.clear();
       c.pending_last_kind.store(kBegin | kEnd);
       c.last_kind.store(kBegin | kEnd);
       return Take::kEmpty;
@@ -655,18 +713,18 @@ Take take_locked(const Ring& r, std::string& out, const Deadline& deadline) {
     std::uint64_t pos = head + kRecordHeader;
     std::size_t len = rh.len;
     if (rh.kind & kBegin) {
-      out.clear();  // a partial message before a BEGIN was abandoned
+      // (A partial message before a BEGIN was abandoned: start() drops it.)
+      std::uint64_t total = len;
       if (!(rh.kind & kEnd)) {
-        std::uint64_t total = 0;
         r.read(pos, &total, sizeof total);
         pos += sizeof total;
         len -= sizeof total;
-        out.reserve(total);
       }
-      r.append_to(out, pos, len);
+      sink.start(total);
+      sink.append(r, pos, len);
       state = kReceiving;
     } else if (state == kReceiving) {
-      r.append_to(out, pos, len);
+      sink.append(r, pos, len);
     }  // else: the rest of a message whose receiver died, or of an abandoned one
     r.consume(record_size(rh.len), rh.kind);
     if (rh.kind & kEnd) {
@@ -679,11 +737,13 @@ Take take_locked(const Ring& r, std::string& out, const Deadline& deadline) {
 }  // namespace
 
 ChannelStatus ShmChannel::recv_bytes(std::string& out, const Deadline& deadline,
-                                     const std::atomic<bool>* cancel) {
+                                     const std::atomic<bool>* cancel, void* prefix,
+                                     std::size_t prefix_size) {
   Header* hh = h();
   const Ring r{hh, ring()};
+  Sink sink{out, static_cast<std::byte*>(prefix), prefix ? prefix_size : 0};
   for (;;) {
-    const Take t = take_locked(r, out, deadline);
+    const Take t = take_locked(r, sink, deadline);
     if (t == Take::kOk) return ChannelStatus::kOk;
     if (t == Take::kLockTimedOut || expired(deadline)) return ChannelStatus::kTimedOut;
     const std::uint32_t gen = hh->registry_gen.load();

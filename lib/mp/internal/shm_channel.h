@@ -119,6 +119,12 @@ class ShmChannel {
   ChannelStatus send_bytes(const void* data, std::size_t size, const Deadline& deadline,
                            const std::atomic<bool>* cancel = nullptr);
 
+  // send_parts is send_bytes of the concatenation of two byte ranges (a
+  // header and a body, without first copying them together).
+  ChannelStatus send_parts(const void* head, std::size_t head_size, const void* body,
+                           std::size_t body_size, const Deadline& deadline,
+                           const std::atomic<bool>* cancel = nullptr);
+
   // recv_bytes removes the oldest complete message into `out` (its previous
   // contents are replaced; its capacity is reused). Blocks until a message
   // is available or `deadline`. Once the first chunk of a streamed message
@@ -127,8 +133,12 @@ class ShmChannel {
   // in which case it is discarded and the wait goes on.
   // A blocked receive ends with kCancelled when `*cancel` is true once it is
   // woken (set the flag, then call wake_all()).
+  // With `prefix`, the message's first `prefix_size` bytes are stored there
+  // instead of in `out` (a header split off without a copy; a message
+  // shorter than that leaves the rest of `prefix` untouched).
   ChannelStatus recv_bytes(std::string& out, const Deadline& deadline,
-                           const std::atomic<bool>* cancel = nullptr);
+                           const std::atomic<bool>* cancel = nullptr, void* prefix = nullptr,
+                           std::size_t prefix_size = 0);
 
   // size is the number of complete messages sent and not yet received: exact
   // right after a send in the sending process. Messages still being streamed
