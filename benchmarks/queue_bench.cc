@@ -163,8 +163,11 @@ void BM_Queue_pipe(benchmark::State& state) {
 // ---- raw ring ------------------------------------------------------------------------
 
 // RawRing: the minimal SPSC byte ring. Messages are an 8-byte length and the
-// payload, streamed through as space allows; the consumer sleeps on a futex
-// when the ring is empty, the producer when it is full.
+// payload; one whole message is published with one index store when it
+// fits, larger ones are streamed through as space allows. The consumer
+// sleeps on a futex when the ring is empty (woken by the next publish), the
+// producer when it is full (woken once a quarter of the ring is free, so a
+// full ring does not cost a wake-up per message).
 struct RawRing {
   alignas(64) std::atomic<std::uint64_t> head{0};
   alignas(64) std::atomic<std::uint64_t> tail{0};
@@ -173,14 +176,8 @@ struct RawRing {
   alignas(64) std::byte data[kRingBytes];
 
   static constexpr std::uint64_t kMask = kRingBytes - 1;
+  static constexpr std::uint64_t kWakeProducerFree = kRingBytes / 4;
 
-  static void wake(std::atomic<std::uint32_t>& flag) {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (flag.load(std::memory_order_relaxed)) {
-      flag.store(0, std::memory_order_relaxed);
-      mp::internal::futex_wake(&flag, 1);
-    }
-  }
   template <class Ready>
   static void sleep(std::atomic<std::uint32_t>& flag, Ready ready) {
     flag.store(1, std::memory_order_relaxed);
@@ -188,40 +185,48 @@ struct RawRing {
     if (!ready()) mp::internal::futex_wait(&flag, 1);
     flag.store(0, std::memory_order_relaxed);
   }
+  static void wake(std::atomic<std::uint32_t>& flag) {
+    if (flag.load(std::memory_order_relaxed)) {
+      flag.store(0, std::memory_order_relaxed);
+      mp::internal::futex_wake(&flag, 1);
+    }
+  }
 
-  // Producer.
+  // ---- producer
   std::uint64_t cached_head = 0;
+  std::uint64_t free_space(std::uint64_t t) const { return kRingBytes - (t - cached_head); }
+  void publish(std::uint64_t t) {
+    tail.store(t, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    wake(consumer_waits);
+  }
+  // wait_free waits until at least n bytes are free.
+  void wait_free(std::uint64_t t, std::uint64_t n) {
+    while (free_space(t) < n) {
+      cached_head = head.load(std::memory_order_acquire);
+      if (free_space(t) >= n) return;
+      sleep(producer_waits, [&] { return kRingBytes - (t - head.load()) >= n; });
+    }
+  }
   void put(const void* p, std::size_t n) {
     const std::uint64_t len = n;
     std::uint64_t t = tail.load(std::memory_order_relaxed);
-    if (kRingBytes - (t - cached_head) < 8 + n) cached_head = head.load(std::memory_order_acquire);
-    if (kRingBytes - (t - cached_head) >= 8 + n) {  // fast path: one publish
+    if (8 + n <= kRingBytes / 2) {  // whole: one publish
+      wait_free(t, 8 + n);
       copy_in(t, &len, 8);
       copy_in(t + 8, p, n);
-      tail.store(t + 8 + n, std::memory_order_release);
-      wake(consumer_waits);
+      publish(t + 8 + n);
       return;
     }
-    write_stream(&len, 8);
-    write_stream(p, n);
-  }
-  void write_stream(const void* p, std::size_t n) {
+    wait_free(t, 8);
+    copy_in(t, &len, 8);
+    publish(t += 8);
     auto* c = static_cast<const std::byte*>(p);
     while (n) {
-      std::uint64_t t = tail.load(std::memory_order_relaxed);
-      std::uint64_t free = kRingBytes - (t - cached_head);
-      if (free == 0) {
-        cached_head = head.load(std::memory_order_acquire);
-        free = kRingBytes - (t - cached_head);
-        if (free == 0) {
-          sleep(producer_waits, [&] { return head.load() != cached_head; });
-          continue;
-        }
-      }
-      const std::size_t k = std::min<std::uint64_t>(n, free);
+      wait_free(t, std::min<std::uint64_t>(n, kRingBytes / 4));
+      const std::size_t k = std::min<std::uint64_t>(n, free_space(t));
       copy_in(t, c, k);
-      tail.store(t + k, std::memory_order_release);
-      wake(consumer_waits);
+      publish(t += k);
       c += k;
       n -= k;
     }
@@ -232,36 +237,51 @@ struct RawRing {
     std::memcpy(data, static_cast<const std::byte*>(p) + first, n - first);
   }
 
-  // Consumer.
+  // ---- consumer
   std::uint64_t cached_tail = 0;
-  void get(std::string& out) {
-    std::uint64_t len;
-    read_stream(&len, 8);
-    out.resize(len);
-    read_stream(out.data(), len);
-  }
-  void read_stream(void* p, std::size_t n) {
-    auto* c = static_cast<std::byte*>(p);
-    while (n) {
-      std::uint64_t h = head.load(std::memory_order_relaxed);
-      std::uint64_t avail = cached_tail - h;
-      if (avail == 0) {
-        cached_tail = tail.load(std::memory_order_acquire);
-        avail = cached_tail - h;
-        if (avail == 0) {
-          sleep(consumer_waits, [&] { return tail.load() != h; });
-          continue;
-        }
-      }
-      const std::size_t k = std::min<std::uint64_t>(n, avail);
-      const std::size_t off = h & kMask, first = std::min<std::size_t>(k, kRingBytes - off);
-      std::memcpy(c, data + off, first);
-      std::memcpy(c + first, data, k - first);
-      head.store(h + k, std::memory_order_release);
+  void release(std::uint64_t h) {
+    head.store(h, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (producer_waits.load(std::memory_order_relaxed) &&
+        kRingBytes - (tail.load(std::memory_order_relaxed) - h) >= kWakeProducerFree) {
       wake(producer_waits);
-      c += k;
-      n -= k;
     }
+  }
+  // wait_avail waits until at least one byte is readable; returns how many.
+  std::uint64_t wait_avail(std::uint64_t h) {
+    while (cached_tail == h) {
+      cached_tail = tail.load(std::memory_order_acquire);
+      if (cached_tail != h) break;
+      sleep(consumer_waits, [&] { return tail.load() != h; });
+    }
+    return cached_tail - h;
+  }
+  void get(std::string& out) {
+    std::uint64_t h = head.load(std::memory_order_relaxed);
+    while (wait_avail(h) < 8) {
+      cached_tail = h;  // the length is published whole: wait for it
+    }
+    std::uint64_t len;
+    copy_out(h, &len, 8);
+    out.resize(len);
+    if (cached_tail - h >= 8 + len) {  // whole message there: one release
+      copy_out(h + 8, out.data(), len);
+      release(h + 8 + len);
+      return;
+    }
+    release(h += 8);
+    std::size_t done = 0;
+    while (done < len) {
+      const std::size_t k = std::min<std::uint64_t>(len - done, wait_avail(h));
+      copy_out(h, out.data() + done, k);
+      release(h += k);
+      done += k;
+    }
+  }
+  void copy_out(std::uint64_t pos, void* p, std::size_t n) const {
+    const std::size_t off = pos & kMask, first = std::min<std::size_t>(n, kRingBytes - off);
+    std::memcpy(p, data + off, first);
+    std::memcpy(static_cast<std::byte*>(p) + first, data, n - first);
   }
 };
 
