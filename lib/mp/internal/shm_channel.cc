@@ -103,16 +103,11 @@ std::uint64_t producer_key(pid_t pid, std::uint64_t start) {
          static_cast<std::uint32_t>(pid);
 }
 
-// notify wakes the sleepers on `seq` if there are any. Called after a commit.
-void notify(std::atomic<std::uint32_t>& seq) noexcept {
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  std::uint32_t v = seq.load(std::memory_order_relaxed);
-  while (v & kWaiters) {
-    if (seq.compare_exchange_weak(v, (v + 1) & ~kWaiters)) {
-      futex_wake_all(&seq);
-      return;
-    }
+// wake_seq clears the waiters bit of `seq` (advancing it) and wakes all.
+void wake_seq(std::atomic<std::uint32_t>& seq, std::uint32_t v) noexcept {
+  while ((v & kWaiters) && !seq.compare_exchange_weak(v, (v + 1) & ~kWaiters)) {
   }
+  futex_wake_all(&seq);
 }
 
 // wake_unconditionally wakes every sleeper on `seq` (rare paths).
@@ -147,7 +142,8 @@ namespace {
 // commit word and head, which the other side reads). All are atomics
 // because another process may read them after the writer died.
 struct alignas(64) ProducerSide {
-  std::atomic<std::uint32_t> lock{0};  // an owner-pid lock, see lock_side
+  std::atomic<std::uint32_t> lock{0};          // owner pid and generation, see lock_side
+  std::atomic<std::uint32_t> lock_waiters{0};  // 1: someone may sleep on `lock`
   std::atomic<std::uint64_t> commit{0};          // the commit word
   std::atomic<std::uint64_t> tail{0};            // next write position
   std::atomic<std::uint64_t> pending_commit{0};  // journal: commit about to be made
@@ -158,6 +154,7 @@ struct alignas(64) ProducerSide {
 
 struct alignas(64) ConsumerSide {
   std::atomic<std::uint32_t> lock{0};
+  std::atomic<std::uint32_t> lock_waiters{0};
   std::atomic<std::uint64_t> commit{0};
   std::atomic<std::uint64_t> head{0};
   std::atomic<std::uint32_t> last_kind{kBegin | kEnd};  // of the last consumed record
@@ -193,6 +190,23 @@ namespace {
 
 using Header = ShmChannel::Header;
 
+// notify_*_after_fence wake the sleepers of one direction, if any; the
+// caller made a full fence after publishing its progress (Dekker with
+// sleep_on's RMW). Receivers wake on any message; a sender waiting for ring
+// space only once its wake-up point (space_wake_at) is reached.
+void notify_data_after_fence(Header* h) noexcept {
+  const std::uint32_t v = h->data_seq.load(std::memory_order_relaxed);
+  if (v & kWaiters) wake_seq(h->data_seq, v);
+}
+
+void notify_space_after_fence(Header* h) noexcept {
+  const std::uint32_t v = h->space_seq.load(std::memory_order_relaxed);
+  if ((v & kWaiters) &&
+      h->c.head.load(std::memory_order_relaxed) >= h->space_wake_at.load(std::memory_order_relaxed)) {
+    wake_seq(h->space_seq, v);
+  }
+}
+
 void recover_producer(Header* h) noexcept {
   ProducerSide& p = h->p;
   if (p.commit.load() == p.pending_commit.load()) p.tail.store(p.pending_tail.load());
@@ -206,17 +220,20 @@ void recover_consumer(Header* h) noexcept {
   }
 }
 
-// The side locks. A lock word is 0 when free, else the owner's pid, with
-// kLockWaiters set when someone may sleep on it. It is held only inside
-// send/recv, by a thread that cannot exit there, so "the owner died" is
-// "the owner process died": a waiter that slept a liveness slice checks the
-// owner's pid (a zombie is dead) and, if it is gone, takes the lock over
-// with one CAS and repairs the side from its journal (the EOWNERDEAD
-// recovery of a robust pthread mutex, without its robust-list cost on every lock:
-// that cost was half of an uncontended put+get). A pid reused by a live
-// process delays the take-over until that process exits; it cannot let two
-// owners in.
-constexpr std::uint32_t kLockWaiters = 0x8000'0000u;
+// The side locks. A lock word holds the owner's pid in its low 22 bits (0:
+// free) and a generation in the high 10, advanced at every acquisition so
+// that a sleeper never mistakes a re-acquisition by the same process for the
+// hold it went to sleep on. It is held only inside send/recv, by a thread
+// that cannot exit there, so "the owner died" is "the owner process died":
+// a waiter that slept a liveness slice checks the owner's pid (a zombie is
+// dead) and, if it is gone, takes the lock over with one CAS and repairs
+// the side from its journal (the EOWNERDEAD recovery of a robust pthread
+// mutex, without its robust-list cost: that cost was half of an uncontended
+// put+get). A pid reused by a live process delays the take-over until that
+// process exits; it cannot let two owners in. Release is a store and the
+// one full fence that the caller's wake-up check needs anyway.
+constexpr std::uint32_t kOwnerMask = (1u << 22) - 1;  // pid_max <= 2^22
+constexpr std::uint32_t kGenerationOne = 1u << 22;
 constexpr int kLockSpins = 64;
 
 inline void cpu_relax() noexcept {
@@ -227,19 +244,32 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
+std::uint32_t owned_by_me(std::uint32_t v) noexcept {
+  return ((v + kGenerationOne) & ~kOwnerMask) | static_cast<std::uint32_t>(self_pid());
+}
+
 bool owner_dead(std::uint32_t word) noexcept {
-  const auto owner = static_cast<pid_t>(word & ~kLockWaiters);
+  const auto owner = static_cast<pid_t>(word & kOwnerMask);
   return owner != 0 && owner != self_pid() && !process_alive(owner, 0);
 }
 
+struct SideLock {
+  std::atomic<std::uint32_t>& word;
+  std::atomic<std::uint32_t>& waiters;
+};
+
+bool try_acquire(std::atomic<std::uint32_t>& word) noexcept {
+  std::uint32_t v = word.load(std::memory_order_relaxed);
+  return (v & kOwnerMask) == 0 &&
+         word.compare_exchange_strong(v, owned_by_me(v), std::memory_order_acquire);
+}
+
 // try_take takes the lock if it is free or its owner died; false otherwise.
-bool try_take(std::atomic<std::uint32_t>& lock, Header* h, void (*recover)(Header*),
-              bool check_owner) {
-  const std::uint32_t me = static_cast<std::uint32_t>(self_pid());
-  std::uint32_t v = 0;
-  if (lock.compare_exchange_strong(v, me, std::memory_order_acquire)) return true;
-  if (check_owner && v != 0 && owner_dead(v) &&
-      lock.compare_exchange_strong(v, me | (v & kLockWaiters), std::memory_order_acquire)) {
+bool try_take(SideLock l, Header* h, void (*recover)(Header*)) {
+  if (try_acquire(l.word)) return true;
+  std::uint32_t v = l.word.load(std::memory_order_relaxed);
+  if ((v & kOwnerMask) != 0 && owner_dead(v) &&
+      l.word.compare_exchange_strong(v, owned_by_me(v), std::memory_order_acquire)) {
     recover(h);
     return true;
   }
@@ -249,37 +279,28 @@ bool try_take(std::atomic<std::uint32_t>& lock, Header* h, void (*recover)(Heade
 // lock_side takes a side's lock, repairing the side if its previous owner
 // died. Returns false if `deadline` passed first. A deadline already passed
 // still allows kLockGrace for a holder in the middle of a copy.
-bool lock_side(std::atomic<std::uint32_t>& lock, Header* h, void (*recover)(Header*),
-               const Deadline& deadline) {
-  const std::uint32_t me = static_cast<std::uint32_t>(self_pid());
-  std::uint32_t v = 0;
-  if (lock.compare_exchange_strong(v, me, std::memory_order_acquire)) return true;
+bool lock_side(SideLock l, Header* h, void (*recover)(Header*), const Deadline& deadline) {
+  if (try_acquire(l.word)) return true;
   for (int i = 0; i < kLockSpins; ++i) {
     cpu_relax();
-    v = 0;
-    if (lock.load(std::memory_order_relaxed) == 0 &&
-        lock.compare_exchange_strong(v, me, std::memory_order_acquire)) {
-      return true;
-    }
+    if (try_acquire(l.word)) return true;
   }
   Deadline lock_deadline = deadline;
   if (deadline) lock_deadline = std::max(*deadline, Clock::now() + kLockGrace);
   for (;;) {
-    v = lock.load(std::memory_order_relaxed);
-    if (v == 0) {
-      // Others may sleep: keep the waiters bit so unlock wakes one.
-      if (lock.compare_exchange_strong(v, me | kLockWaiters, std::memory_order_acquire)) return true;
+    std::uint32_t v = l.word.load(std::memory_order_relaxed);
+    if ((v & kOwnerMask) == 0) {
+      if (l.word.compare_exchange_strong(v, owned_by_me(v), std::memory_order_acquire)) return true;
       continue;
     }
-    if (!(v & kLockWaiters)) {
-      if (!lock.compare_exchange_strong(v, v | kLockWaiters, std::memory_order_relaxed)) continue;
-      v |= kLockWaiters;
-    }
-    if (futex_wait_until(&lock, v, earlier(lock_deadline, Clock::now() + ShmChannel::kLivenessSlice))) {
+    l.waiters.store(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (l.word.load(std::memory_order_relaxed) != v) continue;
+    if (futex_wait_until(&l.word, v, earlier(lock_deadline, Clock::now() + ShmChannel::kLivenessSlice))) {
       continue;
     }
-    if (lock.load(std::memory_order_relaxed) == v && owner_dead(v) &&
-        lock.compare_exchange_strong(v, me | kLockWaiters, std::memory_order_acquire)) {
+    if (l.word.load(std::memory_order_relaxed) == v && owner_dead(v) &&
+        l.word.compare_exchange_strong(v, owned_by_me(v), std::memory_order_acquire)) {
       recover(h);
       return true;
     }
@@ -287,14 +308,30 @@ bool lock_side(std::atomic<std::uint32_t>& lock, Header* h, void (*recover)(Head
   }
 }
 
-void unlock_side(std::atomic<std::uint32_t>& lock) noexcept {
-  if (lock.exchange(0, std::memory_order_release) & kLockWaiters) futex_wake(&lock, 1);
+// release_side frees the lock, then makes one full fence: after it the
+// caller may check for sleepers of its own (notify_*_after_fence).
+void release_side(SideLock l) noexcept {
+  l.word.store(l.word.load(std::memory_order_relaxed) & ~kOwnerMask, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (l.waiters.load(std::memory_order_relaxed)) {
+    l.waiters.store(0, std::memory_order_relaxed);
+    futex_wake_all(&l.word);
+  }
 }
 
+// Unlock releases a side's lock at scope exit, then wakes the other side's
+// sleepers if this call published or consumed something.
 struct Unlock {
-  std::atomic<std::uint32_t>* lock;
+  enum Notify { kNone, kData, kSpace };
+  SideLock lock;
+  Header* h;
+  bool active = true;
+  Notify notify = kNone;
   ~Unlock() {
-    if (lock) unlock_side(*lock);
+    if (!active) return;
+    release_side(lock);
+    if (notify == kData) notify_data_after_fence(h);
+    if (notify == kSpace) notify_space_after_fence(h);
   }
 };
 
@@ -499,7 +536,6 @@ struct Ring {
     p.pending_commit.store(commit, std::memory_order_relaxed);
     p.commit.store(commit, std::memory_order_release);  // the commit point
     p.tail.store(tail, std::memory_order_relaxed);
-    notify(h->data_seq);
   }
 
   // Consumer side, under the consumer lock.
@@ -520,13 +556,6 @@ struct Ring {
     c.commit.store(commit, std::memory_order_release);  // the commit point
     c.head.store(head, std::memory_order_release);
     c.last_kind.store(kind, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    std::uint32_t v = h->space_seq.load();
-    if ((v & kWaiters) && head >= h->space_wake_at.load(std::memory_order_relaxed)) {
-      while ((v & kWaiters) && !h->space_seq.compare_exchange_weak(v, (v + 1) & ~kWaiters)) {
-      }
-      futex_wake_all(&h->space_seq);
-    }
   }
 };
 
@@ -582,8 +611,9 @@ ChannelStatus ShmChannel::send_parts(const void* head, std::size_t head_size, co
     register_producer(hh, me);
     registered_pid_ = me;
   }
-  if (!lock_side(hh->p.lock, hh, recover_producer, deadline)) return ChannelStatus::kTimedOut;
-  Unlock unlock{&hh->p.lock};  // released early when a stream is abandoned
+  const SideLock lock{hh->p.lock, hh->p.lock_waiters};
+  if (!lock_side(lock, hh, recover_producer, deadline)) return ChannelStatus::kTimedOut;
+  Unlock unlock{lock, hh};  // released early when a stream is abandoned
   const Ring r{hh, ring()};
 
   ChannelStatus st = r.wait_space([&] { return r.has_slot(); }, 0, deadline, cancel);
@@ -598,6 +628,7 @@ ChannelStatus ShmChannel::send_parts(const void* head, std::size_t head_size, co
     r.write(tail, &rh, sizeof rh);
     msg.write(r, tail + kRecordHeader, 0, size);
     r.publish(whole, kBegin | kEnd);
+    unlock.notify = Unlock::kData;
     return ChannelStatus::kOk;
   }
 
@@ -616,8 +647,8 @@ ChannelStatus ShmChannel::send_parts(const void* head, std::size_t head_size, co
       // Abandon: the consumer discards the chunks already sent once it sees
       // this lock free with no END to come.
       if (!first) {
-        unlock.lock = nullptr;
-        unlock_side(hh->p.lock);
+        unlock.active = false;
+        release_side(lock);
         wake_receivers();
       }
       return st;
@@ -633,6 +664,8 @@ ChannelStatus ShmChannel::send_parts(const void* head, std::size_t head_size, co
     }
     msg.write(r, pos, off, n);
     r.publish(rec, kind);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    notify_data_after_fence(hh);
     off += n;
     first = false;
   }
@@ -654,9 +687,10 @@ bool wait_next_chunk(const Ring& r) {
     sleep_on(hh->data_seq, [&] { return r.record_ready(); },
              Clock::now() + ShmChannel::kLivenessSlice);
     if (r.record_ready()) return true;
-    if (!try_take(hh->p.lock, hh, recover_producer, true)) continue;  // a live producer is at work
+    const SideLock producer{hh->p.lock, hh->p.lock_waiters};
+    if (!try_take(producer, hh, recover_producer)) continue;  // a live producer is at work
     const bool ready = r.record_ready();
-    unlock_side(hh->p.lock);
+    release_side(producer);
     return ready;
   }
 }
@@ -689,8 +723,9 @@ struct Sink {
 Take take_locked(const Ring& r, Sink& sink, const Deadline& deadline) {
   Header* hh = r.h;
   ConsumerSide& c = hh->c;
-  if (!lock_side(c.lock, hh, recover_consumer, deadline)) return Take::kLockTimedOut;
-  Unlock unlock{&c.lock};
+  const SideLock lock{c.lock, c.lock_waiters};
+  if (!lock_side(lock, hh, recover_consumer, deadline)) return Take::kLockTimedOut;
+  Unlock unlock{lock, hh};
   enum { kIdle, kReceiving, kSkipping } state =
       (c.last_kind.load(std::memory_order_relaxed) & kEnd) ? kIdle : kSkipping;
   for (;;) {
@@ -727,10 +762,13 @@ Take take_locked(const Ring& r, Sink& sink, const Deadline& deadline) {
       sink.append(r, pos, len);
     }  // else: the rest of a message whose receiver died, or of an abandoned one
     r.consume(record_size(rh.len), rh.kind);
-    if (rh.kind & kEnd) {
-      if (state == kReceiving) return Take::kOk;
-      state = kIdle;
+    if ((rh.kind & kEnd) && state == kReceiving) {
+      unlock.notify = Unlock::kSpace;  // after the release's fence
+      return Take::kOk;
     }
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    notify_space_after_fence(hh);
+    if (rh.kind & kEnd) state = kIdle;
   }
 }
 
