@@ -495,6 +495,33 @@ TEST(Queue, ConsumerReceivingWhenItsStreamingProducerDiesIsNotHung) {
   after.join();
 }
 
+TEST(Queue, ConsumerMidStreamWhenItsOnlyProducerDiesDropsThePartialAndSeesEOF) {
+  mp::Queue<std::string> q(0, 1 << 16);
+  mp::Process producer([&] { q.put(pattern(4u << 20, 3)); });
+  producer.start();
+  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
+  ASSERT_EQ(kill(*producer.pid(), SIGSTOP), 0);
+  std::atomic<int> outcome{0};
+  std::thread consumer([&] {
+    try {
+      q.get(60s);  // takes the chunks there are, then waits mid-message
+      outcome = 1;
+    } catch (const mp::EOFError&) {
+      outcome = 2;
+    } catch (const mp::Empty&) {
+      outcome = 3;
+    }
+  });
+  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() == 0; }));
+  Stopwatch sw;
+  producer.kill();
+  producer.join();
+  consumer.join();
+  EXPECT_EQ(outcome, 2);  // no torn message, no hang: end of input
+  EXPECT_LT(sw.elapsed(), 2s);
+  EXPECT_TRUE(q.empty());
+}
+
 TEST(Queue, ConsumerKilledWhileBlockedInGetLosesNothing) {
   mp::Queue<int> q;
   Signal started;

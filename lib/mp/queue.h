@@ -55,8 +55,10 @@
 //     consumer dies right after get() returned it — and a streamed item whose
 //     producer died before its last chunk is discarded whole.
 //   * End of input: a blocking get() on an empty queue throws mp::EOFError
-//     once every process that has put to the queue has died or closed its
-//     handle (and at least one has put). mp notices within about 100 ms.
+//     once every process that has put to the queue has died, closed its
+//     handle or destroyed it (and at least one has put). mp notices a close
+//     at once and a death within about 100 ms (a liveness check of the
+//     registered producers, by pid and start time, while get() sleeps).
 //     CPython's get() hangs forever there. Processes that never put are not
 //     counted (so a queue nobody has put to yet just blocks), and a process
 //     that both puts and gets keeps its own gets from seeing EOF. get_nowait
@@ -67,6 +69,9 @@
 //     matter of copying), so get(timeout) may return late rather than drop
 //     bytes already taken out of the ring.
 //   * There is no join_thread() / cancel_join_thread(): there is no thread.
+//   * Queue<std::string> moves its bytes without the codec's intermediate
+//     buffers (same wire format as mp::encode: a u64 length, then the
+//     bytes); every other T is encoded into a per-thread buffer first.
 //
 // Thread safety: all members but the move operations may be called from any
 // thread of any process sharing the queue.
@@ -139,7 +144,11 @@ class Queue {
   }
   Queue(const Queue&) = delete;
   Queue& operator=(const Queue&) = delete;
-  virtual ~Queue() = default;
+  // The destructor retires this process as a producer (see close()); the
+  // shared ring lives on while any process still maps it.
+  virtual ~Queue() {
+    if (channel_.valid() && !closed_.load()) channel_.retire_producer();
+  }
 
   // put(v) appends v, blocking while the queue (or its ring) is full.
   void put(const T& v) { put_until(v, std::nullopt); }

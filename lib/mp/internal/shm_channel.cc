@@ -445,12 +445,13 @@ bool all_producers_gone(Header* hh) noexcept {
 void ShmChannel::retire_producer() noexcept {
   Header* hh = h();
   const pid_t me = self_pid();
+  if (registered_pid_ != me) return;  // this process never sent through this handle
   const std::uint64_t key = producer_key(me, self_start_time());
   for (auto& slot : hh->producers) {
     std::uint64_t cur = key;
     slot.compare_exchange_strong(cur, 0);
   }
-  if (registered_pid_ == me) registered_pid_ = 0;
+  registered_pid_ = 0;
   hh->registry_gen.fetch_add(1);
   wake_receivers();
 }

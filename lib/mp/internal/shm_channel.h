@@ -150,9 +150,12 @@ class ShmChannel {
   std::size_t bytes_used() const noexcept;
   std::size_t capacity() const noexcept;
 
-  // retire_producer says this process will send no more (it may be called
-  // by a process that never sent). Wakes blocked receivers so that they can
-  // see end of input.
+  // valid() is false for a moved-from channel.
+  bool valid() const noexcept { return static_cast<bool>(region_); }
+
+  // retire_producer says this process will send no more through this
+  // handle (nothing happens if it never sent through it). Wakes blocked
+  // receivers so that they can see end of input.
   void retire_producer() noexcept;
 
   // wake_receivers wakes every blocked receiver (they re-check their state);
