@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <set>
@@ -46,6 +47,10 @@ namespace {
 
 using namespace std::chrono_literals;
 using mp_test::Signal;
+
+// Children are daemonic: if a test fails before it ends them, they are
+// terminated at exit instead of joined forever.
+const mp::ProcessOptions kDaemon{.name = std::nullopt, .daemon = true};
 using mp_test::Stopwatch;
 
 // wait_until polls `cond` (a state of another process that has no event to
@@ -88,7 +93,7 @@ TEST(Queue, GetReturnsItemsInFifoOrder) {
 
 TEST(Queue, ItemsPutByAChildAreReceivedByTheParent) {
   mp::Queue<std::string> q;
-  mp::Process p([&] {
+  mp::Process p(kDaemon, [&] {
     for (int i = 0; i < 10; ++i) q.put(fmt::format("item {}", i));
   });
   p.start();
@@ -100,7 +105,7 @@ TEST(Queue, ItemsPutByAChildAreReceivedByTheParent) {
 TEST(Queue, GetBlocksUntilAnotherProcessPuts) {
   mp::Queue<int> q;
   Signal go;
-  mp::Process p([&] {
+  mp::Process p(kDaemon, [&] {
     go.wait();
     std::this_thread::sleep_for(300ms);  // the behaviour: get waits this long
     q.put(42);
@@ -181,7 +186,7 @@ TEST(Queue, PutBlocksWhileFullUntilAConsumerGets) {
   mp::Queue<int> q(1);
   q.put(1);
   Signal go;
-  mp::Process consumer([&] {
+  mp::Process consumer(kDaemon, [&] {
     go.wait();
     std::this_thread::sleep_for(300ms);  // the behaviour: put waits this long
     if (q.get() != 1) mp::exit(3);
@@ -224,7 +229,7 @@ TEST(Queue, QsizeIsExactRightAfterPut) {
 TEST(Queue, QsizeSeesAChildsPutAsSoonAsItReturns) {
   mp::Queue<int> q;
   Signal put_done;
-  mp::Process p([&] {
+  mp::Process p(kDaemon, [&] {
     q.put(1);
     q.put(2);
     put_done.notify();
@@ -313,7 +318,7 @@ TEST(Queue, CloseWakesAGetBlockedInAnotherThread) {
 
 TEST(Queue, CloseInOneProcessLeavesOtherProcessesUsingTheQueue) {
   mp::Queue<int> q;
-  mp::Process p([&] {
+  mp::Process p(kDaemon, [&] {
     q.put(5);
     q.close();
   });
@@ -333,7 +338,7 @@ TEST(Queue, SeveralProducersAndConsumersDeliverEveryItemExactlyOnceInProducerOrd
   mp::Queue<std::vector<std::pair<int, int>>> results;
   std::vector<mp::Process> procs;
   for (int c = 0; c < kConsumers; ++c) {
-    procs.emplace_back([&] {
+    procs.emplace_back(kDaemon, [&] {
       std::vector<std::pair<int, int>> got;
       for (;;) {
         auto item = q.get();
@@ -344,7 +349,7 @@ TEST(Queue, SeveralProducersAndConsumersDeliverEveryItemExactlyOnceInProducerOrd
     });
   }
   for (int p = 0; p < kProducers; ++p) {
-    procs.emplace_back([&, p] {
+    procs.emplace_back(kDaemon, [&, p] {
       for (int i = 0; i < kPerProducer; ++i) q.put({p, i});
     });
   }
@@ -373,6 +378,75 @@ TEST(Queue, SeveralProducersAndConsumersDeliverEveryItemExactlyOnceInProducerOrd
   EXPECT_TRUE(q.empty());
 }
 
+// The same behaviour against threads and processes: a Runner starts `body`
+// in a thread or a forked process and joins it.
+struct ThreadRunner {
+  template <class F>
+  explicit ThreadRunner(F body) : t_(std::move(body)) {}
+  void join() { t_.join(); }
+  std::thread t_;
+};
+struct ProcessRunner {
+  template <class F>
+  explicit ProcessRunner(F body) : p_(kDaemon, std::move(body)) { p_.start(); }
+  void join() {
+    p_.join();
+    EXPECT_EQ(p_.exitcode(), 0);
+  }
+  mp::Process p_;
+};
+
+template <class Runner>
+class QueueAcross : public ::testing::Test {};
+using Runners = ::testing::Types<ThreadRunner, ProcessRunner>;
+TYPED_TEST_SUITE(QueueAcross, Runners);
+
+TYPED_TEST(QueueAcross, TwoProducersTwoConsumersDeliverEachItemOnceInProducerOrder) {
+  constexpr int kPerProducer = 5000;
+  mp::Queue<std::pair<int, int>> q(0, 1 << 13);
+  mp::Queue<std::vector<std::pair<int, int>>> results;
+  std::vector<std::unique_ptr<TypeParam>> consumers, producers;
+  for (int c = 0; c < 2; ++c) {
+    consumers.push_back(std::make_unique<TypeParam>([&] {
+      std::vector<std::pair<int, int>> got;
+      for (auto item = q.get(); item.first >= 0; item = q.get()) got.push_back(item);
+      results.put(got);
+    }));
+  }
+  for (int p = 0; p < 2; ++p) {
+    producers.push_back(std::make_unique<TypeParam>([&, p] {
+      for (int i = 0; i < kPerProducer; ++i) q.put({p, i});
+    }));
+  }
+  for (auto& p : producers) p->join();
+  q.put({-1, 0});
+  q.put({-1, 0});
+  std::vector<int> count(2, 0);
+  for (int c = 0; c < 2; ++c) {
+    std::vector<int> last(2, -1);
+    for (auto [p, i] : results.get()) {
+      EXPECT_GT(i, last[p]);
+      last[p] = i;
+      ++count[p];
+    }
+  }
+  for (auto& c : consumers) c->join();
+  EXPECT_EQ(count[0], kPerProducer);
+  EXPECT_EQ(count[1], kPerProducer);
+}
+
+TYPED_TEST(QueueAcross, GetBlocksUntilTheOtherSidePutsAndQsizeIsExact) {
+  mp::Queue<int> q, back;
+  TypeParam other([&] {
+    back.put(q.get() + 1);
+  });
+  q.put(41);
+  EXPECT_EQ(back.get(5s), 42);
+  other.join();
+  EXPECT_EQ(q.qsize(), 0u);
+  EXPECT_EQ(back.qsize(), 0u);
+}
+
 TEST(Queue, ThreadsOfOneProcessShareAQueueToo) {
   mp::Queue<int> q(0, 4096);
   constexpr int kItems = 20000;
@@ -394,7 +468,7 @@ TEST(Queue, ThreadsOfOneProcessShareAQueueToo) {
 TEST(Queue, A64MiBMessageCrossesProcessesWhole) {
   const std::string big = pattern(64u << 20, 1);
   mp::Queue<std::string> q;  // 1 MiB ring: the message is streamed
-  mp::Process p([&] { q.put(big); });
+  mp::Process p(kDaemon, [&] { q.put(big); });
   p.start();
   std::string got = q.get();
   EXPECT_EQ(got.size(), big.size());
@@ -408,7 +482,7 @@ TEST(Queue, MessagesOfMixedSizesThroughATinyRingArriveIntact) {
   std::mt19937 rng(7);
   std::vector<std::size_t> sizes;
   for (int i = 0; i < 300; ++i) sizes.push_back(rng() % 3 == 0 ? rng() % 20000 : rng() % 300);
-  mp::Process p([&] {
+  mp::Process p(kDaemon, [&] {
     for (std::size_t i = 0; i < sizes.size(); ++i) q.put(pattern(sizes[i], i));
   });
   p.start();
@@ -422,10 +496,10 @@ TEST(Queue, MessagesOfMixedSizesThroughATinyRingArriveIntact) {
 
 TEST(Queue, LargeMessagesFromTwoProducersNeverInterleave) {
   mp::Queue<std::string> q(0, 1 << 16);
-  mp::Process a([&] {
+  mp::Process a(kDaemon, [&] {
     for (int i = 0; i < 5; ++i) q.put(std::string(300000, 'a'));
   });
-  mp::Process b([&] {
+  mp::Process b(kDaemon, [&] {
     for (int i = 0; i < 5; ++i) q.put(std::string(300000, 'b'));
   });
   a.start();
@@ -446,7 +520,7 @@ TEST(Queue, CarriesNestedStandardTypes) {
                        std::variant<int, std::string>, std::set<long>>;
   mp::Queue<V> q;
   V v{{{"a", {1, 2}}, {"b", {}}}, 2.5, std::string("hi"), {3, 1, 2}};
-  mp::Process p([&] { q.put(v); });
+  mp::Process p(kDaemon, [&] { q.put(v); });
   p.start();
   EXPECT_EQ(q.get(), v);
   p.join();
@@ -457,13 +531,13 @@ TEST(Queue, CarriesNestedStandardTypes) {
 TEST(Queue, ProducerKilledMidStreamLeavesNoTornMessageAndTheQueueUsable) {
   mp::Queue<std::string> q(0, 1 << 16);
   q.put("before");
-  mp::Process producer([&] { q.put(pattern(4u << 20, 9)); });  // blocks mid-stream
+  mp::Process producer(kDaemon, [&] { q.put(pattern(4u << 20, 9)); });  // blocks mid-stream
   producer.start();
   ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
   producer.kill();
   producer.join();
   EXPECT_EQ(q.qsize(), 1u);
-  mp::Process after([&] { q.put("after"); });
+  mp::Process after(kDaemon, [&] { q.put("after"); });
   after.start();
   EXPECT_EQ(q.get(), "before");
   EXPECT_EQ(q.get(5s), "after");  // the partial stream was discarded
@@ -475,7 +549,7 @@ TEST(Queue, ProducerKilledMidStreamLeavesNoTornMessageAndTheQueueUsable) {
 
 TEST(Queue, ConsumerReceivingWhenItsStreamingProducerDiesIsNotHung) {
   mp::Queue<std::string> q(0, 1 << 16);
-  mp::Process producer([&] { q.put(pattern(4u << 20, 3)); });
+  mp::Process producer(kDaemon, [&] { q.put(pattern(4u << 20, 3)); });
   producer.start();
   ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
   ASSERT_EQ(kill(*producer.pid(), SIGSTOP), 0);  // freeze it mid-stream
@@ -488,7 +562,7 @@ TEST(Queue, ConsumerReceivingWhenItsStreamingProducerDiesIsNotHung) {
   ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() == 0; }));
   producer.kill();
   producer.join();
-  mp::Process after([&] { q.put("after"); });
+  mp::Process after(kDaemon, [&] { q.put("after"); });
   after.start();
   consumer.join();
   EXPECT_EQ(got, "after");
@@ -497,14 +571,14 @@ TEST(Queue, ConsumerReceivingWhenItsStreamingProducerDiesIsNotHung) {
 
 TEST(Queue, ConsumerMidStreamWhenItsOnlyProducerDiesDropsThePartialAndSeesEOF) {
   mp::Queue<std::string> q(0, 1 << 16);
-  mp::Process producer([&] { q.put(pattern(4u << 20, 3)); });
+  mp::Process producer(kDaemon, [&] { q.put(pattern(4u << 20, 3)); });
   producer.start();
   ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
   ASSERT_EQ(kill(*producer.pid(), SIGSTOP), 0);
   std::atomic<int> outcome{0};
   std::thread consumer([&] {
     try {
-      q.get(60s);  // takes the chunks there are, then waits mid-message
+      q.get();  // takes the chunks there are, then waits mid-message
       outcome = 1;
     } catch (const mp::EOFError&) {
       outcome = 2;
@@ -525,7 +599,7 @@ TEST(Queue, ConsumerMidStreamWhenItsOnlyProducerDiesDropsThePartialAndSeesEOF) {
 TEST(Queue, ConsumerKilledWhileBlockedInGetLosesNothing) {
   mp::Queue<int> q;
   Signal started;
-  mp::Process consumer([&] {
+  mp::Process consumer(kDaemon, [&] {
     started.notify();
     q.get();
     mp::exit(3);
@@ -545,7 +619,7 @@ TEST(Queue, ConsumerKilledWhileBlockedInGetLosesNothing) {
 TEST(Queue, ConsumerKilledMidReceiveOfAStreamedMessageLosesOnlyThatMessage) {
   mp::Queue<std::string> q(0, 1 << 16);
   q.put("first");
-  mp::Process producer([&] {
+  mp::Process producer(kDaemon, [&] {
     q.put(pattern(1u << 20, 5));
     q.put("next");
   });
@@ -553,7 +627,7 @@ TEST(Queue, ConsumerKilledMidReceiveOfAStreamedMessageLosesOnlyThatMessage) {
   ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
   ASSERT_EQ(kill(*producer.pid(), SIGSTOP), 0);
   EXPECT_EQ(q.get(), "first");
-  mp::Process consumer([&] {
+  mp::Process consumer(kDaemon, [&] {
     q.get();  // takes the streamed chunks there are, then waits mid-message
     mp::exit(3);
   });
@@ -573,12 +647,13 @@ TEST(Queue, ManyKilledProducersNeverLeaveATornOrDuplicatedItem) {
   mp::Queue<std::string> q(0, 1 << 15);
   std::set<std::string> seen;
   for (int round = 0; round < 8; ++round) {
-    mp::Process producer([&, round] {
+    mp::Process producer(kDaemon, [&, round] {
       for (int i = 0;; ++i) q.put(fmt::format("{}:{}:", round, i) + pattern(5000 + i % 50000, i));
     });
     producer.start();
     for (int k = 0; k < 20; ++k) {
-      std::string s = q.get();
+      // A timeout: between two producers a plain get() would see EOF.
+      std::string s = q.get(30s);
       int r = -1, i = -1;
       ASSERT_EQ(std::sscanf(s.c_str(), "%d:%d:", &r, &i), 2);
       std::string head = fmt::format("{}:{}:", r, i);
@@ -600,7 +675,7 @@ TEST(Queue, ManyKilledProducersNeverLeaveATornOrDuplicatedItem) {
 TEST(Queue, GetRaisesEOFErrorOnceEveryProducerHasDied) {
   mp::Queue<int> q;
   Signal put_done;
-  mp::Process p([&] {
+  mp::Process p(kDaemon, [&] {
     q.put(1);
     put_done.notify();
     for (;;) pause();
@@ -618,7 +693,7 @@ TEST(Queue, GetRaisesEOFErrorOnceEveryProducerHasDied) {
 TEST(Queue, GetBlockedWhenTheLastProducerDiesIsWokenWithEOFError) {
   mp::Queue<int> q;
   Signal put_done;
-  mp::Process p([&] {
+  mp::Process p(kDaemon, [&] {
     q.put(1);
     put_done.notify();
     for (;;) pause();
@@ -647,7 +722,7 @@ TEST(Queue, GetBlockedWhenTheLastProducerDiesIsWokenWithEOFError) {
 TEST(Queue, GetRaisesEOFErrorWhenEveryProducerClosedItsQueue) {
   mp::Queue<int> q;
   Signal closed, done;
-  mp::Process p([&] {
+  mp::Process p(kDaemon, [&] {
     q.put(1);
     q.close();
     closed.notify();
@@ -664,7 +739,7 @@ TEST(Queue, GetRaisesEOFErrorWhenEveryProducerClosedItsQueue) {
 TEST(Queue, GetDoesNotRaiseEOFErrorWhileAProducerLives) {
   mp::Queue<int> q;
   Signal put_done, done;
-  mp::Process p([&] {
+  mp::Process p(kDaemon, [&] {
     q.put(1);
     put_done.notify();
     done.wait();
@@ -677,14 +752,19 @@ TEST(Queue, GetDoesNotRaiseEOFErrorWhileAProducerLives) {
   p.join();
 }
 
-TEST(Queue, NonblockingGetNeverRaisesEOFError) {
+TEST(Queue, NonblockingAndTimedGetsRaiseEmptyNotEOFError) {
   mp::Queue<int> q;
-  mp::Process p([&] { q.put(1); });
+  mp::Process p(kDaemon, [&] { q.put(1); });
   p.start();
   p.join();
   EXPECT_EQ(q.get(), 1);
   EXPECT_THROW(q.get_nowait(), mp::Empty);
   EXPECT_EQ(q.try_get(), std::nullopt);
+  Stopwatch sw;
+  EXPECT_THROW(q.get(300ms), mp::Empty);
+  EXPECT_GE(sw.elapsed(), 250ms);
+  EXPECT_EQ(q.try_get(10ms), std::nullopt);
+  EXPECT_THROW(q.get(), mp::EOFError);
 }
 
 // ---- nothing leaks ----------------------------------------------------------------------
@@ -711,7 +791,7 @@ TEST(Queue, LeavesNoFdOrDevShmEntryBehind) {
     mp::Queue<std::string> q;
     mp::JoinableQueue<int> jq;
     mp::SimpleQueue<int> sq;
-    mp::Process p([&] {
+    mp::Process p(kDaemon, [&] {
       q.put(std::string(3u << 20, 'z'));
       jq.put(1);
       sq.put(2);
@@ -735,7 +815,7 @@ TEST(Queue, LeavesNoFdOrDevShmEntryBehind) {
 TEST(SimpleQueue, PutGetAndEmptyWorkAcrossProcesses) {
   mp::SimpleQueue<std::string> q;
   EXPECT_TRUE(q.empty());
-  mp::Process p([&] {
+  mp::Process p(kDaemon, [&] {
     q.put("a");
     q.put("b");
   });
@@ -760,7 +840,7 @@ TEST(JoinableQueue, JoinReturnsOnceEveryItemIsTaskDone) {
   mp::JoinableQueue<int> q;
   for (int i = 0; i < 10; ++i) q.put(i);
   EXPECT_EQ(q.unfinished_tasks(), 10u);
-  mp::Process worker([&] {
+  mp::Process worker(kDaemon, [&] {
     for (int i = 0; i < 10; ++i) {
       q.get();
       q.task_done();
@@ -800,7 +880,7 @@ TEST(JoinableQueue, TaskDoneCalledTooManyTimesRaisesValueError) {
 
 TEST(JoinableQueue, AProducerKilledMidPutLeavesNoPhantomTask) {
   mp::JoinableQueue<std::string> q(0, 1 << 16);
-  mp::Process producer([&] { q.put(pattern(2u << 20, 1)); });  // blocks mid-stream
+  mp::Process producer(kDaemon, [&] { q.put(pattern(2u << 20, 1)); });  // blocks mid-stream
   producer.start();
   ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
   producer.kill();
@@ -814,7 +894,7 @@ TEST(JoinableQueue, AProducerKilledMidPutLeavesNoPhantomTask) {
 TEST(Tutorial, WriterAndAnEndlessReaderThatIsTerminated) {
   mp::Queue<std::string> q;
   mp::Queue<int> count;
-  mp::Process reader([&] {
+  mp::Process reader(kDaemon, [&] {
     int n = 0;
     for (;;) {
       std::string s = q.get();
@@ -843,8 +923,8 @@ TEST(Tutorial, PingAndPongCountToExactlyFiftyThroughAQueue) {
       out.put(n + 1);
     }
   };
-  mp::Process ping(player, std::ref(to_ping), std::ref(to_pong));
-  mp::Process pong(player, std::ref(to_pong), std::ref(to_ping));
+  mp::Process ping(kDaemon, player, std::ref(to_ping), std::ref(to_pong));
+  mp::Process pong(kDaemon, player, std::ref(to_pong), std::ref(to_ping));
   ping.start();
   pong.start();
   to_ping.put(0);

@@ -54,15 +54,19 @@
 //     streamed (larger than half the ring) item — as an item is lost when a
 //     consumer dies right after get() returned it — and a streamed item whose
 //     producer died before its last chunk is discarded whole.
-//   * End of input: a blocking get() on an empty queue throws mp::EOFError
-//     once every process that has put to the queue has died, closed its
-//     handle or destroyed it (and at least one has put). mp notices a close
-//     at once and a death within about 100 ms (a liveness check of the
-//     registered producers, by pid and start time, while get() sleeps).
-//     CPython's get() hangs forever there. Processes that never put are not
-//     counted (so a queue nobody has put to yet just blocks), and a process
-//     that both puts and gets keeps its own gets from seeing EOF. get_nowait
-//     and try_get never throw EOFError. A put() blocked on a full ring whose
+//   * End of input: get() without a timeout, on an empty queue, throws
+//     mp::EOFError once every process that has put to the queue has died,
+//     closed its handle or destroyed it (and at least one has put). mp
+//     notices a close at once and a death within about 100 ms (a liveness
+//     check of the registered producers, by pid and start time, while get()
+//     sleeps). CPython's get() hangs forever there. A process counts as a
+//     producer from its first put: processes that never put are not counted
+//     (a queue nobody has put to yet just blocks), a process that both puts
+//     and gets keeps its own gets from seeing EOF, and a consumer that has
+//     outlived one generation of producers sees EOF even if the next is
+//     about to start — give get() a timeout where producers come and go.
+//     get(timeout), get_nowait and try_get never throw EOFError: they throw
+//     Empty (return nullopt) as CPython. A put() blocked on a full ring whose
 //     consumers all died is not woken: give it a timeout.
 //   * Once a consumer has started reassembling a streamed item it finishes
 //     it even past its timeout (the producer is streaming, so this is a
@@ -169,7 +173,8 @@ class Queue {
   // Throws mp::EOFError when the queue is empty and all producers are gone.
   T get() { return get_until(std::nullopt); }
 
-  // get(timeout) throws mp::Empty if no item came within `timeout`.
+  // get(timeout) throws mp::Empty if no item came within `timeout` (never
+  // EOFError: the timeout is the caller's bound).
   template <class Rep, class Period>
   T get(std::chrono::duration<Rep, Period> timeout) {
     return get_until(queue_detail::deadline_in(timeout));
@@ -182,7 +187,7 @@ class Queue {
   std::optional<T> try_get() { return receive(queue_detail::now_deadline(), false); }
 
   // try_get(timeout) is get(timeout) that returns nullopt instead of
-  // throwing Empty (it still throws EOFError).
+  // throwing Empty.
   template <class Rep, class Period>
   std::optional<T> try_get(std::chrono::duration<Rep, Period> timeout) {
     return receive(queue_detail::deadline_in(timeout), true);

@@ -790,7 +790,7 @@ ChannelStatus ShmChannel::recv_bytes(std::string& out, const Deadline& deadline,
                                 earlier(deadline, Clock::now() + kLivenessSlice));
     if (records_available(hh)) continue;
     if (cancel && cancel->load()) return ChannelStatus::kCancelled;
-    if ((!woken || gen != hh->registry_gen.load()) && all_producers_gone(hh) &&
+    if (!deadline && (!woken || gen != hh->registry_gen.load()) && all_producers_gone(hh) &&
         !records_available(hh)) {
       return ChannelStatus::kEof;
     }

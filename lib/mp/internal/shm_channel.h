@@ -52,12 +52,15 @@
 //
 // End of input (what a consumer blocked on an empty channel is told)
 //   Every process that sends registers itself (pid and start time) in a small
-//   table in the header. A blocking receive on an empty channel returns
-//   kEof once at least one process has registered and every registered
-//   process has since retired (retire_producer(), called by Queue::close())
-//   or died, checked when a waiter is woken without data and at least every
-//   kLivenessSlice. More than kMaxProducers live senders turns this
-//   detection off (receives then just block, or time out).
+//   table in the header. A receive WITHOUT a deadline on an empty channel
+//   returns kEof once at least one process has registered and every
+//   registered process has since retired (retire_producer(), called by
+//   Queue::close() and ~Queue()) or died, checked when a waiter is woken by
+//   a retirement and at least every kLivenessSlice. A receive with a
+//   deadline just times out (the caller chose its bound). A process counts
+//   from its first send, so a consumer that outlives every producer it has
+//   seen gets kEof even if another is about to start: use a deadline there.
+//   More than kMaxProducers live senders turns detection off.
 //   Producers blocked on a full ring whose consumers died are not woken:
 //   they need a timeout.
 //
