@@ -471,6 +471,14 @@ struct Ring {
   Header* h;
   std::byte* base;
 
+  // Records are 8-aligned and the ring a power of two, so an 8-byte field
+  // at an 8-aligned position never wraps: copied inline (headers, lengths).
+  void write8(std::uint64_t pos, const void* src) const noexcept {
+    std::memcpy(base + (pos & h->mask), src, 8);
+  }
+  void read8(std::uint64_t pos, void* dst) const noexcept {
+    std::memcpy(dst, base + (pos & h->mask), 8);
+  }
   void write(std::uint64_t pos, const void* src, std::size_t n) const noexcept {
     std::size_t off = pos & h->mask;
     std::size_t first = std::min<std::size_t>(n, h->capacity - off);
@@ -584,7 +592,11 @@ struct Parts {
   void write(const Ring& r, std::uint64_t pos, std::size_t off, std::size_t n) const noexcept {
     if (off < na) {
       const std::size_t k = std::min(n, na - off);
-      r.write(pos, a + off, k);
+      if (k == 8 && (pos & 7) == 0) {
+        r.write8(pos, a + off);
+      } else {
+        r.write(pos, a + off, k);
+      }
       pos += k;
       off += k;
       n -= k;
@@ -626,7 +638,7 @@ ChannelStatus ShmChannel::send_parts(const void* head, std::size_t head_size, co
     if (st != ChannelStatus::kOk) return st;
     const std::uint64_t tail = hh->p.tail.load(std::memory_order_relaxed);
     const RecordHeader rh{static_cast<std::uint32_t>(size), kBegin | kEnd};
-    r.write(tail, &rh, sizeof rh);
+    r.write8(tail, &rh);
     msg.write(r, tail + kRecordHeader, 0, size);
     r.publish(whole, kBegin | kEnd);
     unlock.notify = Unlock::kData;
@@ -656,11 +668,11 @@ ChannelStatus ShmChannel::send_parts(const void* head, std::size_t head_size, co
     }
     std::uint64_t pos = hh->p.tail.load(std::memory_order_relaxed);
     const RecordHeader rh{static_cast<std::uint32_t>(payload), kind};
-    r.write(pos, &rh, sizeof rh);
+    r.write8(pos, &rh);
     pos += kRecordHeader;
     if (first) {
       const std::uint64_t total = size;
-      r.write(pos, &total, sizeof total);
+      r.write8(pos, &total);
       pos += sizeof total;
     }
     msg.write(r, pos, off, n);
@@ -712,7 +724,11 @@ struct Sink {
   void append(const Ring& r, std::uint64_t pos, std::size_t len) {
     if (prefix_got < prefix_size) {
       const std::size_t k = std::min(len, prefix_size - prefix_got);
-      r.read(pos, prefix + prefix_got, k);
+      if (k == 8 && (pos & 7) == 0) {
+        r.read8(pos, prefix + prefix_got);
+      } else {
+        r.read(pos, prefix + prefix_got, k);
+      }
       prefix_got += k;
       pos += k;
       len -= k;
@@ -741,7 +757,7 @@ Take take_locked(const Ring& r, Sink& sink, const Deadline& deadline) {
     }
     const std::uint64_t head = c.head.load(std::memory_order_relaxed);
     RecordHeader rh;
-    r.read(head, &rh, sizeof rh);
+    r.read8(head, &rh);
     if (rh.len > hh->capacity - kRecordHeader || (rh.kind & ~(kBegin | kEnd)) != 0) {
       throw std::runtime_error(
           fmt::format("mp: queue ring corrupt at offset {} (len {}, kind {})", head, rh.len, rh.kind));
@@ -752,7 +768,7 @@ Take take_locked(const Ring& r, Sink& sink, const Deadline& deadline) {
       // (A partial message before a BEGIN was abandoned: start() drops it.)
       std::uint64_t total = len;
       if (!(rh.kind & kEnd)) {
-        r.read(pos, &total, sizeof total);
+        r.read8(pos, &total);
         pos += sizeof total;
         len -= sizeof total;
       }
