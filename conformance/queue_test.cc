@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "conformance/test_util.h"
+#include "mp/internal/liveness.h"
 #include "mp/os.h"
 #include "mp/process.h"
 

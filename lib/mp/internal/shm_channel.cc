@@ -1,5 +1,7 @@
 #include "mp/internal/shm_channel.h"
 
+#include "mp/internal/liveness.h"
+
 #include <fcntl.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -46,55 +48,6 @@ constexpr std::uint64_t advance(std::uint64_t w, std::uint32_t kind) {
 
 constexpr std::uint64_t record_size(std::uint64_t payload) {
   return kRecordHeader + ((payload + 7) & ~std::uint64_t{7});
-}
-
-// ---- this process's identity, cached (getpid() is a syscall) -------------
-
-std::atomic<pid_t> g_pid{0};
-std::atomic<std::uint64_t> g_start_time{0};
-
-void reset_identity_after_fork() {
-  g_pid.store(0, std::memory_order_relaxed);
-  g_start_time.store(0, std::memory_order_relaxed);
-}
-
-pid_t self_pid() noexcept {
-  pid_t p = g_pid.load(std::memory_order_relaxed);
-  if (p != 0) return p;
-  static const bool armed = [] {
-    pthread_atfork(nullptr, nullptr, reset_identity_after_fork);
-    return true;
-  }();
-  (void)armed;
-  p = ::getpid();
-  g_pid.store(p, std::memory_order_relaxed);
-  return p;
-}
-
-// read_stat reads /proc/<pid>/stat: the state letter and the start time.
-bool read_stat(pid_t pid, char* state, std::uint64_t* start) noexcept {
-  char path[64];
-  auto r = fmt::format_to_n(path, sizeof path - 1, "/proc/{}/stat", pid);
-  *r.out = '\0';
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  char buf[1024];
-  ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return false;
-  buf[n] = '\0';
-  char* p = std::strrchr(buf, ')');
-  if (!p || p[1] != ' ') return false;
-  p += 2;  // field 3 (state)
-  *state = *p;
-  // Field 22 (starttime) is the 20th field after the state.
-  for (int field = 3; field < 22; ++field) {
-    p = std::strchr(p, ' ');
-    if (!p) return false;
-    ++p;
-  }
-  *start = std::strtoull(p, nullptr, 10);
-  return true;
 }
 
 // A producer-table entry: start time (low 32 bits) << 32 | pid; 0 is free.
@@ -384,27 +337,6 @@ std::size_t ShmChannel::size() const noexcept {
 }
 
 // ---- identity and the producer table ---------------------------------------
-
-std::uint64_t self_start_time() noexcept {
-  std::uint64_t s = g_start_time.load(std::memory_order_relaxed);
-  if (s != 0) return s;
-  char state;
-  if (!read_stat(self_pid(), &state, &s)) return 0;
-  g_start_time.store(s, std::memory_order_relaxed);
-  return s;
-}
-
-bool process_alive(pid_t pid, std::uint64_t start_time) noexcept {
-  char state = 0;
-  std::uint64_t start = 0;
-  if (!read_stat(pid, &state, &start)) return false;
-  if (state == 'Z' || state == 'X' || state == 'x') return false;
-  if (start_time != 0 &&
-      static_cast<std::uint32_t>(start) != static_cast<std::uint32_t>(start_time)) {
-    return false;  // the pid was reused
-  }
-  return true;
-}
 
 namespace {
 

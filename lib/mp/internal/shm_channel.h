@@ -200,12 +200,4 @@ class ShmChannel {
   std::atomic<pid_t> registered_pid_{0};
 };
 
-// process_alive reports whether the process `pid`, started at `start_time`
-// (clock ticks since boot, /proc/<pid>/stat field 22; 0: unknown), still
-// runs. Zombies are dead. Exposed for tests.
-bool process_alive(pid_t pid, std::uint64_t start_time) noexcept;
-
-// self_start_time is this process's start time, as process_alive takes it.
-std::uint64_t self_start_time() noexcept;
-
 }  // namespace mp::internal
