@@ -138,6 +138,18 @@ TEST(Pipe, DescriptorsAreCloseOnExec) {
   }
 }
 
+TEST(Pipe, AdoptedDescriptorSpeaksTheSameFraming) {
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  mp::Connection r(fds[0], true, false), w(fds[1], false, true);
+  w.send(std::string("adopted"));
+  EXPECT_EQ(r.recv<std::string>(), "adopted");
+  EXPECT_THROW(mp::Connection(-1, true, true), mp::ValueError);
+  int fd = dup(fds[0]);
+  EXPECT_THROW(mp::Connection(fd, false, false), mp::ValueError);
+  ::close(fd);
+}
+
 // ---- send / recv of values ----------------------------------------------------
 
 TEST(Connection, SendRecvValuesThroughAChildProcess) {

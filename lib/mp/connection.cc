@@ -219,13 +219,17 @@ void Connection::write_all(const void* head, std::size_t head_n, const void* tai
   while (count > 0) {
     ssize_t w;
     if (is_socket_) {
-      msghdr msg{};
-      msg.msg_iov = v;
-      msg.msg_iovlen = count;
-      w = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+      if (count == 1) {
+        w = ::send(fd_, v->iov_base, v->iov_len, MSG_NOSIGNAL);
+      } else {
+        msghdr msg{};
+        msg.msg_iov = v;
+        msg.msg_iovlen = count;
+        w = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+      }
     } else {
       InMpWrite guard;
-      w = ::writev(fd_, v, count);
+      w = count == 1 ? ::write(fd_, v->iov_base, v->iov_len) : ::writev(fd_, v, count);
     }
     if (w < 0) {
       if (errno == EINTR) continue;
