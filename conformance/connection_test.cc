@@ -316,6 +316,43 @@ TEST(Connection, ManyMessagesLargerThanTheReadAheadKeepTheirOrder) {
   EXPECT_EQ(reap(pid), 0);
 }
 
+TEST(Connection, MixedSmallAndLargeMessagesKeepContentAndOrder) {
+  // Sizes jump across the read-ahead and large-message thresholds both ways.
+  auto size_of = [](int i) -> std::size_t {
+    static const std::size_t kSizes[] = {0, 1, 7, 8, 9, 4095, 32767, 32768, 65535, 65536, 65537, 300000, 3, 100000};
+    return kSizes[(i * 7) % 14] + static_cast<std::size_t>(i % 3);
+  };
+  auto fill_of = [](int i, std::size_t k) { return static_cast<char>((i * 31 + static_cast<int>(k % 251)) & 0xff); };
+  for (bool duplex : {true, false}) {
+    auto [r, w] = mp::Pipe(duplex);
+    pid_t pid = fork_child([&] {
+      r.close();
+      for (int i = 0; i < 150; ++i) {
+        std::string m(size_of(i), '\0');
+        for (std::size_t k = 0; k < m.size(); ++k) m[k] = fill_of(i, k);
+        w.send_bytes(m);
+      }
+    });
+    w.close();
+    std::vector<char> into(400000);
+    for (int i = 0; i < 150; ++i) {
+      std::string m;
+      if (i % 2 == 0) {
+        m = r.recv_bytes();
+      } else {
+        std::size_t n = r.recv_bytes_into(std::span<char>(into));
+        m.assign(into.data(), n);
+      }
+      ASSERT_EQ(m.size(), size_of(i)) << "message " << i;
+      for (std::size_t k = 0; k < m.size(); ++k) {
+        ASSERT_EQ(m[k], fill_of(i, k)) << "message " << i << " byte " << k;
+      }
+    }
+    EXPECT_THROW(r.recv_bytes(), mp::EOFError);
+    EXPECT_EQ(reap(pid), 0);
+  }
+}
+
 TEST(Connection, RoundTrip256MiBThroughAChild) {
   constexpr std::size_t kSize = 256u << 20;
   auto [parent, child] = mp::Pipe();

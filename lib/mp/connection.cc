@@ -131,6 +131,7 @@ Connection::Connection(Connection&& other) noexcept
       rbuf_(std::move(other.rbuf_)),
       rbuf_begin_(std::exchange(other.rbuf_begin_, 0)),
       rbuf_end_(std::exchange(other.rbuf_end_, 0)),
+      expect_large_(other.expect_large_),
       scratch_(std::move(other.scratch_)) {
   if (other.close_on_fork_) {
     other.unregister_close_on_fork();
@@ -149,6 +150,7 @@ Connection& Connection::operator=(Connection&& other) noexcept {
     rbuf_ = std::move(other.rbuf_);
     rbuf_begin_ = std::exchange(other.rbuf_begin_, 0);
     rbuf_end_ = std::exchange(other.rbuf_end_, 0);
+    expect_large_ = other.expect_large_;
     scratch_ = std::move(other.scratch_);
     if (other.close_on_fork_) {
       other.unregister_close_on_fork();
@@ -306,8 +308,12 @@ bool Connection::fill() {
     rbuf_end_ -= rbuf_begin_;
     rbuf_begin_ = 0;
   }
+  // After a large message, read just the next header: its payload is then
+  // read straight into its destination instead of through this buffer.
+  const std::size_t have = rbuf_end_ - rbuf_begin_;
+  const std::size_t want = expect_large_ && have < kHeaderSize ? kHeaderSize - have : kReadBuffer - rbuf_end_;
   for (;;) {
-    ssize_t r = ::read(fd_, rbuf_.get() + rbuf_end_, kReadBuffer - rbuf_end_);
+    ssize_t r = ::read(fd_, rbuf_.get() + rbuf_end_, want);
     if (r > 0) {
       rbuf_end_ += static_cast<std::size_t>(r);
       return true;
@@ -329,6 +335,7 @@ std::uint64_t Connection::peek_header() {
   }
   std::uint64_t n;
   std::memcpy(&n, rbuf_.get() + rbuf_begin_, kHeaderSize);
+  expect_large_ = n >= kLargeMessage;
   return n;
 }
 
@@ -338,9 +345,21 @@ void Connection::read_payload(char* dst, std::size_t n) {
   rbuf_begin_ += buffered;
   std::size_t got = buffered;
   while (got < n) {
-    ssize_t r = ::read(fd_, dst + got, n - got);
+    // The read-ahead buffer is empty here. One readv takes the rest of the
+    // payload straight into dst and what follows it (the next header, or
+    // more when messages are small) into the read-ahead buffer.
+    rbuf_begin_ = rbuf_end_ = 0;
+    const std::size_t rest = n - got;
+    iovec iov[2] = {{dst + got, rest}, {rbuf_.get(), expect_large_ ? kHeaderSize : kReadBuffer}};
+    ssize_t r = ::readv(fd_, iov, 2);
     if (r > 0) {
-      got += static_cast<std::size_t>(r);
+      const auto got_now = static_cast<std::size_t>(r);
+      if (got_now > rest) {
+        rbuf_end_ = got_now - rest;
+        got = n;
+      } else {
+        got += got_now;
+      }
       continue;
     }
     if (r < 0 && errno == EINTR) continue;

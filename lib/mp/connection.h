@@ -201,6 +201,8 @@ class Connection {
   static constexpr std::size_t kHeaderSize = sizeof(std::uint64_t);
   static constexpr std::size_t kReadBuffer = 64 * 1024;
   static constexpr std::size_t kMaxKeptScratch = 1 << 20;
+  // Messages from this size on are read into their destination directly.
+  static constexpr std::size_t kLargeMessage = 32 * 1024;
 
   void check_open() const;
   void check_readable() const;
@@ -253,6 +255,7 @@ class Connection {
   std::unique_ptr<char[]> rbuf_;
   std::size_t rbuf_begin_ = 0;
   std::size_t rbuf_end_ = 0;
+  bool expect_large_ = false;  // the last header announced a large message
   std::string scratch_;  // send(v)'s encode buffer, reused
 };
 
