@@ -43,7 +43,9 @@
 //   * recv_bytes_into() into a buffer too small raises mp::BufferTooShort
 //     carrying the whole message (as CPython), which is consumed.
 //   * The receiving end reads ahead into a 64 KiB buffer, so a small message
-//     costs one read(2), not two. Read-ahead bytes belong to the process
+//     costs one read(2), not two; after a message of 32 KiB or more it reads
+//     ahead only the next header, and large payloads go straight from the
+//     kernel into their destination. Read-ahead bytes belong to the process
 //     that read them: if a parent and its forked child both receive on
 //     copies of the same end, each gets an unpredictable share of the
 //     stream (CPython has the same race without read-ahead). Let one
@@ -72,7 +74,9 @@
 // other SIGPIPE gets the disposition the process had before — default
 // (terminate: the handler restores SIG_DFL and re-raises), ignore, or the
 // program's own handler, which is called. If SIGPIPE was already ignored,
-// nothing is installed. exec() resets the handler, as for any handler. A
+// nothing is installed. (A SIGPIPE sent by kill() that lands in a thread
+// while it is inside an mp pipe write is taken for that write's and
+// dropped.) exec() resets the handler, as for any handler. A
 // program that later sets its own SIGPIPE disposition replaces mp's handler:
 // ignoring is fine; SIG_DFL would again let a pipe send die of SIGPIPE, so
 // such a program should set it before creating simplex pipes (each simplex
