@@ -271,7 +271,12 @@ TEST(Connection, RecvBytesIntoOffsetBeyondBufferRaises) {
   auto [a, b] = mp::Pipe();
   a.send_bytes(std::string_view("x"));
   std::array<char, 4> buf;
-  EXPECT_THROW(b.recv_bytes_into(std::span<char>(buf), 5), mp::ValueError);
+  try {
+    b.recv_bytes_into(std::span<char>(buf), 5);
+    FAIL() << "no error";
+  } catch (const mp::ValueError& e) {
+    EXPECT_STREQ(e.what(), "offset too large");
+  }
   EXPECT_EQ(b.recv_bytes(), "x");  // nothing consumed
 }
 

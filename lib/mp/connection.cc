@@ -387,7 +387,7 @@ std::string Connection::recv_bytes(std::optional<std::size_t> maxlength) {
 
 std::size_t Connection::recv_bytes_into(std::span<std::byte> buffer, std::size_t offset) {
   check_readable();
-  if (offset > buffer.size()) throw ValueError("offset out of bounds");
+  if (offset > buffer.size()) throw ValueError("offset too large");
   const std::uint64_t n = peek_header();
   const std::size_t room = buffer.size() - offset;
   rbuf_begin_ += kHeaderSize;

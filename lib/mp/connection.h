@@ -164,8 +164,9 @@ class Connection {
   std::string recv_bytes(std::optional<std::size_t> maxlength = std::nullopt);
 
   // recv_bytes_into(buffer, offset) receives one message into
-  // buffer[offset, ...) and returns its size. Raises mp::ValueError if
-  // offset is beyond the buffer, and mp::BufferTooShort (carrying the whole
+  // buffer[offset, ...) and returns its size. Raises mp::ValueError "offset
+  // too large" if offset is beyond the buffer (before receiving anything;
+  // CPython consumes the message first), and mp::BufferTooShort (carrying the whole
   // message, which is consumed) if the message does not fit.
   std::size_t recv_bytes_into(std::span<std::byte> buffer, std::size_t offset = 0);
   std::size_t recv_bytes_into(std::span<char> buffer, std::size_t offset = 0) {
