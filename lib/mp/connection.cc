@@ -251,15 +251,19 @@ void Connection::write_all(const void* head, std::size_t head_n, const void* tai
   }
 }
 
+// Messages up to this size are copied behind their header and written with
+// one plain write(); larger ones go out with writev/sendmsg, uncopied.
+constexpr std::size_t kSmallSend = 4096 - 8;
+
 void Connection::send_bytes(std::span<const std::byte> buffer, std::size_t offset, std::optional<std::size_t> size) {
   check_writable();
   if (offset > buffer.size()) throw ValueError("buffer length < offset");
   const std::size_t n = size ? *size : buffer.size() - offset;
   if (n > buffer.size() - offset) throw ValueError("buffer length < offset + size");
   const std::uint64_t header = n;
-  if (n <= 256) {
+  if (n <= kSmallSend) {
     // Small: one contiguous write, no iovec juggling.
-    char msg[kHeaderSize + 256];
+    char msg[kHeaderSize + kSmallSend];
     std::memcpy(msg, &header, kHeaderSize);
     if (n) std::memcpy(msg + kHeaderSize, buffer.data() + offset, n);
     write_all(msg, kHeaderSize + n, nullptr, 0);
