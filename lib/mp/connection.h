@@ -42,10 +42,11 @@
 //     is lost and nothing of the long message is allocated.
 //   * recv_bytes_into() into a buffer too small raises mp::BufferTooShort
 //     carrying the whole message (as CPython), which is consumed.
-//   * The receiving end reads ahead into a 64 KiB buffer, so a small message
-//     costs one read(2), not two; after a message of 32 KiB or more it reads
-//     ahead only the next header, and large payloads go straight from the
-//     kernel into their destination. Read-ahead bytes belong to the process
+//   * The receiving end reads ahead about one message (as large as the last
+//     one, into a buffer of at most 64 KiB), so a small message costs one
+//     read(2), not two; after a message of 32 KiB or more it reads ahead
+//     only the next header, and large payloads go straight from the kernel
+//     into their destination. Read-ahead bytes belong to the process
 //     that read them: if a parent and its forked child both receive on
 //     copies of the same end, each gets an unpredictable share of the
 //     stream (CPython has the same race without read-ahead). Let one
@@ -260,7 +261,9 @@ class Connection {
   std::unique_ptr<char[]> rbuf_;
   std::size_t rbuf_begin_ = 0;
   std::size_t rbuf_end_ = 0;
-  bool expect_large_ = false;  // the last header announced a large message
+  // How far to read ahead: the size of the last message (header included),
+  // or just a header after a large one; at most kReadBuffer.
+  std::size_t ahead_ = kReadBuffer;
   std::string scratch_;  // send(v)'s encode buffer, reused
 };
 
