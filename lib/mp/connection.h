@@ -68,7 +68,8 @@
 // SIGPIPE. Socket writes use send(MSG_NOSIGNAL). A write(2) to a pipe whose
 // readers are gone raises SIGPIPE, and blocking it around every write costs
 // two extra system calls per message (measured 4x slower for small
-// messages). So the first simplex Pipe() installs, once per process, a
+// messages). So the first simplex Pipe() (or adopted writable pipe end)
+// installs, once per process, a
 // SIGPIPE handler that is transparent for everything but mp's own pipe
 // writes: a SIGPIPE raised while the calling thread is inside an mp write is
 // dropped (the write then fails with EPIPE -> mp::BrokenPipeError); any
