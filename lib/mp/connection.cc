@@ -39,10 +39,6 @@ std::mutex g_sigpipe_mutex;
 void on_sigpipe(int sig, siginfo_t* info, void* context) {
   if (t_in_mp_write) return;  // mp's own write: it fails with EPIPE instead
   const struct sigaction& prev = g_previous_sigpipe;
-  if (prev.sa_flags & SA_SIGINFO) {
-    if (prev.sa_sigaction) prev.sa_sigaction(sig, info, context);
-    return;
-  }
   if (prev.sa_handler == SIG_IGN) return;
   if (prev.sa_handler == SIG_DFL) {
     // Default action: terminate by SIGPIPE. Restore it and re-raise; the
@@ -51,7 +47,11 @@ void on_sigpipe(int sig, siginfo_t* info, void* context) {
     raise(SIGPIPE);
     return;
   }
-  prev.sa_handler(sig);
+  if (prev.sa_flags & SA_SIGINFO) {
+    prev.sa_sigaction(sig, info, context);
+  } else {
+    prev.sa_handler(sig);
+  }
 }
 
 // ensure_sigpipe_interposer installs on_sigpipe unless SIGPIPE is ignored or
@@ -62,7 +62,7 @@ void ensure_sigpipe_interposer() {
   if (sigaction(SIGPIPE, nullptr, &current) != 0) return;
   const bool ours = (current.sa_flags & SA_SIGINFO) && current.sa_sigaction == &on_sigpipe;
   if (ours) return;
-  if (!(current.sa_flags & SA_SIGINFO) && current.sa_handler == SIG_IGN) return;
+  if (current.sa_handler == SIG_IGN) return;
   struct sigaction mine {};
   mine.sa_sigaction = &on_sigpipe;
   sigemptyset(&mine.sa_mask);
