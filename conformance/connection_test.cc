@@ -505,6 +505,21 @@ TEST(Connection, SigpipeOfTheProgramsOwnHandlerIsStillCalled) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
+TEST(Connection, IgnoredSigpipeStaysIgnored) {
+  pid_t pid = fork_child([] {
+    signal(SIGPIPE, SIG_IGN);
+    auto [r, w] = mp::Pipe(false);
+    r.close();
+    EXPECT_THROW(w.send(1), mp::BrokenPipeError);
+    struct sigaction now;
+    sigaction(SIGPIPE, nullptr, &now);
+    _exit(now.sa_handler == SIG_IGN ? 0 : 2);
+  });
+  int status = reap(pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
 TEST(Connection, UseOfOwnClosedEndRaisesValueError) {
   auto [a, b] = mp::Pipe();
   a.close();
