@@ -135,6 +135,34 @@ static_assert(std::is_same_v<mp::codec_detail::culprit<std::vector<std::pair<int
                              NotEncodableThing>);
 static_assert(std::is_same_v<mp::codec_detail::culprit<int*>::type, int*>);
 
+static_assert(mp::BitwiseEncodable<int>);
+static_assert(mp::BitwiseEncodable<Pod>);
+static_assert(!mp::BitwiseEncodable<bool>);  // decoding validates the byte
+static_assert(!mp::BitwiseEncodable<std::string>);
+static_assert(!mp::BitwiseEncodable<std::optional<int>>);
+
+// A trivially copyable type with its own codec is not bitwise any more.
+struct Celsius {
+  float degrees;
+};
+
+}  // namespace
+
+template <>
+struct mp::codec_traits<Celsius> {
+  static void encode(mp::Encoder& e, const Celsius& c) { e.write(static_cast<double>(c.degrees)); }
+  static Celsius decode(mp::Decoder& d) { return Celsius{static_cast<float>(d.read<double>())}; }
+};
+
+namespace {
+
+static_assert(!mp::BitwiseEncodable<Celsius>);
+
+TEST(CodecExtension, SpecialisationOverridesTheBuiltInMemcpy) {
+  EXPECT_EQ(mp::encode(Celsius{21.5f}).size(), sizeof(double));
+  EXPECT_EQ(mp::decode<Celsius>(mp::encode(Celsius{21.5f})).degrees, 21.5f);
+}
+
 TEST(CodecTypes, ArithmeticValuesRoundTrip) {
   EXPECT_EQ(round_trip(0), 0);
   EXPECT_EQ(round_trip(std::numeric_limits<std::int64_t>::min()), std::numeric_limits<std::int64_t>::min());

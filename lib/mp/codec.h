@@ -681,6 +681,7 @@ T decode_scalar(Decoder& d) {
 
 template <class T>
 struct codec_traits {
+  using builtin_tag = void;  // marks the primary template (no user specialisation)
   static void encode(Encoder& e, const T& v)
     requires codec_detail::builtin<T>::supported
   {
@@ -712,6 +713,14 @@ T Decoder::read() {
   codec_detail::require_encodable<T>();
   if constexpr (Encodable<T>) return codec_traits<std::remove_cv_t<T>>::decode(*this);
 }
+
+// BitwiseEncodable<T>: the encoding of a T is exactly its sizeof(T) bytes
+// (a built-in memcpy type with no codec_traits specialisation), so a
+// transport may copy it in place, e.g. straight into a ring buffer, and
+// decode it with a memcpy back, skipping Encoder and Decoder.
+template <class T>
+concept BitwiseEncodable = codec_detail::memcpyable<std::remove_cv_t<T>> &&
+                           requires { typename codec_traits<std::remove_cv_t<T>>::builtin_tag; };
 
 // encode_into(out, v) appends the encoding of v to `out`.
 template <class T>

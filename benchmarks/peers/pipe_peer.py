@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""CPython peer for //benchmarks:pipe (standard library only).
+
+BM_PipePingPong/cpython/1: 1-byte send_bytes/recv_bytes round trip through
+a child over multiprocessing.Pipe() (fork start method).
+BM_PipeStream/cpython/<size>: one-way send_bytes from a child over
+Pipe(duplex=False), received with recv_bytes_into into a preallocated
+buffer (CPython's cheapest receive), sizes 8 B .. 1 MiB as in the C++ suite.
+Prints Google Benchmark JSON to stdout; finishes well under 20 s
+(MP_PEER_MIN_TIME seconds per benchmark, default 0.4).
+"""
+import json
+import multiprocessing as mproc
+import os
+import platform
+import sys
+import time
+
+SIZES = [8, 64, 512, 4096, 32768, 262144, 1048576]
+
+
+def echo(conn, other_end):
+    other_end.close()  # else the child's copy keeps EOF from ever arriving
+    try:
+        while True:
+            conn.send_bytes(conn.recv_bytes())
+    except EOFError:
+        pass
+
+
+def ping_pong(ctx, min_time):
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=echo, args=(child, parent))
+    p.start()
+    child.close()
+    msg = b"x"
+    for _ in range(200):  # warm up
+        parent.send_bytes(msg)
+        parent.recv_bytes()
+    n, batch = 0, 500
+    start = time.perf_counter()
+    while True:
+        for _ in range(batch):
+            parent.send_bytes(msg)
+            parent.recv_bytes()
+        n += batch
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            break
+    parent.close()
+    p.join()
+    return n, elapsed
+
+
+def sender(conn, other_end, size, count):
+    other_end.close()
+    msg = b"m" * size
+    conn.send_bytes(b"")  # ready: the parent starts its clock after this
+    for _ in range(count):
+        conn.send_bytes(msg)
+    conn.close()
+
+
+def stream_once(ctx, size, count):
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=sender, args=(w, r, size, count))
+    p.start()
+    w.close()
+    buf = bytearray(size)
+    r.recv_bytes()  # the child is running
+    start = time.perf_counter()
+    for _ in range(count):
+        r.recv_bytes_into(buf)
+    elapsed = time.perf_counter() - start
+    r.close()
+    p.join()
+    return elapsed
+
+
+def stream(ctx, size, min_time):
+    count = 64
+    while True:
+        elapsed = stream_once(ctx, size, count)
+        if elapsed >= min_time or count >= 1 << 24:
+            return count, elapsed
+        grow = min_time / max(elapsed, 1e-6) * 1.2
+        count = int(count * min(max(grow, 2.0), 16.0))
+
+
+def entry(name, n, elapsed, size=None):
+    per = elapsed / n * 1e9
+    e = {"name": name, "run_name": name, "run_type": "iteration", "repetitions": 1,
+         "repetition_index": 0, "threads": 1, "iterations": n, "real_time": per,
+         "cpu_time": per, "time_unit": "ns", "items_per_second": n / elapsed}
+    if size is not None:
+        e["bytes_per_second"] = n * size / elapsed
+    return e
+
+
+def main():
+    min_time = float(os.environ.get("MP_PEER_MIN_TIME", "0.4"))
+    ctx = mproc.get_context("fork")
+    benchmarks = []
+    n, elapsed = ping_pong(ctx, min_time)
+    benchmarks.append(entry("BM_PipePingPong/cpython/1", n, elapsed))
+    for size in SIZES:
+        n, elapsed = stream(ctx, size, min_time)
+        benchmarks.append(entry(f"BM_PipeStream/cpython/{size}", n, elapsed, size))
+    out = {
+        "context": {"executable": sys.executable, "python": platform.python_version(),
+                    "num_cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        "benchmarks": benchmarks,
+    }
+    json.dump(out, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,744 @@
+// Conformance: mp/connection.h.
+// CPython docs: multiprocessing — "Pipes and Queues" (Pipe([duplex])),
+// "Connection Objects" (send, recv, fileno, close, poll, send_bytes,
+// recv_bytes, recv_bytes_into, BufferTooShort), "Listeners and Clients"
+// (multiprocessing.connection.wait), and "Programming guidelines" (joining
+// processes that use pipes; inherited handles).
+#include "mp/connection.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <variant>
+#include <vector>
+
+#include "conformance/test_util.h"
+#include "mp/errors.h"
+#include "mp/os.h"
+#include "mp/process.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using mp_test::Signal;
+using mp_test::Stopwatch;
+
+bool fd_is_open(int fd) { return fcntl(fd, F_GETFD) != -1; }
+
+// huge_string(n): n zero bytes, backed by transparent huge pages where the
+// kernel allows, so that touching 256 MiB costs milliseconds, not seconds.
+std::string huge_string(std::size_t n) {
+  std::string s;
+  s.reserve(n);
+  const auto begin = reinterpret_cast<std::uintptr_t>(s.data());
+  constexpr std::uintptr_t kHuge = 2u << 20;
+  const std::uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1), last = (begin + n) & ~(kHuge - 1);
+  if (last > first) (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+  s.resize(n);
+  return s;
+}
+
+// Fork a child running f() then _exit(0) (or 1 on an exception); returns
+// its pid. The parent must reap it with reap().
+template <class F>
+pid_t fork_child(F f) {
+  pid_t pid = mp::fork();
+  if (pid == 0) {
+    int code = 0;
+    try {
+      f();
+    } catch (...) {
+      code = 1;
+    }
+    _exit(code);
+  }
+  return pid;
+}
+
+int reap(pid_t pid) {
+  int status = 0;
+  EXPECT_EQ(waitpid(pid, &status, 0), pid);
+  return status;
+}
+
+struct Unencodable {
+  int v;
+};
+
+}  // namespace
+
+// A user type whose encoding fails at run time (e.g. a value it refuses).
+template <>
+struct mp::codec_traits<Unencodable> {
+  static void encode(mp::Encoder& e, const Unencodable& u) {
+    if (u.v < 0) throw mp::ValueError("negative values are not encodable");
+    e.write(u.v);
+  }
+  static Unencodable decode(mp::Decoder& d) { return Unencodable{d.read<int>()}; }
+};
+
+namespace {
+
+// ---- Pipe() -----------------------------------------------------------------
+
+TEST(Pipe, DuplexEndsBothSendAndReceive) {
+  auto [a, b] = mp::Pipe();
+  EXPECT_TRUE(a.readable() && a.writable() && b.readable() && b.writable());
+  a.send(std::string("to b"));
+  b.send(42);
+  EXPECT_EQ(b.recv<std::string>(), "to b");
+  EXPECT_EQ(a.recv<int>(), 42);
+}
+
+TEST(Pipe, SimplexFirstEndReadsSecondEndWrites) {
+  auto [r, w] = mp::Pipe(false);
+  EXPECT_TRUE(r.readable());
+  EXPECT_FALSE(r.writable());
+  EXPECT_FALSE(w.readable());
+  EXPECT_TRUE(w.writable());
+  w.send(std::string("one way"));
+  EXPECT_EQ(r.recv<std::string>(), "one way");
+}
+
+TEST(Pipe, SimplexWrongDirectionRaises) {
+  auto [r, w] = mp::Pipe(false);
+  try {
+    r.send(1);
+    FAIL() << "send on the reading end did not raise";
+  } catch (const mp::ValueError& e) {
+    EXPECT_STREQ(e.what(), "connection is read-only");
+  }
+  try {
+    (void)w.recv<int>();
+    FAIL() << "recv on the writing end did not raise";
+  } catch (const mp::ValueError& e) {
+    EXPECT_STREQ(e.what(), "connection is write-only");
+  }
+  EXPECT_THROW(r.send_bytes(std::string_view("x")), mp::ValueError);
+  EXPECT_THROW(w.recv_bytes(), mp::ValueError);
+  EXPECT_THROW(w.poll(), mp::ValueError);
+}
+
+TEST(Pipe, DescriptorsAreCloseOnExec) {
+  for (bool duplex : {true, false}) {
+    auto [a, b] = mp::Pipe(duplex);
+    EXPECT_TRUE(fcntl(a.fileno(), F_GETFD) & FD_CLOEXEC);
+    EXPECT_TRUE(fcntl(b.fileno(), F_GETFD) & FD_CLOEXEC);
+  }
+}
+
+TEST(Pipe, AdoptedDescriptorSpeaksTheSameFraming) {
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  mp::Connection r(fds[0], true, false), w(fds[1], false, true);
+  w.send(std::string("adopted"));
+  EXPECT_EQ(r.recv<std::string>(), "adopted");
+  EXPECT_THROW(mp::Connection(-1, true, true), mp::ValueError);
+  int fd = dup(fds[0]);
+  EXPECT_THROW(mp::Connection(fd, false, false), mp::ValueError);
+  ::close(fd);
+}
+
+// ---- send / recv of values ----------------------------------------------------
+
+TEST(Connection, SendRecvValuesThroughAChildProcess) {
+  using Record = std::tuple<int, std::string, std::vector<double>, std::optional<std::map<std::string, int>>>;
+  auto [parent, child] = mp::Pipe();
+  mp::Process p([&child] {
+    // Echo each value back, transformed, so both directions cross processes.
+    auto r = child.recv<Record>();
+    std::get<0>(r) += 1;
+    child.send(r);
+    auto v = child.recv<std::variant<int, std::string>>();
+    child.send(std::get<std::string>(v) + "!");
+  });
+  p.start();
+  child.close();
+  Record r{1, "rec", {1.5, 2.5}, std::map<std::string, int>{{"k", 7}}};
+  parent.send(r);
+  auto back = parent.recv<Record>();
+  std::get<0>(r) = 2;
+  EXPECT_EQ(back, r);
+  parent.send(std::variant<int, std::string>(std::string("hi")));
+  EXPECT_EQ(parent.recv<std::string>(), "hi!");
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST(Connection, RecvOfTheWrongTypeRaisesCodecError) {
+  auto [a, b] = mp::Pipe();
+  a.send(std::string("not an int"));
+  EXPECT_THROW((void)b.recv<std::int32_t>(), mp::CodecError);
+  // The bad message was consumed; the stream stays in step.
+  a.send(7);
+  EXPECT_EQ(b.recv<int>(), 7);
+}
+
+TEST(Connection, ValueThatFailsToEncodeRaisesInSendAndWritesNothing) {
+  auto [a, b] = mp::Pipe();
+  EXPECT_THROW(a.send(Unencodable{-1}), mp::ValueError);
+  EXPECT_FALSE(b.poll());
+  a.send(Unencodable{5});
+  EXPECT_EQ(b.recv<Unencodable>().v, 5);
+  EXPECT_FALSE(b.poll());
+}
+
+// ---- bytes --------------------------------------------------------------------
+
+TEST(Connection, SendBytesHonoursOffsetAndSize) {
+  auto [a, b] = mp::Pipe();
+  std::string_view buf = "0123456789";
+  a.send_bytes(buf);
+  a.send_bytes(buf, 3);
+  a.send_bytes(buf, 3, 4);
+  a.send_bytes(buf, 10, 0);
+  EXPECT_EQ(b.recv_bytes(), "0123456789");
+  EXPECT_EQ(b.recv_bytes(), "3456789");
+  EXPECT_EQ(b.recv_bytes(), "3456");
+  EXPECT_EQ(b.recv_bytes(), "");
+}
+
+TEST(Connection, SendBytesOutOfRangeRaisesAndWritesNothing) {
+  auto [a, b] = mp::Pipe();
+  std::string_view buf = "abc";
+  try {
+    a.send_bytes(buf, 4);
+    FAIL();
+  } catch (const mp::ValueError& e) {
+    EXPECT_STREQ(e.what(), "buffer length < offset");
+  }
+  try {
+    a.send_bytes(buf, 1, 3);
+    FAIL();
+  } catch (const mp::ValueError& e) {
+    EXPECT_STREQ(e.what(), "buffer length < offset + size");
+  }
+  EXPECT_FALSE(b.poll());
+}
+
+TEST(Connection, RecvBytesLongerThanMaxlengthRaisesAndLeavesMessage) {
+  auto [a, b] = mp::Pipe();
+  a.send_bytes(std::string_view("0123456789"));
+  try {
+    (void)b.recv_bytes(4);
+    FAIL() << "no error";
+  } catch (const mp::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("bad message length"), std::string::npos);
+  }
+  EXPECT_TRUE(b.poll());
+  EXPECT_EQ(b.recv_bytes(10), "0123456789");
+}
+
+TEST(Connection, RecvBytesIntoWritesAtOffsetAndReturnsSize) {
+  auto [a, b] = mp::Pipe();
+  a.send_bytes(std::string_view("hello"));
+  std::array<char, 8> buf;
+  buf.fill('.');
+  EXPECT_EQ(b.recv_bytes_into(std::span<char>(buf), 2), 5u);
+  EXPECT_EQ(std::string(buf.data(), buf.size()), "..hello.");
+  a.send_bytes(std::string_view("exact"));
+  std::array<char, 5> exact;
+  EXPECT_EQ(b.recv_bytes_into(std::span<char>(exact)), 5u);
+  EXPECT_EQ(std::string(exact.data(), 5), "exact");
+}
+
+TEST(Connection, RecvBytesIntoTooShortRaisesBufferTooShortWithWholeMessage) {
+  auto [a, b] = mp::Pipe();
+  a.send_bytes(std::string_view("a long message"));
+  a.send_bytes(std::string_view("next"));
+  std::array<char, 8> buf;
+  try {
+    b.recv_bytes_into(std::span<char>(buf), 2);
+    FAIL() << "no error";
+  } catch (const mp::BufferTooShort& e) {
+    EXPECT_EQ(e.message(), "a long message");
+  }
+  EXPECT_EQ(b.recv_bytes(), "next");
+}
+
+TEST(Connection, RecvBytesIntoOffsetBeyondBufferRaises) {
+  auto [a, b] = mp::Pipe();
+  a.send_bytes(std::string_view("x"));
+  std::array<char, 4> buf;
+  try {
+    b.recv_bytes_into(std::span<char>(buf), 5);
+    FAIL() << "no error";
+  } catch (const mp::ValueError& e) {
+    EXPECT_STREQ(e.what(), "offset too large");
+  }
+  EXPECT_EQ(b.recv_bytes(), "x");  // nothing consumed
+}
+
+TEST(Connection, MessageBoundariesAreKept) {
+  for (bool duplex : {true, false}) {
+    auto [r, w] = mp::Pipe(duplex);
+    w.send_bytes(std::string_view("ab"));
+    w.send_bytes(std::string_view("c"));
+    w.send(std::string("de"));
+    w.send(std::string("f"));
+    EXPECT_EQ(r.recv_bytes(), "ab");
+    EXPECT_EQ(r.recv_bytes(), "c");
+    EXPECT_EQ(r.recv<std::string>(), "de");
+    EXPECT_EQ(r.recv<std::string>(), "f");
+    EXPECT_FALSE(r.poll());
+  }
+}
+
+TEST(Connection, EmptyMessageIsAMessage) {
+  auto [a, b] = mp::Pipe();
+  a.send_bytes(std::string_view());
+  EXPECT_TRUE(b.poll());
+  EXPECT_EQ(b.recv_bytes(), "");
+  EXPECT_FALSE(b.poll());
+}
+
+TEST(Connection, ManyMessagesLargerThanTheReadAheadKeepTheirOrder) {
+  auto [r, w] = mp::Pipe(false);
+  pid_t pid = fork_child([&] {
+    r.close();
+    for (int i = 0; i < 200; ++i) w.send(std::string(static_cast<std::size_t>(i) * 997, static_cast<char>('a' + i % 26)));
+  });
+  w.close();
+  for (int i = 0; i < 200; ++i) {
+    auto s = r.recv<std::string>();
+    ASSERT_EQ(s.size(), static_cast<std::size_t>(i) * 997);
+    if (!s.empty()) {
+      ASSERT_EQ(s.front(), static_cast<char>('a' + i % 26));
+    }
+  }
+  EXPECT_THROW(r.recv_bytes(), mp::EOFError);
+  EXPECT_EQ(reap(pid), 0);
+}
+
+TEST(Connection, MixedSmallAndLargeMessagesKeepContentAndOrder) {
+  // Sizes jump across the read-ahead and large-message thresholds both ways.
+  auto size_of = [](int i) -> std::size_t {
+    static const std::size_t kSizes[] = {0, 1, 7, 8, 9, 4095, 32767, 32768, 65535, 65536, 65537, 300000, 3, 100000};
+    return kSizes[(i * 7) % 14] + static_cast<std::size_t>(i % 3);
+  };
+  auto fill_of = [](int i, std::size_t k) { return static_cast<char>((i * 31 + static_cast<int>(k % 251)) & 0xff); };
+  for (bool duplex : {true, false}) {
+    auto [r, w] = mp::Pipe(duplex);
+    pid_t pid = fork_child([&] {
+      r.close();
+      for (int i = 0; i < 150; ++i) {
+        std::string m(size_of(i), '\0');
+        for (std::size_t k = 0; k < m.size(); ++k) m[k] = fill_of(i, k);
+        w.send_bytes(m);
+      }
+    });
+    w.close();
+    std::vector<char> into(400000);
+    for (int i = 0; i < 150; ++i) {
+      std::string m;
+      if (i % 2 == 0) {
+        m = r.recv_bytes();
+      } else {
+        std::size_t n = r.recv_bytes_into(std::span<char>(into));
+        m.assign(into.data(), n);
+      }
+      ASSERT_EQ(m.size(), size_of(i)) << "message " << i;
+      for (std::size_t k = 0; k < m.size(); ++k) {
+        ASSERT_EQ(m[k], fill_of(i, k)) << "message " << i << " byte " << k;
+      }
+    }
+    EXPECT_THROW(r.recv_bytes(), mp::EOFError);
+    EXPECT_EQ(reap(pid), 0);
+  }
+}
+
+TEST(Connection, RoundTrip256MiBThroughAChild) {
+  constexpr std::size_t kSize = 256u << 20;
+  auto [parent, child] = mp::Pipe();
+  pid_t pid = fork_child([&] {
+    parent.close();
+    std::string m = child.recv_bytes();
+    child.send_bytes(m);
+  });
+  child.close();
+  std::string big = huge_string(kSize);
+  for (std::size_t i = 0; i < kSize; i += 4096) {
+    const std::uint64_t stamp = i * 0x9E3779B97F4A7C15ull;
+    std::memcpy(big.data() + i, &stamp, sizeof stamp);
+  }
+  parent.send_bytes(big);
+  std::string back = parent.recv_bytes();
+  ASSERT_EQ(back.size(), kSize);
+  EXPECT_TRUE(back == big);
+  EXPECT_EQ(reap(pid), 0);
+}
+
+// ---- poll -----------------------------------------------------------------------
+
+TEST(Connection, PollWithoutTimeoutReturnsAtOnce) {
+  auto [a, b] = mp::Pipe();
+  Stopwatch sw;
+  EXPECT_FALSE(b.poll());
+  EXPECT_LT(sw.elapsed(), 500ms);
+  a.send(1);
+  EXPECT_TRUE(b.poll());
+}
+
+TEST(Connection, PollTimeoutReturnsFalseAfterAboutTheTimeout) {
+  auto [a, b] = mp::Pipe();
+  Stopwatch sw;
+  EXPECT_FALSE(b.poll(300ms));
+  EXPECT_GE(sw.elapsed(), 250ms);
+  EXPECT_LT(sw.elapsed(), 1300ms);
+}
+
+TEST(Connection, PollForeverReturnsWhenAChildSends) {
+  auto [a, b] = mp::Pipe();
+  Signal go;
+  pid_t pid = fork_child([&] {
+    go.wait();
+    a.send(std::string("late"));
+  });
+  a.close();
+  go.notify();
+  EXPECT_TRUE(b.poll(std::nullopt));
+  EXPECT_EQ(b.recv<std::string>(), "late");
+  EXPECT_EQ(reap(pid), 0);
+}
+
+TEST(Connection, PollIsTrueAtEndOfFile) {
+  auto [a, b] = mp::Pipe();
+  a.close();
+  EXPECT_TRUE(b.poll(5s));
+  EXPECT_THROW(b.recv_bytes(), mp::EOFError);
+}
+
+// ---- end of file, broken pipe, closing ---------------------------------------------
+
+TEST(Connection, MessagesSentBeforePeerClosedAreReceivedThenEOFError) {
+  for (bool duplex : {true, false}) {
+    auto [r, w] = mp::Pipe(duplex);
+    w.send(1);
+    w.send(2);
+    w.close();
+    EXPECT_EQ(r.recv<int>(), 1);
+    EXPECT_EQ(r.recv<int>(), 2);
+    EXPECT_THROW(r.recv<int>(), mp::EOFError);
+    EXPECT_THROW(r.recv<int>(), mp::EOFError);
+  }
+}
+
+TEST(Connection, PeerKilledMidMessageGivesEOFError) {
+  auto [r, w] = mp::Pipe();
+  Signal started;
+  pid_t pid = fork_child([&] {
+    r.close();
+    std::string big(64u << 20, 'k');
+    started.notify();
+    w.send_bytes(big);  // blocks: the parent reads nothing until the kill
+  });
+  w.close();
+  ASSERT_TRUE(started.wait());
+  ASSERT_TRUE(r.poll(10s));  // the header and part of the body are there
+  ::kill(pid, SIGKILL);
+  int status = reap(pid);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  try {
+    (void)r.recv_bytes();
+    FAIL() << "a torn message was received";
+  } catch (const mp::EOFError& e) {
+    EXPECT_NE(std::string(e.what()).find("during message"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Connection, SendToClosedPeerRaisesBrokenPipeErrorWithoutSigpipe) {
+  for (bool duplex : {true, false}) {
+    auto [r, w] = mp::Pipe(duplex);
+    r.close();
+    EXPECT_THROW(w.send(1), mp::BrokenPipeError);
+    EXPECT_THROW(w.send_bytes(std::string(1 << 20, 'x')), mp::BrokenPipeError);
+  }
+}
+
+TEST(Connection, SigpipeOutsideMpStillHasItsDefaultEffect) {
+  // mp's SIGPIPE handling covers mp's own writes only: a raw write to a
+  // closed pipe elsewhere in the program still dies of SIGPIPE.
+  auto [r, w] = mp::Pipe(false);  // installs mp's handler if needed
+  pid_t pid = fork_child([] {
+    signal(SIGPIPE, SIG_DFL);
+    auto [r2, w2] = mp::Pipe(false);  // re-installs over SIG_DFL
+    r2.close();
+    EXPECT_THROW(w2.send(1), mp::BrokenPipeError);
+    int fds[2];
+    if (pipe(fds) != 0) _exit(3);
+    ::close(fds[0]);
+    (void)!::write(fds[1], "x", 1);  // must kill us
+    _exit(4);
+  });
+  int status = reap(pid);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "exit status " << WEXITSTATUS(status);
+  EXPECT_EQ(WTERMSIG(status), SIGPIPE);
+}
+
+TEST(Connection, SigpipeOfTheProgramsOwnHandlerIsStillCalled) {
+  static volatile sig_atomic_t calls = 0;
+  pid_t pid = fork_child([] {
+    signal(SIGPIPE, [](int) { calls = calls + 1; });
+    auto [r, w] = mp::Pipe(false);
+    r.close();
+    EXPECT_THROW(w.send(1), mp::BrokenPipeError);
+    if (calls != 0) _exit(5);  // mp's own SIGPIPE must not reach it
+    int fds[2];
+    if (pipe(fds) != 0) _exit(3);
+    ::close(fds[0]);
+    (void)!::write(fds[1], "x", 1);
+    _exit(calls == 1 ? 0 : 6);
+  });
+  int status = reap(pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(Connection, IgnoredSigpipeStaysIgnored) {
+  pid_t pid = fork_child([] {
+    signal(SIGPIPE, SIG_IGN);
+    auto [r, w] = mp::Pipe(false);
+    r.close();
+    EXPECT_THROW(w.send(1), mp::BrokenPipeError);
+    struct sigaction now;
+    sigaction(SIGPIPE, nullptr, &now);
+    _exit(now.sa_handler == SIG_IGN ? 0 : 2);
+  });
+  int status = reap(pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(Connection, UseOfOwnClosedEndRaisesValueError) {
+  auto [a, b] = mp::Pipe();
+  a.close();
+  EXPECT_TRUE(a.closed());
+  try {
+    a.send(1);
+    FAIL();
+  } catch (const mp::ValueError& e) {
+    EXPECT_STREQ(e.what(), "handle is closed");
+  }
+  EXPECT_THROW(a.recv<int>(), mp::ValueError);
+  EXPECT_THROW(a.recv_bytes(), mp::ValueError);
+  EXPECT_THROW(a.poll(), mp::ValueError);
+  EXPECT_THROW(a.fileno(), mp::ValueError);
+}
+
+TEST(Connection, CloseIsIdempotentAndDestructorCloses) {
+  int fd_a, fd_b;
+  {
+    auto [a, b] = mp::Pipe();
+    fd_a = a.fileno();
+    fd_b = b.fileno();
+    a.close();
+    a.close();
+    EXPECT_FALSE(fd_is_open(fd_a));
+    EXPECT_TRUE(fd_is_open(fd_b));
+  }
+  EXPECT_FALSE(fd_is_open(fd_b));
+}
+
+TEST(Connection, MovedConnectionKeepsItsDescriptorAndReadAhead) {
+  auto [a, b] = mp::Pipe();
+  a.send(1);
+  a.send(2);
+  EXPECT_EQ(b.recv<int>(), 1);  // 2 is now in b's read-ahead
+  mp::Connection moved = std::move(b);
+  EXPECT_TRUE(b.closed());
+  EXPECT_TRUE(moved.poll());
+  EXPECT_EQ(moved.recv<int>(), 2);
+}
+
+// ---- inherited ends ----------------------------------------------------------------
+
+TEST(InheritedEnds, EOFArrivesOnlyAfterEveryCopyOfThePeerEndIsClosed) {
+  auto [r, w] = mp::Pipe();
+  Signal close_now, closed;
+  pid_t pid = fork_child([&] {
+    // The child holds copies of both ends; it closes its copy of w on cue.
+    close_now.wait();
+    w.close();
+    closed.notify();
+    r.close();
+  });
+  w.close();  // the parent's copy
+  EXPECT_FALSE(r.poll(200ms)) << "EOF seen while the child still held a copy";
+  close_now.notify();
+  ASSERT_TRUE(closed.wait());
+  EXPECT_TRUE(r.poll(5s));
+  EXPECT_THROW(r.recv<int>(), mp::EOFError);
+  EXPECT_EQ(reap(pid), 0);
+}
+
+TEST(InheritedEnds, CloseOnForkEndIsClosedInForkedChildren) {
+  auto [parent_end, child_end] = mp::Pipe();
+  parent_end.close_on_fork();
+  const int parent_fd = parent_end.fileno();
+  mp::Process p([&] {
+    // Already closed here: the fd is gone and the object says so.
+    if (!parent_end.closed() || fd_is_open(parent_fd)) mp::exit(2);
+    // So the child sees EOF as soon as the parent closes its end.
+    try {
+      (void)child_end.recv<int>();
+      mp::exit(3);
+    } catch (const mp::EOFError&) {
+      mp::exit(0);
+    }
+  });
+  p.start();
+  child_end.close();
+  EXPECT_FALSE(parent_end.closed());
+  parent_end.close();
+  p.join(10s);
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST(InheritedEnds, CloseOnForkCanBeTurnedOff) {
+  auto [a, b] = mp::Pipe();
+  a.close_on_fork();
+  a.close_on_fork(false);
+  const int fd = a.fileno();
+  pid_t pid = fork_child([&] {
+    if (!fd_is_open(fd) || a.closed()) _exit(2);
+  });
+  EXPECT_EQ(reap(pid), 0);
+}
+
+TEST(InheritedEnds, OwnerPidIsTheCreatingProcess) {
+  auto [a, b] = mp::Pipe();
+  EXPECT_EQ(a.owner_pid(), mp::getpid());
+  EXPECT_FALSE(a.inherited());
+  pid_t pid = fork_child([&] {
+    if (!a.inherited() || a.owner_pid() != mp::getppid()) _exit(2);
+  });
+  EXPECT_EQ(reap(pid), 0);
+}
+
+// ---- wait ----------------------------------------------------------------------------
+
+TEST(Wait, ReturnsTheReadyConnectionsOnly) {
+  auto [a1, b1] = mp::Pipe();
+  auto [a2, b2] = mp::Pipe();
+  auto [a3, b3] = mp::Pipe();
+  a2.send(2);
+  auto ready = mp::wait({b1, b2, b3}, 1s);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_TRUE(ready[0].is(b2));
+  EXPECT_EQ(ready[0].connection(), &b2);
+}
+
+TEST(Wait, ReturnsEmptyAfterAboutTheTimeout) {
+  auto [a, b] = mp::Pipe();
+  Stopwatch sw;
+  EXPECT_TRUE(mp::wait({b}, 300ms).empty());
+  EXPECT_GE(sw.elapsed(), 250ms);
+  EXPECT_LT(sw.elapsed(), 1300ms);
+}
+
+TEST(Wait, EndOfFileCountsAsReady) {
+  auto [a, b] = mp::Pipe(false);
+  b.close();
+  auto ready = mp::wait({a}, 5s);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_TRUE(ready[0].is(a));
+}
+
+TEST(Wait, SeesMessagesAlreadyInTheReadAhead) {
+  auto [a, b] = mp::Pipe();
+  a.send(1);
+  a.send(2);
+  EXPECT_EQ(b.recv<int>(), 1);  // 2 now sits in b's read-ahead, not the kernel
+  auto ready = mp::wait({b}, 0s);
+  ASSERT_EQ(ready.size(), 1u);
+}
+
+TEST(Wait, ProcessSentinelIsReadyWhenTheProcessEnds) {
+  auto [a, b] = mp::Pipe();
+  Signal finish;
+  mp::Process p([&] { finish.wait(); });
+  p.start();
+  EXPECT_TRUE(mp::wait({p, b}, 100ms).empty());
+  finish.notify();
+  auto ready = mp::wait({b, p}, 10s);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_TRUE(ready[0].is(p));
+  p.join();
+}
+
+TEST(Wait, RawDescriptorIsReadyWhenReadable) {
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  auto [a, b] = mp::Pipe();
+  EXPECT_TRUE(mp::wait({fds[0], b}, 50ms).empty());
+  ASSERT_EQ(::write(fds[1], "x", 1), 1);
+  auto ready = mp::wait({b, fds[0]}, 5s);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_TRUE(ready[0].is_fd(fds[0]));
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
+TEST(Wait, OnAClosedConnectionRaises) {
+  auto [a, b] = mp::Pipe();
+  b.close();
+  EXPECT_THROW(mp::wait({b}, 0s), mp::ValueError);
+}
+
+TEST(Wait, FourChildrenTenMessagesEachCollectedUntilEveryEndReportsEOF) {
+  // CPython's documented example for connection.wait: readers from
+  // several children, each child sends then closes.
+  std::vector<mp::Connection> readers;
+  std::vector<mp::Process> children;
+  for (int c = 0; c < 4; ++c) {
+    auto [r, w] = mp::Pipe(false);
+    r.close_on_fork();  // no child holds another's reading end
+    mp::Process p([c, &w] {
+      for (int i = 0; i < 10; ++i) w.send(std::pair<int, int>(c, i));
+      w.close();
+    });
+    p.start();
+    w.close();  // only the child holds the writing end now: EOF when it ends
+    readers.push_back(std::move(r));
+    children.push_back(std::move(p));
+  }
+  std::vector<mp::Connection*> open;
+  for (auto& r : readers) open.push_back(&r);
+  std::map<int, std::vector<int>> got;
+  int messages = 0;
+  Stopwatch sw;
+  while (!open.empty() && sw.elapsed() < 30s) {
+    for (mp::Connection* r : mp::wait(std::span<mp::Connection* const>(open), 10s)) {
+      try {
+        auto [c, i] = r->recv<std::pair<int, int>>();
+        got[c].push_back(i);
+        ++messages;
+      } catch (const mp::EOFError&) {
+        std::erase(open, r);
+      }
+    }
+  }
+  EXPECT_TRUE(open.empty());
+  EXPECT_EQ(messages, 40);
+  for (int c = 0; c < 4; ++c) {
+    std::vector<int> expected{0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    EXPECT_EQ(got[c], expected) << "child " << c;
+  }
+  for (auto& p : children) {
+    p.join();
+    EXPECT_EQ(p.exitcode(), 0);
+  }
+}
+
+}  // namespace
