@@ -30,6 +30,8 @@
 // noticed.
 #pragma once
 
+#include <sched.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -139,6 +141,10 @@ inline void cpu_relax() {
   asm volatile("yield");
 #endif
 }
+
+// spin_yield lets another runnable process have the CPU during a spin: on
+// an oversubscribed machine the peer being waited for may need this CPU.
+inline void spin_yield() { sched_yield(); }
 
 // Trampoline: runs one task in a worker. Reads the task's encoded payload
 // and appends the encoded result to `out`; throws what the task throws.

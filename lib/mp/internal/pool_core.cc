@@ -437,7 +437,10 @@ void PoolCore::wait_for_results(const Deadline& deadline, bool spin) {
     for (int i = 0;; ++i) {
       if (results_available()) return;
       cpu_relax();
-      if ((i & 63) == 63 && Clock::now() >= until) break;
+      if ((i & 63) == 63) {
+        if (Clock::now() >= until) break;
+        spin_yield();
+      }
     }
   }
   PoolControl* c = ch_.control();

@@ -137,7 +137,10 @@ class Worker {
         }
         if (c_->closing.load(std::memory_order_relaxed)) break;
         cpu_relax();
-        if ((i & 63) == 63 && Clock::now() >= until) break;
+        if ((i & 63) == 63) {
+          if (Clock::now() >= until) break;
+          spin_yield();
+        }
       }
     }
     c_->spinners.fetch_sub(1);
@@ -184,7 +187,10 @@ class Worker {
       head_cache_ = rc_->head.load(std::memory_order_acquire);
       if (free_space() >= n) return;
       cpu_relax();
-      if ((i & 63) == 63 && Clock::now() >= until) break;
+      if ((i & 63) == 63) {
+        if (Clock::now() >= until) break;
+        spin_yield();
+      }
     }
     for (;;) {
       const std::uint32_t seen = rc_->space_seq.load(std::memory_order_seq_cst);
