@@ -275,6 +275,37 @@ TEST(Pool, CallbackThatThrowsIsReportedAndPoolStaysUsable) {
   EXPECT_EQ(pool.apply(square, 4), 16);
 }
 
+TEST(Pool, OnlyFunctionPointersAndStatelessCallablesAreTasks) {
+  // A call with any other callable does not compile (static_assert naming
+  // the rule); PoolTask is the same test as a concept.
+  int captured = 3;
+  static_assert(mp::PoolTask<decltype(&square)>);
+  static_assert(mp::PoolTask<decltype(square)>);
+  static_assert(mp::PoolTask<decltype([](int x) { return x; })>);
+  static_assert(!mp::PoolTask<decltype([captured](int x) { return x + captured; })>);
+  static_assert(!mp::PoolTask<std::function<int(int)>>);
+  (void)captured;
+}
+
+TEST(Pool, CanBeUsedFromSeveralThreads) {
+  mp::set_fork_warning(false);
+  mp::Pool pool(2);
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        if (pool.apply(add, t, i) != t + i) ++wrong;
+      }
+      auto v = pool.map(square, std::vector<int>{1, 2, 3}, 1);
+      if (v != std::vector<int>{1, 4, 9}) ++wrong;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+  mp::set_fork_warning(true);
+}
+
 // ------------------------------------------------------------ exceptions
 
 TEST(Pool, StdExceptionsAreRethrownAsTheirTypeEveryTime) {

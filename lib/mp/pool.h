@@ -229,10 +229,21 @@ template <class F>
   requires(std::is_class_v<F> && requires { &F::operator(); })
 struct fn_sig<F> : sig<decltype(&F::operator())> {};
 
+}  // namespace pool_detail
+
+// PoolTask<F>: F can be sent to a pool worker: a function pointer (or
+// function) or a stateless, default-constructible callable type such as a
+// lambda without captures. Everything else is rejected at compile time.
+template <class F>
+concept PoolTask = pool_detail::is_fnptr<std::decay_t<F>> ||
+                   (std::is_class_v<std::decay_t<F>> && std::is_empty_v<std::decay_t<F>> &&
+                    std::is_default_constructible_v<std::decay_t<F>>);
+
+namespace pool_detail {
+
 template <class F>
 constexpr void check_task() {
-  static_assert(is_fnptr<F> || (std::is_class_v<F> && std::is_empty_v<F> &&
-                                std::is_default_constructible_v<F>),
+  static_assert(PoolTask<F>,
                 "mp::Pool: a task must be a function pointer or a stateless callable (a lambda "
                 "without captures). Workers are separate processes that receive the task as data, "
                 "so captured state cannot go with it: pass it as an argument instead.");
