@@ -147,6 +147,9 @@ class Worker {
     for (;;) {
       const std::uint32_t seen = c_->task_seq.load(std::memory_order_seq_cst);
       c_->sleepers.fetch_add(1);
+      // A wake issued while nobody actually slept must not suppress the
+      // next one: whoever is about to sleep re-arms it.
+      c_->wake_pending.store(0);
       if (TaskHeader* h = try_claim()) {
         c_->sleepers.fetch_sub(1);
         return claimed(h);
