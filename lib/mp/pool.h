@@ -392,6 +392,7 @@ class TypedJob : public internal::pool::JobBase {
   // After ready: the error, or the value.
   const std::exception_ptr& error() const { return error_; }
   const Value& value() const { return value_; }
+  Value& mutable_value() { return value_; }
 
   OnValue on_value_;
   std::function<void(std::exception_ptr)> on_error_;
@@ -551,6 +552,13 @@ class AsyncResult {
 
  private:
   friend class Pool;
+  // take() is get() for the sole owner of the result: the value is moved
+  // out (apply and map, whose AsyncResult nobody else sees).
+  T take() {
+    wait();
+    if (job_->error()) std::rethrow_exception(job_->error());
+    if constexpr (!std::is_void_v<T>) return std::move(job_->mutable_value());
+  }
   AsyncResult(std::shared_ptr<pool_detail::TypedJob<T>> job, std::shared_ptr<internal::pool::PoolCore> core)
       : job_(std::move(job)), core_(std::move(core)) {}
   std::shared_ptr<pool_detail::TypedJob<T>> job_;
@@ -620,7 +628,7 @@ class Pool {
   template <class F, class... A>
     requires(!pool_detail::is_callbacks<F>)
   auto apply(F f, A&&... args) {
-    return apply_async(f, std::forward<A>(args)...).get();
+    return apply_async(f, std::forward<A>(args)...).take();
   }
 
   // apply_async(f, args...) submits f(args...) and returns at once.
@@ -652,7 +660,7 @@ class Pool {
   // map(f, items, chunksize) is [f(x) for x in items], in order.
   template <class F, std::ranges::input_range Rg>
   auto map(F f, Rg&& items, std::optional<int> chunksize = std::nullopt) {
-    return map_async(f, std::forward<Rg>(items), chunksize).get();
+    return map_async(f, std::forward<Rg>(items), chunksize).take();
   }
   template <class F, std::ranges::input_range Rg>
   auto map_async(F f, Rg&& items, std::optional<int> chunksize = std::nullopt) {
@@ -667,7 +675,7 @@ class Pool {
   // starmap(f, tuples, chunksize) is [f(*t) for t in tuples], in order.
   template <class F, std::ranges::input_range Rg>
   auto starmap(F f, Rg&& items, std::optional<int> chunksize = std::nullopt) {
-    return starmap_async(f, std::forward<Rg>(items), chunksize).get();
+    return starmap_async(f, std::forward<Rg>(items), chunksize).take();
   }
   template <class F, std::ranges::input_range Rg>
   auto starmap_async(F f, Rg&& items, std::optional<int> chunksize = std::nullopt) {

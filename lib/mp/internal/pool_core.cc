@@ -500,8 +500,11 @@ void PoolCore::terminate() {
     std::lock_guard lock(mu_);
     if (state_ == State::kTerminate && joined_) return;
     state_ = State::kTerminate;
-    stop_workers_locked();
     // Results published before the kill still count.
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      if (slots_[i].process && !slots_[i].exited) drain_slot_locked(i, finished);
+    }
+    stop_workers_locked();
     fail_all_locked(std::make_exception_ptr(ProcessError("Pool was terminated before the task completed")),
                     finished);
     records_.clear();
