@@ -16,6 +16,7 @@
 #include <chrono>
 #include <map>
 #include <random>
+#include <ranges>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -411,6 +412,19 @@ TEST(Pool, MapDefaultChunksizeIsCeilLenOverFourTimesWorkers) {
       EXPECT_EQ(out[i + 1].second, out[i].second + 1) << i;
     }
   }
+}
+
+TEST(Pool, TasksBeyondTheTaskBufferAreQueuedAndAllComplete) {
+  mp::Pool pool(mp::PoolOptions{.processes = 2, .task_buffer_bytes = 4096});
+  auto out = pool.map(square, std::views::iota(0, 5000), 1);
+  ASSERT_EQ(out.size(), 5000u);
+  for (int i = 0; i < 5000; ++i) ASSERT_EQ(out[i], i * i);
+  std::vector<mp::AsyncResult<int>> rs;
+  for (int i = 0; i < 2000; ++i) rs.push_back(pool.apply_async(add, i, 1));
+  for (int i = 0; i < 2000; ++i) ASSERT_EQ(rs[i].get(), i + 1);
+  long sum = 0;
+  for (int v : pool.imap_unordered(square, std::views::iota(0, 3000))) sum += v;
+  EXPECT_EQ(sum, 8995500500L);
 }
 
 TEST(Pool, ChunksizeBelowOneRaisesValueError) {
