@@ -6,6 +6,7 @@
 #include "mp/pool.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -592,6 +593,27 @@ TEST(Pool, DestructorTerminatesAndJoinsWorkers) {
     EXPECT_EQ(mp::active_children().size(), 3u);
   }
   EXPECT_TRUE(mp::active_children().empty());
+}
+
+// open_fds counts this process's descriptors once mp's registry of children
+// has dropped the ended ones (it does so in active_children()).
+int open_fds() {
+  mp::active_children();
+  int n = 0;
+  for (int fd = 0; fd < 1024; ++fd) n += ::fcntl(fd, F_GETFD) != -1;
+  return n;
+}
+
+TEST(Pool, DestroyedPoolLeaksNoFileDescriptors) {
+  // mp::Process keeps a few descriptors of its own per process (its
+  // self-pidfd); a first pool sets them up.
+  { mp::Pool warm_up(1); }
+  const int before = open_fds();
+  for (int round = 0; round < 3; ++round) {
+    mp::Pool pool(mp::PoolOptions{.processes = 2, .maxtasksperchild = 1});
+    for (int i = 0; i < 6; ++i) pool.apply(square, i);  // 6 replacements
+  }
+  EXPECT_EQ(open_fds(), before);
 }
 
 // ------------------------------------------------- reuse and the tutorial
