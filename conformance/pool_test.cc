@@ -885,4 +885,34 @@ TEST(PoolCtrlC, HandledSigintFailsMapWithWorkerLostErrorAndLeavesNoProcess) {
   ::close(info[1]);
 }
 
+TEST(PoolWorkerDeath, IdleWorkersExitWhenThePoolProcessIsKilled) {
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  int info[2];
+  ASSERT_EQ(::pipe(info), 0);
+  pid_t h = spawn_group_leader([&] {
+    mp::Pool pool(2);
+    for (auto& c : mp::active_children()) {
+      int p = c.pid();
+      (void)!::write(info[1], &p, sizeof p);
+    }
+    ::pause();
+  });
+  std::vector<int> workers;
+  for (int i = 0; i < 2; ++i) {
+    int p;
+    ASSERT_EQ(::read(info[0], &p, sizeof p), static_cast<ssize_t>(sizeof p));
+    workers.push_back(p);
+  }
+  ASSERT_EQ(::kill(h, SIGKILL), 0);
+  int status = 0;
+  ASSERT_TRUE(reap_within(h, 5s, &status));
+  for (int w : workers) {
+    int ws = 0;
+    EXPECT_TRUE(reap_within(w, 3s, &ws)) << "worker " << w << " outlived its pool";
+  }
+  ::close(info[0]);
+  ::close(info[1]);
+  ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
 }  // namespace

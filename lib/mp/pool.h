@@ -18,6 +18,7 @@
 // through shared memory and the result (or the exception) comes back the
 // same way. A lambda with captures does not compile (its state lives in the
 // caller's memory); neither do arguments or results the codec cannot encode.
+// mp::PoolTask<F> is that rule as a concept.
 // Arguments are converted to the function's parameter types in the caller
 // (a string literal becomes std::string for a `const std::string&`).
 // A Pool's initializer, on the other hand, may be any std::function: it is
@@ -35,9 +36,12 @@
 //     types (runtime_error, logic_error, invalid_argument, out_of_range...)
 //     and mp's errors as their own type, types registered with
 //     mp::register_exception<E>() as E, anything else as mp::RemoteError
-//     carrying the remote type's name and message.
-//   * Callbacks (mp::Callbacks{.callback = ..., .error_callback = ...}) run
-//     exactly once, in whichever caller thread drives the pool, before get()
+//     carrying the remote type's name and message. The thrown object's
+//     dynamic type is matched exactly (a subclass of std::runtime_error that
+//     is not registered arrives as RemoteError).
+//   * Callbacks (mp::Callbacks{.callback = ..., .error_callback = ...}:
+//     callback(const T&), or callback() for void; error_callback(
+//     std::exception_ptr)) run exactly once, in whichever caller thread drives the pool, before get()
 //     returns and before ready() turns true. A callback that throws is
 //     reported on stderr; the result and the pool are unaffected.
 //   * map/starmap return results in input order. The default chunksize is
@@ -53,7 +57,8 @@
 //     running"; submitting after close()/terminate() raises mp::ValueError
 //     "Pool not running". terminate() kills the workers at once and resolves
 //     every pending result with mp::ProcessError. The destructor terminates
-//     and joins: a Pool never leaks a process.
+//     and joins: a Pool never leaks a process. A moved-from Pool may only be
+//     destroyed.
 //
 // Where mp differs from CPython, and why:
 //   * A worker that dies mid-task (SIGKILL, crash, _exit): the task's result
@@ -70,9 +75,15 @@
 //     SIGINT keeps its workers ignoring it too.
 //   * A result whose encoding fails at run time (a codec_traits that throws)
 //     fails that task only.
+//   * terminate() sends SIGKILL (CPython: SIGTERM), so a task that blocks or
+//     handles SIGTERM cannot delay it.
+//   * If the pool's process dies without cleaning up (SIGKILL), idle workers
+//     notice within about 100 ms and exit; a busy worker finishes its task
+//     first.
 //   * No helper threads: the caller that waits (get, wait, map, imap's next,
-//     join) drives collection, so callbacks run in a caller's thread and no
-//     thread is running when a replacement worker is forked. Tasks run
+//     join) drives collection, so callbacks run in a caller's thread, and the
+//     pool adds no thread that could hold a lock while a replacement worker
+//     is forked (workers only touch their shared-memory channels). Tasks run
 //     whether or not anybody waits, as long as they fit the task buffer
 //     (PoolOptions::task_buffer_bytes, 1 MiB); tasks beyond it are handed to
 //     the workers at the next call into the pool.
