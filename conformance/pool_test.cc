@@ -246,6 +246,32 @@ TEST(Pool, CallbackRunsExactlyOnceBeforeGetReturns) {
   EXPECT_EQ(calls, 1);
 }
 
+TEST(Pool, GetReturnsOnlyAfterTheCallbackFinishedInAnyThread) {
+  mp::set_fork_warning(false);
+  mp::Pool pool(1);
+  std::atomic<bool> callback_done{false};
+  auto r = pool.apply_async(mp::Callbacks{.callback =
+                                              [&](const int&) {
+                                                std::this_thread::sleep_for(300ms);
+                                                callback_done = true;
+                                              }},
+                            square, 2);
+  std::atomic<int> early{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&] {
+      r.get();
+      if (!callback_done) ++early;
+      if (!r.ready()) ++early;
+    });
+  }
+  r.get();
+  EXPECT_TRUE(callback_done);
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(early.load(), 0);
+  mp::set_fork_warning(true);
+}
+
 TEST(Pool, ErrorCallbackReceivesTheTaskError) {
   mp::Pool pool(1);
   int calls = 0;
@@ -399,6 +425,13 @@ TEST(Pool, MapReturnsResultsInInputOrder) {
     ASSERT_EQ(out.size(), in.size());
     for (int i = 0; i < 1000; ++i) ASSERT_EQ(out[i], i * i);
   }
+}
+
+TEST(Pool, DefaultChunksizeFormulaIsCPythons) {
+  EXPECT_EQ(mp::pool_detail::default_chunksize(100, 2), 13u);
+  EXPECT_EQ(mp::pool_detail::default_chunksize(96, 2), 12u);
+  EXPECT_EQ(mp::pool_detail::default_chunksize(3, 4), 1u);
+  EXPECT_EQ(mp::pool_detail::default_chunksize(200000, 2), 25000u);
 }
 
 TEST(Pool, MapDefaultChunksizeIsCeilLenOverFourTimesWorkers) {

@@ -525,6 +525,14 @@ class IMapJob final : public internal::pool::JobBase {
 
 using Timeout = std::optional<std::chrono::duration<double>>;
 
+// default_chunksize is CPython's map chunksize: ceil(n / (4 * workers)),
+// at least 1.
+constexpr std::size_t default_chunksize(std::size_t n, std::size_t workers) {
+  std::size_t c = n / (4 * workers);
+  if (n % (4 * workers)) ++c;
+  return c ? c : 1;
+}
+
 }  // namespace pool_detail
 
 class Pool;
@@ -752,10 +760,7 @@ class Pool {
   }
 
   std::size_t default_chunksize(std::size_t n) const {
-    const std::size_t workers = static_cast<std::size_t>(processes());
-    std::size_t c = n / (4 * workers);
-    if (n % (4 * workers)) ++c;
-    return c ? c : 1;
+    return pool_detail::default_chunksize(n, static_cast<std::size_t>(processes()));
   }
 
   template <bool Star, class Item, class Ok, class Err, class F, class Rg>
