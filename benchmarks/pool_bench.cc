@@ -1,0 +1,102 @@
+// Pool throughput: noop(int) tasks on Pool(2), the five workloads of issue 5,
+// and a 1 ms-work task on Pool(1) and Pool(2) to show scaling.
+//   BM_Pool/mp/apply_async     20k apply_async submitted, then all gathered
+//   BM_Pool/mp/apply           one blocking round trip per iteration
+//   BM_Pool/mp/map_chunk1      map over 20k ints, chunksize 1
+//   BM_Pool/mp/map_default     map over 200k ints, default chunksize
+//   BM_Pool/mp/imap_unordered  imap_unordered over 20k ints, chunksize 1
+//   BM_Pool/mp/work1ms/N       40 tasks of 1 ms busy work on Pool(N)
+// items_per_second counts tasks. The CPython peer
+// (benchmarks/peers/pool_peer.py) measures the same workloads on
+// multiprocessing.Pool(2) with the fork start method, as BM_Pool/cpython/...
+// Targets (issue 5): apply_async and map_chunk1 >= 50x CPython's rate,
+// apply >= 10x, map_default >= 3x.
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <numeric>
+#include <vector>
+
+#include "mp/pool.h"
+
+namespace {
+
+int noop(int x) { return x; }
+
+int busy_1ms(int x) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1);
+  while (std::chrono::steady_clock::now() < until) {
+  }
+  return x;
+}
+
+std::vector<int> iota(int n) {
+  std::vector<int> v(n);
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+void BM_apply_async(benchmark::State& state) {
+  mp::Pool pool(2);
+  constexpr int kTasks = 20000;
+  std::vector<mp::AsyncResult<int>> results;
+  results.reserve(kTasks);
+  for (auto _ : state) {
+    results.clear();
+    for (int i = 0; i < kTasks; ++i) results.push_back(pool.apply_async(noop, i));
+    long sum = 0;
+    for (auto& r : results) sum += r.get();
+    benchmark::DoNotOptimize(sum);
+  }
+  state.SetItemsProcessed(state.iterations() * kTasks);
+}
+
+void BM_apply(benchmark::State& state) {
+  mp::Pool pool(2);
+  int i = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(pool.apply(noop, i++));
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_map_chunk1(benchmark::State& state) {
+  mp::Pool pool(2);
+  const auto items = iota(20000);
+  for (auto _ : state) benchmark::DoNotOptimize(pool.map(noop, items, 1));
+  state.SetItemsProcessed(state.iterations() * items.size());
+}
+
+void BM_map_default(benchmark::State& state) {
+  mp::Pool pool(2);
+  const auto items = iota(200000);
+  for (auto _ : state) benchmark::DoNotOptimize(pool.map(noop, items));
+  state.SetItemsProcessed(state.iterations() * items.size());
+}
+
+void BM_imap_unordered(benchmark::State& state) {
+  mp::Pool pool(2);
+  const auto items = iota(20000);
+  for (auto _ : state) {
+    long sum = 0;
+    for (int v : pool.imap_unordered(noop, items)) sum += v;
+    benchmark::DoNotOptimize(sum);
+  }
+  state.SetItemsProcessed(state.iterations() * items.size());
+}
+
+void BM_work1ms(benchmark::State& state) {
+  mp::Pool pool(static_cast<int>(state.range(0)));
+  const auto items = iota(40);
+  for (auto _ : state) benchmark::DoNotOptimize(pool.map(busy_1ms, items, 1));
+  state.SetItemsProcessed(state.iterations() * items.size());
+}
+
+}  // namespace
+
+BENCHMARK(BM_apply_async)->Name("BM_Pool/mp/apply_async")->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_apply)->Name("BM_Pool/mp/apply")->UseRealTime();
+BENCHMARK(BM_map_chunk1)->Name("BM_Pool/mp/map_chunk1")->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_map_default)->Name("BM_Pool/mp/map_default")->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_imap_unordered)->Name("BM_Pool/mp/imap_unordered")->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_work1ms)->Name("BM_Pool/mp/work1ms")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();

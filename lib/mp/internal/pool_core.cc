@@ -1,0 +1,542 @@
+#include "mp/internal/pool_core.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "mp/codec.h"
+#include "mp/errors.h"
+#include "mp/internal/pool_worker.h"
+#include "mp/pool.h"
+
+namespace mp::internal::pool {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kSlice = 10ms;  // longest sleep before checking workers' pidfds
+
+std::size_t pow2_at_least(std::size_t n, std::size_t floor) {
+  return std::bit_ceil(std::max(n, floor));
+}
+
+std::string describe_exit(int code) {
+  if (code < 0) {
+    const char* abbrev = sigabbrev_np(-code);
+    return abbrev ? fmt::format("was killed by signal {} (SIG{})", -code, abbrev)
+                  : fmt::format("was killed by signal {}", -code);
+  }
+  return fmt::format("exited with code {}", code);
+}
+
+}  // namespace
+
+PoolCore::PoolCore(CoreOptions options) : options_(std::move(options)), owner_pid_(::getpid()) {
+  ch_.layout.task_capacity = pow2_at_least(options_.task_buffer, 4096);
+  ch_.layout.result_capacity = pow2_at_least(options_.result_buffer, 4096);
+  ch_.layout.slots = static_cast<std::size_t>(options_.processes);
+  region_ = SharedRegion(ch_.layout.total());
+  ch_.base = region_.as<char>();
+  new (ch_.control()) PoolControl();
+  for (std::size_t i = 0; i < ch_.layout.slots; ++i) new (ch_.result_control(i)) ResultControl();
+  slots_.resize(ch_.layout.slots);
+  std::lock_guard lock(mu_);
+  last_death_check_ = Clock::now();
+  try {
+    for (std::size_t i = 0; i < slots_.size(); ++i) spawn_locked(i);
+  } catch (...) {
+    stop_workers_locked();
+    throw;
+  }
+}
+
+PoolCore::~PoolCore() {
+  if (::getpid() != owner_pid_) return;  // a forked copy never owns workers
+  try {
+    terminate();
+    join();
+  } catch (...) {
+  }
+}
+
+bool PoolCore::running() const {
+  std::lock_guard lock(mu_);
+  return state_ == State::kRun;
+}
+
+void PoolCore::spawn_locked(std::size_t slot) {
+  ResultControl* rc = ch_.result_control(slot);
+  rc->tail.store(0);
+  rc->head.store(0);
+  rc->writer_waiting.store(0);
+  rc->exiting.store(0);
+  Slot& s = slots_[slot];
+  s.partial = Partial{};
+  s.exited = false;
+  WorkerConfig cfg;
+  cfg.channels = ch_;
+  cfg.slot = slot;
+  cfg.max_tasks = options_.max_tasks;
+  cfg.initializer = &options_.initializer;
+  cfg.parent = ::getpid();
+  s.name = fmt::format("PoolWorker-{}", ++worker_counter_);
+  Process p(ProcessOptions{s.name, true}, [cfg] { worker_main(cfg); });
+  p.start();
+  s.pid = p.pid().value_or(0);
+  s.process.emplace(std::move(p));
+}
+
+void PoolCore::check_submit_locked() const {
+  if (broken_) throw BrokenPoolError(*broken_);
+  if (state_ != State::kRun) throw ValueError("Pool not running");
+}
+
+bool PoolCore::try_write_locked(const std::shared_ptr<JobBase>& job, std::uint32_t chunk, Trampoline t,
+                                std::string_view payload) {
+  const std::size_t cap = ch_.layout.task_capacity;
+  const std::size_t size = round_up(kTaskHeader + payload.size(), 16);
+  std::uint64_t pos = tail_;
+  const std::size_t to_end = cap - (pos & (cap - 1));
+  const std::size_t need = size + (to_end < size ? to_end : 0);
+  if (cap - (pos - head_) < need) return false;
+  PoolControl* c = ch_.control();
+  if (to_end < size) {
+    TaskHeader* pad = ch_.task_at(pos);
+    pad->size = static_cast<std::uint32_t>(to_end);
+    pad->payload_len = 0;
+    pad->state.store(state_tag(pos) | kOwnerPad, std::memory_order_release);
+    records_.push_back(Record{pos, static_cast<std::uint32_t>(to_end), true, 0, nullptr});
+    pos += to_end;
+  }
+  TaskHeader* h = ch_.task_at(pos);
+  h->size = static_cast<std::uint32_t>(size);
+  h->payload_len = static_cast<std::uint32_t>(payload.size());
+  h->seq = base_seq_ + records_.size();
+  h->trampoline = reinterpret_cast<std::uint64_t>(t);
+  if (!payload.empty()) std::memcpy(reinterpret_cast<char*>(h) + kTaskHeader, payload.data(), payload.size());
+  h->state.store(state_tag(pos), std::memory_order_release);
+  records_.push_back(Record{pos, static_cast<std::uint32_t>(size), false, chunk, job});
+  tail_ = pos + size;
+  c->tail.store(tail_, std::memory_order_release);
+  return true;
+}
+
+void PoolCore::enqueue_locked(const std::shared_ptr<JobBase>& job, std::uint32_t chunk, Trampoline t,
+                              std::string_view payload) {
+  const std::size_t size = round_up(kTaskHeader + payload.size(), 16);
+  if (size > ch_.layout.task_capacity / 2) {
+    throw ValueError(fmt::format(
+        "task arguments of {} bytes do not fit the pool's task buffer of {} bytes "
+        "(raise PoolOptions::task_buffer_bytes)",
+        payload.size(), ch_.layout.task_capacity));
+  }
+  ++outstanding_;
+  if (pending_.empty() && try_write_locked(job, chunk, t, payload)) return;
+  if (pending_.empty()) {
+    pending_bytes_.clear();
+    pending_consumed_ = 0;
+  }
+  pending_.push_back(Pending{job, chunk, t, pending_bytes_.size(), payload.size()});
+  pending_bytes_.append(payload);
+}
+
+void PoolCore::wake_workers() {
+  PoolControl* c = ch_.control();
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (c->sleepers.load(std::memory_order_relaxed) == 0) return;
+  if (c->spinners.load(std::memory_order_relaxed) != 0) return;
+  if (c->wake_pending.exchange(1)) return;
+  c->task_seq.fetch_add(1);
+  futex_wake(&c->task_seq, 1);
+}
+
+void PoolCore::submit(const std::shared_ptr<JobBase>& job, Trampoline t, const ChunkEncoder& encode) {
+  Finished finished;
+  {
+    std::lock_guard lock(mu_);
+    check_submit_locked();
+    if (!pending_.empty()) pump_locked(finished, false);
+    std::string payload;
+    for (std::uint32_t i = 0; i < job->chunks_total; ++i) {
+      payload.clear();
+      encode(i, payload);
+      enqueue_locked(job, i, t, payload);
+      if ((i & 255) == 255) wake_workers();
+    }
+  }
+  wake_workers();
+  finish(finished);
+}
+
+void PoolCore::submit_one(const std::shared_ptr<JobBase>& job, Trampoline t, std::string_view payload) {
+  Finished finished;
+  {
+    std::lock_guard lock(mu_);
+    check_submit_locked();
+    if (!pending_.empty()) pump_locked(finished, false);
+    enqueue_locked(job, 0, t, payload);
+  }
+  wake_workers();
+  finish(finished);
+}
+
+// ---- collection ---------------------------------------------------------
+
+bool PoolCore::drain_slot_locked(std::size_t slot, Finished& finished) {
+  ResultControl* rc = ch_.result_control(slot);
+  const char* data = ch_.result_data(slot);
+  const std::size_t cap = ch_.layout.result_capacity;
+  std::uint64_t head = rc->head.load(std::memory_order_relaxed);
+  const std::uint64_t start = head;
+  Partial& part = slots_[slot].partial;
+  for (;;) {
+    const std::uint64_t tail = rc->tail.load(std::memory_order_acquire);
+    if (tail == head) break;
+    const std::size_t off = head & (cap - 1);
+    const std::size_t to_end = cap - off;
+    std::size_t avail = tail - head;
+    if (part.active) {
+      const std::size_t n = std::min<std::size_t>({avail, to_end, part.remaining});
+      const std::size_t want = part.header.len - part.bytes.size();
+      part.bytes.append(data + off, std::min(n, want));
+      part.remaining -= n;
+      head += n;
+      if (part.remaining == 0) {
+        part.active = false;
+        handle_frame_locked(slot, part.header, part.bytes, finished);
+        std::string().swap(part.bytes);
+      }
+      continue;
+    }
+    if (to_end < kResultHeader) {
+      if (avail < to_end) break;
+      head += to_end;
+      continue;
+    }
+    if (avail < kResultHeader) break;
+    ResultHeader h;
+    std::memcpy(&h, data + off, sizeof h);
+    const std::size_t total = kResultHeader + round_up(h.len, 8);
+    if (h.status == kPad) {
+      if (avail < kResultHeader + h.len) break;
+      head += kResultHeader + h.len;
+      continue;
+    }
+    if (total <= cap / 2) {
+      if (avail < total) break;
+      handle_frame_locked(slot, h, std::string_view(data + off + kResultHeader, h.len), finished);
+      head += total;
+      continue;
+    }
+    part.active = true;
+    part.header = h;
+    part.remaining = round_up(h.len, 8);
+    part.bytes.clear();
+    part.bytes.reserve(h.len);
+    head += kResultHeader;
+  }
+  if (head != start) {
+    rc->head.store(head, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (rc->writer_waiting.load(std::memory_order_relaxed) && rc->writer_waiting.exchange(0)) {
+      rc->space_seq.fetch_add(1);
+      futex_wake(&rc->space_seq, 1);
+    }
+    return true;
+  }
+  return false;
+}
+
+void PoolCore::handle_frame_locked(std::size_t slot, const ResultHeader& h, std::string_view payload,
+                                   Finished& finished) {
+  if (h.status == kInitError) {
+    std::string type = "unknown";
+    std::string message;
+    try {
+      std::tie(type, message) = decode<std::tuple<std::string, std::string>>(payload);
+    } catch (...) {
+    }
+    break_pool_locked(fmt::format("Pool is broken: the initializer raised {} in {}: {}", type,
+                                  slots_[slot].name, message),
+                      finished);
+    return;
+  }
+  if (h.seq < base_seq_ || h.seq - base_seq_ >= records_.size()) return;  // not ours (cannot happen)
+  Record& r = records_[h.seq - base_seq_];
+  if (r.done || !r.job) return;
+  r.done = true;
+  std::shared_ptr<JobBase> job = std::move(r.job);
+  if (h.status == kOk) {
+    try {
+      job->deliver(r.chunk, payload);
+    } catch (...) {
+      job->fail(r.chunk, std::current_exception());
+    }
+  } else {
+    job->fail(r.chunk, rebuild_exception(payload));
+  }
+  --outstanding_;
+  if (++job->chunks_done == job->chunks_total) finished.push_back(std::move(job));
+}
+
+void PoolCore::reclaim_locked() {
+  PoolControl* c = ch_.control();
+  while (!records_.empty() && records_.front().done) {
+    Record& r = records_.front();
+    std::uint64_t next = c->next.load(std::memory_order_acquire);
+    if (next <= r.pos) {
+      // A worker claimed this record and died before moving the cursor (or
+      // it is padding nobody skipped yet): move the cursor past it.
+      if (next < r.pos) break;  // cannot happen: records before it are done
+      c->next.compare_exchange_strong(next, r.pos + r.size, std::memory_order_acq_rel);
+      continue;
+    }
+    head_ = r.pos + r.size;
+    records_.pop_front();
+    ++base_seq_;
+  }
+  if (records_.empty()) head_ = tail_;
+}
+
+void PoolCore::flush_pending_locked() {
+  bool wrote = false;
+  while (!pending_.empty()) {
+    Pending& p = pending_.front();
+    if (!try_write_locked(p.job, p.chunk, p.tramp, std::string_view(pending_bytes_).substr(p.offset, p.len)))
+      break;
+    pending_consumed_ = p.offset + p.len;
+    pending_.pop_front();
+    wrote = true;
+  }
+  if (pending_.empty()) {
+    pending_bytes_.clear();
+    pending_consumed_ = 0;
+  }
+  if (wrote) wake_workers();
+}
+
+void PoolCore::pump_locked(Finished& finished, bool check_deaths) {
+  for (std::size_t i = 0; i < slots_.size(); ++i) {
+    if (!slots_[i].process || slots_[i].exited) continue;
+    drain_slot_locked(i, finished);
+    if (ch_.result_control(i)->exiting.load(std::memory_order_acquire)) handle_exit_locked(i, finished);
+  }
+  const auto now = Clock::now();
+  if (check_deaths || now - last_death_check_ >= kSlice) {
+    last_death_check_ = now;
+    std::vector<pollfd> fds;
+    std::vector<std::size_t> which;
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      if (!slots_[i].process || slots_[i].exited) continue;
+      fds.push_back(pollfd{slots_[i].process->sentinel(), POLLIN, 0});
+      which.push_back(i);
+    }
+    if (!fds.empty() && ::poll(fds.data(), fds.size(), 0) > 0) {
+      for (std::size_t k = 0; k < fds.size(); ++k) {
+        if (fds[k].revents) handle_exit_locked(which[k], finished);
+      }
+    }
+  }
+  reclaim_locked();
+  if (!pending_.empty()) flush_pending_locked();
+}
+
+void PoolCore::handle_exit_locked(std::size_t slot, Finished& finished) {
+  Slot& s = slots_[slot];
+  if (!s.process || s.exited) return;
+  s.process->join();
+  s.exited = true;
+  // Results the worker published before it ended are still good.
+  drain_slot_locked(slot, finished);
+  s.partial = Partial{};
+  const int code = s.process->exitcode().value_or(0);
+  const std::uint64_t owner = slot + 1;
+  for (Record& r : records_) {
+    if (r.done || !r.job) continue;
+    const std::uint64_t st = ch_.task_at(r.pos)->state.load(std::memory_order_acquire);
+    if ((st & kOwnerMask) != owner) continue;
+    r.done = true;
+    std::shared_ptr<JobBase> job = std::move(r.job);
+    job->fail(r.chunk, std::make_exception_ptr(WorkerLostError(
+                           fmt::format("worker {} (pid {}) {} while running a task", s.name, s.pid,
+                                       describe_exit(code)),
+                           s.pid, code)));
+    --outstanding_;
+    if (++job->chunks_done == job->chunks_total) finished.push_back(std::move(job));
+  }
+  s.process.reset();
+  if (broken_ || state_ == State::kTerminate) return;
+  const bool needed = state_ == State::kRun || outstanding_ > 0;
+  if (!needed) return;
+  spawn_locked(slot);
+}
+
+void PoolCore::fail_all_locked(const std::exception_ptr& error, Finished& finished) {
+  auto resolve = [&](std::shared_ptr<JobBase> job, std::uint32_t chunk) {
+    job->fail(chunk, error);
+    --outstanding_;
+    if (++job->chunks_done == job->chunks_total) finished.push_back(std::move(job));
+  };
+  for (Record& r : records_) {
+    if (r.done || !r.job) continue;
+    r.done = true;
+    resolve(std::move(r.job), r.chunk);
+  }
+  for (Pending& p : pending_) resolve(std::move(p.job), p.chunk);
+  pending_.clear();
+  pending_bytes_.clear();
+  pending_consumed_ = 0;
+}
+
+void PoolCore::stop_workers_locked() {
+  for (Slot& s : slots_) {
+    if (s.process && !s.exited) s.process->kill();
+  }
+  for (Slot& s : slots_) {
+    if (s.process && !s.exited) {
+      s.process->join();
+      s.exited = true;
+    }
+    s.process.reset();
+  }
+}
+
+void PoolCore::break_pool_locked(std::string message, Finished& finished) {
+  if (broken_) return;
+  broken_ = std::move(message);
+  stop_workers_locked();
+  fail_all_locked(std::make_exception_ptr(BrokenPoolError(*broken_)), finished);
+  records_.clear();
+  head_ = tail_;
+}
+
+// ---- waiting --------------------------------------------------------------
+
+bool PoolCore::results_available() const {
+  for (std::size_t i = 0; i < ch_.layout.slots; ++i) {
+    const ResultControl* rc = ch_.result_control(i);
+    if (rc->tail.load(std::memory_order_acquire) != rc->head.load(std::memory_order_relaxed)) return true;
+    if (rc->exiting.load(std::memory_order_relaxed)) return true;
+  }
+  return false;
+}
+
+void PoolCore::wait_for_results(const Deadline& deadline, bool spin) {
+  if (spin) {
+    const auto until = Clock::now() + 50us;
+    for (int i = 0;; ++i) {
+      if (results_available()) return;
+      cpu_relax();
+      if ((i & 63) == 63) {
+        if (Clock::now() >= until) break;
+        spin_yield();
+      }
+    }
+  }
+  PoolControl* c = ch_.control();
+  const std::uint32_t seen = c->result_seq.load(std::memory_order_seq_cst);
+  waiters_.fetch_add(1);
+  c->parent_waiting.store(1, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (!results_available()) {
+    auto slice_end = Clock::now() + kSlice;
+    if (deadline && *deadline < slice_end) slice_end = *deadline;
+    if (!futex_wait_until(&c->result_seq, seen, slice_end)) {
+      std::lock_guard lock(mu_);
+      last_death_check_ = {};  // a slice passed quietly: look at the workers
+    }
+  }
+  waiters_.fetch_sub(1);
+}
+
+void PoolCore::finish(Finished& finished) {
+  if (finished.empty()) return;
+  for (auto& job : finished) job->complete();
+  finished.clear();
+  if (waiters_.load() > 0) {
+    PoolControl* c = ch_.control();
+    c->result_seq.fetch_add(1);
+    futex_wake_all(&c->result_seq);
+  }
+}
+
+bool PoolCore::wait_until_impl(bool (*pred)(void*), void* ctx, const Deadline& deadline) {
+  if (pred(ctx)) return true;
+  for (;;) {
+    Finished finished;
+    bool spin;
+    {
+      std::lock_guard lock(mu_);
+      pump_locked(finished, false);
+      spin = outstanding_ <= slots_.size() * 2;
+    }
+    finish(finished);
+    if (pred(ctx)) return true;
+    if (expired(deadline)) return false;
+    wait_for_results(deadline, spin);
+  }
+}
+
+// ---- close / terminate / join -------------------------------------------
+
+void PoolCore::close() {
+  std::lock_guard lock(mu_);
+  if (state_ == State::kRun) state_ = State::kClose;
+}
+
+void PoolCore::terminate() {
+  Finished finished;
+  {
+    std::lock_guard lock(mu_);
+    if (state_ == State::kTerminate && joined_) return;
+    state_ = State::kTerminate;
+    // Results published before the kill still count.
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      if (slots_[i].process && !slots_[i].exited) drain_slot_locked(i, finished);
+    }
+    stop_workers_locked();
+    fail_all_locked(std::make_exception_ptr(ProcessError("Pool was terminated before the task completed")),
+                    finished);
+    records_.clear();
+    head_ = tail_;
+  }
+  finish(finished);
+}
+
+void PoolCore::join() {
+  {
+    std::lock_guard lock(mu_);
+    if (state_ == State::kRun) throw ValueError("Pool is still running");
+    if (joined_) return;
+  }
+  // Every submitted task completes first.
+  wait_until([this] {
+    std::lock_guard lock(mu_);
+    return outstanding_ == 0;
+  }, std::nullopt);
+  std::lock_guard lock(mu_);
+  PoolControl* c = ch_.control();
+  c->closing.store(1, std::memory_order_seq_cst);
+  c->task_seq.fetch_add(1);
+  futex_wake_all(&c->task_seq);
+  for (Slot& s : slots_) {
+    if (s.process && !s.exited) {
+      s.process->join();
+      s.exited = true;
+    }
+    s.process.reset();
+  }
+  joined_ = true;
+}
+
+}  // namespace mp::internal::pool

@@ -1,0 +1,166 @@
+#include "mp/pool.h"
+
+#include <cxxabi.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <shared_mutex>
+#include <stdexcept>
+#include <tuple>
+#include <typeinfo>
+
+#include <fmt/format.h>
+
+#include "mp/os.h"
+
+namespace mp {
+namespace pool_detail {
+namespace {
+
+struct Registry {
+  std::shared_mutex mu;
+  std::map<std::string, ExceptionFactory, std::less<>> factories;
+};
+
+template <class E>
+std::exception_ptr make(const std::string& message) {
+  return std::make_exception_ptr(E(message));
+}
+
+Registry& registry() {
+  static Registry* r = [] {
+    auto* reg = new Registry;
+    auto add = [&](const char* name, ExceptionFactory f) { reg->factories.emplace(name, f); };
+    add("std::runtime_error", make<std::runtime_error>);
+    add("std::logic_error", make<std::logic_error>);
+    add("std::invalid_argument", make<std::invalid_argument>);
+    add("std::out_of_range", make<std::out_of_range>);
+    add("std::domain_error", make<std::domain_error>);
+    add("std::length_error", make<std::length_error>);
+    add("std::range_error", make<std::range_error>);
+    add("std::overflow_error", make<std::overflow_error>);
+    add("std::underflow_error", make<std::underflow_error>);
+    add("mp::Error", make<Error>);
+    add("mp::ValueError", make<ValueError>);
+    add("mp::RuntimeError", make<RuntimeError>);
+    add("mp::TimeoutError", make<TimeoutError>);
+    add("mp::Empty", make<Empty>);
+    add("mp::Full", make<Full>);
+    add("mp::EOFError", make<EOFError>);
+    add("mp::BrokenPipeError", make<BrokenPipeError>);
+    add("mp::BrokenBarrierError", make<BrokenBarrierError>);
+    add("mp::CodecError", make<CodecError>);
+    add("mp::ProcessError", make<ProcessError>);
+    add("mp::OwnerDeadError", make<OwnerDeadError>);
+    add("mp::BrokenPoolError", make<BrokenPoolError>);
+    return reg;
+  }();
+  return *r;
+}
+
+}  // namespace
+
+void register_exception_factory(std::string type_name, ExceptionFactory factory) {
+  Registry& r = registry();
+  std::unique_lock lock(r.mu);
+  r.factories[std::move(type_name)] = factory;
+}
+
+std::string demangled_name(const std::type_info& t) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> p(abi::__cxa_demangle(t.name(), nullptr, nullptr, &status), std::free);
+  return status == 0 && p ? std::string(p.get()) : std::string(t.name());
+}
+
+void report_callback_error(std::exception_ptr error) noexcept {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    const std::type_info* t = abi::__cxa_current_exception_type();
+    std::string text = fmt::format("mp::Pool: a result callback raised {}: {}\n",
+                                   t ? demangled_name(*t) : "std::exception", e.what());
+    std::fputs(text.c_str(), stderr);
+  } catch (...) {
+    std::fputs("mp::Pool: a result callback raised an exception\n", stderr);
+  }
+}
+
+}  // namespace pool_detail
+
+namespace internal::pool {
+
+std::exception_ptr rebuild_exception(std::string_view payload) {
+  std::string type;
+  std::string message;
+  try {
+    std::tie(type, message) = decode<std::tuple<std::string, std::string>>(payload);
+  } catch (...) {
+    return std::make_exception_ptr(RemoteError("unknown", "the task failed and its error could not be decoded"));
+  }
+  pool_detail::ExceptionFactory factory = nullptr;
+  {
+    auto& r = pool_detail::registry();
+    std::shared_lock lock(r.mu);
+    auto it = r.factories.find(type);
+    if (it != r.factories.end()) factory = it->second;
+  }
+  if (factory) return factory(message);
+  return std::make_exception_ptr(RemoteError(std::move(type), std::move(message)));
+}
+
+}  // namespace internal::pool
+
+namespace {
+
+internal::pool::CoreOptions core_options(const PoolOptions& o) {
+  internal::pool::CoreOptions c;
+  c.processes = o.processes ? *o.processes : cpu_count();
+  if (c.processes < 1) throw ValueError("Number of processes must be at least 1");
+  if (o.maxtasksperchild) {
+    if (*o.maxtasksperchild < 1) throw ValueError("maxtasksperchild must be a positive int or None");
+    c.max_tasks = static_cast<std::uint64_t>(*o.maxtasksperchild);
+  }
+  c.initializer = o.initializer;
+  c.task_buffer = o.task_buffer_bytes;
+  c.result_buffer = o.result_buffer_bytes;
+  return c;
+}
+
+}  // namespace
+
+Pool::Pool() : Pool(PoolOptions{}) {}
+
+Pool::Pool(int processes) : Pool(PoolOptions{.processes = processes}) {}
+
+Pool::Pool(PoolOptions options)
+    : core_(std::make_shared<internal::pool::PoolCore>(core_options(options))) {}
+
+Pool::~Pool() {
+  if (!core_) return;
+  try {
+    core_->terminate();
+    core_->join();
+  } catch (...) {
+  }
+}
+
+void Pool::close() { core_->close(); }
+void Pool::terminate() { core_->terminate(); }
+void Pool::join() { core_->join(); }
+int Pool::processes() const { return core_->processes(); }
+
+void Pool::ensure_running() const {
+  if (!core_->running()) throw ValueError("Pool not running");
+}
+
+std::string& Pool::scratch() {
+  thread_local std::string s;
+  return s;
+}
+
+void Pool::check_chunksize(int chunksize) {
+  if (chunksize < 1) throw ValueError(fmt::format("Chunksize must be 1+, not {}", chunksize));
+}
+
+}  // namespace mp
