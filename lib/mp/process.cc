@@ -360,7 +360,19 @@ Process::Process(MainTag) : state_(new_state()) {
 
 Process::~Process() {
   // A started child outlives its object: the registry of children still
-  // holds its state, so it is reaped (or joined at exit) all the same.
+  // holds its state, so it is reaped (or joined at exit) all the same. A
+  // child already reaped leaves the registry now, closing its pidfd.
+  if (!state_ || state_->creator_pid != current_pid() || is_current()) return;
+  bool reaped;
+  {
+    std::lock_guard lock(state_->mu);
+    reaped = state_->exitcode.has_value();
+  }
+  if (!reaped) return;
+  Globals& g = globals();
+  std::shared_ptr<ChildState> dropped;
+  std::lock_guard lock(g.mu);
+  dropped = unregister_child(g, state_.get());
 }
 
 Process::Process(Process&& other) noexcept
