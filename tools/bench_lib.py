@@ -355,7 +355,18 @@ def figure(bench, metric):
 def ratio_text(r):
     if r is None:
         return "-"
-    return f"{r:.2f}x" if r < 10 else f"{r:.1f}x" if r < 100 else f"{r:.0f}x"
+    # Three significant figures, truncated, never rounded up: 0.8995x must not
+    # read as a met 0.9x goal.
+    if r >= 100:
+        return f"{math.floor(r):.0f}x"
+    if r <= 0:
+        return "0x"
+    digits = max(0, 2 - math.floor(math.log10(r)))
+    v = math.floor(r * 10 ** digits + 1e-9) / 10 ** digits
+    text = f"{v:.{digits}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text + "x"
 
 
 def text_table(header, rows):

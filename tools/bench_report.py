@@ -231,7 +231,7 @@ def main(argv=None):
     if rows is not None:
         print(f"\nverdict: {summary}")
         for r in failing:
-            print(f"  REGRESSION {r.name}: {r.cells()[3]} ({r.verdict})")
+            print(f"  {r.verdict} {r.name}: {r.cells()[3]}")
 
     if not args.no_files:
         out = resolve_path(args.out) if args.out else (cur_path if cur_path.is_dir() else cur_path.parent)

@@ -1,11 +1,12 @@
 """Parsing result sets, naming, mp/peer pairing and goals (tools/bench_lib.py)."""
 import json
+import os
 import pathlib
 import sys
 import tempfile
 import unittest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(os.path.abspath(__file__)).parents[2]
 sys.path.insert(0, str(ROOT))
 from tools import bench_lib as lib           # noqa: E402
 from tools.tests import fake_bench as fb     # noqa: E402
@@ -188,9 +189,9 @@ class FormatTest(unittest.TestCase):
         self.assertEqual(lib.si(0.0123), "12.3m")
         self.assertEqual(lib.si(None), "-")
 
-    def test_ratio_text(self):
-        self.assertEqual([lib.ratio_text(r) for r in (0.9, 12.34, 250.0, None)],
-                         ["0.90x", "12.3x", "250x", "-"])
+    def test_ratio_text_keeps_three_figures_and_never_rounds_up(self):
+        self.assertEqual([lib.ratio_text(r) for r in (0.9, 0.8995, 0.4966, 12.34, 250.7, None)],
+                         ["0.9x", "0.899x", "0.496x", "12.3x", "250x", "-"])
 
     def test_text_table_aligns_columns(self):
         t = lib.text_table(["a", "bb"], [["xxx", "y"]]).splitlines()

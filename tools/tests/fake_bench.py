@@ -64,7 +64,9 @@ def _fork_sleeper(pidfile):
     if pid == 0:
         time.sleep(300)
         os._exit(0)
-    pathlib.Path(pidfile).write_text(str(pid))
+    tmp = pathlib.Path(str(pidfile) + ".tmp")
+    tmp.write_text(str(pid))
+    tmp.rename(pidfile)          # atomic: readers never see an empty file
     return pid
 
 
