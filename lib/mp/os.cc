@@ -1,6 +1,7 @@
 #include "mp/os.h"
 
-#include <dirent.h>
+#include <stdio_ext.h>
+#include <sys/stat.h>
 #include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <ext/stdio_sync_filebuf.h>
 #include <iostream>
 #include <system_error>
 
@@ -21,27 +23,40 @@ namespace {
 std::atomic<bool> g_fork_warning{true};
 std::atomic<bool> g_fork_warned{false};
 
+// The number of threads of this process: procfs gives /proc/self/task a
+// link count of 2 + threads, so one stat() answers (no directory buffer to
+// allocate: every page a parent writes before fork costs a fault later).
 int thread_count() noexcept {
-  DIR* dir = opendir("/proc/self/task");
-  if (!dir) return 1;
-  int n = 0;
-  while (dirent* e = readdir(dir)) {
-    if (e->d_name[0] != '.') ++n;
-  }
-  closedir(dir);
-  return n;
+  struct stat st;
+  if (::stat("/proc/self/task", &st) != 0 || st.st_nlink < 3) return 1;
+  return static_cast<int>(st.st_nlink - 2);
+}
+
+// Whether a C++ standard stream buffers on its own (sync_with_stdio(false))
+// rather than writing straight through to C stdio.
+bool buffers_on_its_own(std::ostream& os) {
+  return dynamic_cast<__gnu_cxx::stdio_sync_filebuf<char>*>(os.rdbuf()) == nullptr;
 }
 
 }  // namespace
 
+// Flushes what CPython flushes around fork and at a child's end (its
+// sys.stdout and sys.stderr): C's stdout/stderr and the standard C++
+// streams. Streams with nothing pending are not touched, so a fork that has
+// nothing to flush writes no stdio page (each written page costs a
+// copy-on-write fault after fork). Other FILE*s are the program's to flush.
 void internal::flush_stdio() noexcept {
+  // Decided once: sync_with_stdio(false) must come before any I/O anyway.
+  static const bool cout_buffers = buffers_on_its_own(std::cout);
+  static const bool clog_buffers = buffers_on_its_own(std::clog);
   try {
-    std::cout.flush();
-    std::cerr.flush();
-    std::clog.flush();
+    if (cout_buffers) std::cout.flush();
+    if (clog_buffers) std::clog.flush();
   } catch (...) {
   }
-  std::fflush(nullptr);
+  // glibc's FILE: bytes are pending when the write pointer is past the base.
+  if (stdout->_IO_write_ptr > stdout->_IO_write_base) std::fflush(stdout);
+  if (stderr->_IO_write_ptr > stderr->_IO_write_base) std::fflush(stderr);
 }
 
 pid_t fork() {

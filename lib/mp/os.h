@@ -5,10 +5,12 @@
 // affinity mask, mp does not) and the exit-code convention of
 // multiprocessing.Process.exitcode (n for exit(n), -N for death by signal N).
 //
-// stdio contract: mp::fork() flushes C stdio and the standard C++ streams
-// before forking, and mp's children leave with _exit() after flushing their
-// own output, so text written (even buffered) before a fork appears exactly
-// once. A raw ::fork() gives no such promise.
+// stdio contract: mp::fork() flushes stdout, stderr and the standard C++
+// streams before forking (CPython flushes sys.stdout and sys.stderr), and
+// mp's children leave with _exit() after flushing their own, so text
+// written (even buffered) to them before a fork appears exactly once. Other
+// FILE* streams are the program's to flush before forking. A raw ::fork()
+// gives no such promise.
 //
 // Threads: forking while other threads run leaves the child with one thread.
 // mp::fork() writes a one-time warning to stderr when it sees more than one

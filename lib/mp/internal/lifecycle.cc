@@ -1,36 +1,9 @@
 #include "mp/internal/lifecycle.h"
 
-#include <pthread.h>
-
-#include <algorithm>
 #include <mutex>
-#include <vector>
 
 namespace mp::internal {
 namespace {
-
-struct Finalizers {
-  std::mutex mu;
-  std::vector<void (*)()> fns;  // guarded by mu
-  bool done = false;            // guarded by mu
-};
-
-Finalizers& finalizers() {
-  // Leaked on purpose: used from static destructors and after fork.
-  static Finalizers* f = [] {
-    auto* p = new Finalizers;
-    pthread_atfork(nullptr, nullptr, [] {
-      // The child has one thread: the mutex may have been held by another
-      // thread of the parent at fork time, so it is rebuilt, and the child
-      // gets its own end-of-process duties.
-      Finalizers& self = finalizers();
-      new (&self.mu) std::mutex;
-      self.done = false;
-    });
-    return p;
-  }();
-  return *f;
-}
 
 // At normal program exit (return from main, std::exit) run the duties.
 struct RunAtExit {
@@ -40,23 +13,29 @@ struct RunAtExit {
 }  // namespace
 
 void add_finalizer(void (*fn)()) noexcept {
-  Finalizers& f = finalizers();
-  std::lock_guard lock(f.mu);
-  if (std::find(f.fns.begin(), f.fns.end(), fn) == f.fns.end()) f.fns.push_back(fn);
+  LifecycleState& s = lifecycle_state();
+  std::lock_guard lock(s.mu);
+  for (std::size_t i = 0; i < s.count; ++i) {
+    if (s.fns[i] == fn) return;
+  }
+  if (s.count < LifecycleState::kMaxFinalizers) s.fns[s.count++] = fn;
 }
 
 void finalize_process() noexcept {
-  Finalizers& f = finalizers();
-  std::vector<void (*)()> fns;
+  LifecycleState& s = lifecycle_state();
+  // Copied to the stack, not to the heap: this runs at the end of every
+  // forked child, where each heap page written costs a fault.
+  void (*fns[LifecycleState::kMaxFinalizers])();
+  std::size_t n = 0;
   {
-    std::lock_guard lock(f.mu);
-    if (f.done) return;
-    f.done = true;
-    fns = f.fns;
+    std::lock_guard lock(s.mu);
+    if (s.done) return;
+    s.done = true;
+    for (; n < s.count; ++n) fns[n] = s.fns[n];
   }
-  for (auto it = fns.rbegin(); it != fns.rend(); ++it) {
+  while (n > 0) {
     try {
-      (*it)();
+      fns[--n]();
     } catch (...) {
     }
   }

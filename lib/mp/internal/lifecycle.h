@@ -8,7 +8,26 @@
 // program exit.
 #pragma once
 
+#include <cstddef>
+#include <mutex>
+
 namespace mp::internal {
+
+// LifecycleState is the registry of end-of-process duties. It lives inside
+// the process module's per-process globals (lifecycle_state(), defined in
+// process.cc) so that a forked child re-arms it on the one page it writes
+// anyway: each page a child writes costs a copy-on-write fault.
+struct LifecycleState {
+  static constexpr std::size_t kMaxFinalizers = 32;
+  std::mutex mu;                        // guards the fields below
+  void (*fns[kMaxFinalizers])() = {};  // registered duties, oldest first
+  std::size_t count = 0;
+  bool done = false;                    // finalize_process() ran here
+};
+
+// lifecycle_state() is this process's registry; a forked child gets a
+// re-armed one (unlocked, not done, same duties).
+LifecycleState& lifecycle_state() noexcept;
 
 // flush_stdio flushes C stdio and the standard C++ streams.
 void flush_stdio() noexcept;

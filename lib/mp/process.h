@@ -1,0 +1,253 @@
+// mp/process.h — Process, current_process(), parent_process(),
+// active_children(): CPython's multiprocessing.Process on fork().
+//
+// A Process runs a target — any callable with arguments, lambdas with
+// captures included — in a child created by fork(): the child sees the
+// parent's memory as of start(), and from then on the two are separate.
+//
+//   void download(const std::string& file);
+//   mp::Process p(download, "a.pdf");
+//   p.start();
+//   p.join();                        // waits for p only
+//   assert(p.exitcode() == 0);
+//
+// Or subclass and override run(), as in CPython:
+//
+//   class Worker : public mp::Process {
+//     void run() override { ... }
+//   };
+//
+// Contract (CPython's, unless said otherwise):
+//   * name(): "Process-N" by default, N a 1-based counter of the creating
+//     process advanced at every construction; children of a child are
+//     "Process-N:M". An explicit name is kept. Inside the child,
+//     current_process().name() is the same name.
+//   * pid(): empty before start(); then the child's getpid().
+//   * exitcode(): empty before start and while running; 0 when the target
+//     returns; 1 when it throws (the child writes "Process <name>:" and the
+//     exception's type and message to stderr); n&0xff after mp::exit(n) or
+//     _exit(n); -N after death by signal N.
+//   * join(timeout) returns after about the timeout with the child still
+//     alive and may be called again; join(0s) polls. It waits on the
+//     child's pidfd (sentinel()), never in a sleep loop.
+//   * terminate() sends SIGTERM (exitcode -15), kill() SIGKILL (-9); both do
+//     nothing once the child has ended. Signals go through the pidfd, so a
+//     recycled pid is never hit.
+//   * daemon: set before start() only. At normal exit of the creating
+//     process (return from main, std::exit, mp::exit, end of an mp child),
+//     daemonic children are terminated and the others joined. A daemonic
+//     process may not start children.
+//   * close() releases the pidfd; it raises while the child runs; every later
+//     use (but name()) raises mp::ValueError "process object is closed".
+//   * No zombies: every started child is reaped — by join(), is_alive(),
+//     exitcode(), active_children(), the next start() (as CPython's
+//     _cleanup), or at the end of the creating process — even when its
+//     Process object was destroyed while the child still ran (the child is
+//     then owned by mp's registry of children).
+//
+// Where mp differs from CPython, and why:
+//   * Misuse raises mp::RuntimeError (CPython raises AssertionError from
+//     `assert`): start twice, join before start, join of the current
+//     process, join of a process this process did not start, daemon after
+//     start.
+//   * Process is move-only: it owns a child. Moving a started Process keeps
+//     the child; the moved-from object is empty and unusable.
+//   * active_children() returns ChildProcess handles (a started child's
+//     shared state), not the Process objects, which may have been moved or
+//     destroyed in C++.
+//   * An uncaught exception in the child prints its type and what(), not a
+//     traceback.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <concepts>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+namespace mp {
+
+namespace internal {
+struct ChildState;
+}  // namespace internal
+
+// ProcessOptions are the keyword arguments of CPython's Process(): an
+// explicit name (default "Process-N..."), and the daemon flag (default: the
+// creating process's own flag).
+struct ProcessOptions {
+  std::optional<std::string> name;
+  std::optional<bool> daemon;
+};
+
+// ChildProcess is a handle to a started child: what active_children()
+// returns. Copies refer to the same child.
+class ChildProcess {
+ public:
+  // name() is the child's name.
+  const std::string& name() const;
+  // pid() is the child's pid.
+  pid_t pid() const;
+  // daemon() is the child's daemon flag.
+  bool daemon() const;
+  // is_alive() is true until the child has ended (then it is reaped).
+  bool is_alive() const;
+  // exitcode() is empty while running; then as Process::exitcode().
+  std::optional<int> exitcode() const;
+  // join() waits for the child to end (at most `timeout` when given).
+  void join(std::optional<std::chrono::duration<double>> timeout = std::nullopt) const;
+  // terminate() sends SIGTERM; kill() SIGKILL. No-ops once ended.
+  void terminate() const;
+  void kill() const;
+  // sentinel() is the child's pidfd: readable once it has ended.
+  int sentinel() const;
+
+ private:
+  friend class Process;
+  friend std::vector<ChildProcess> active_children();
+  explicit ChildProcess(std::shared_ptr<internal::ChildState> state) : state_(std::move(state)) {}
+  std::shared_ptr<internal::ChildState> state_;
+};
+
+// Process is a child process running a target; see the file comment.
+class Process {
+ public:
+  // Process() has no target: run() does nothing unless overridden.
+  Process();
+  explicit Process(ProcessOptions options);
+
+  // Process(target, args...) runs target(args...) in the child. Arguments
+  // are copied (decayed) at construction, as std::thread does.
+  template <class F, class... Args>
+    requires std::invocable<std::decay_t<F>&, std::decay_t<Args>&...> &&
+             (!std::same_as<std::decay_t<F>, ProcessOptions>) &&
+             (!std::derived_from<std::decay_t<F>, Process>)
+  explicit Process(F&& target, Args&&... args)
+      : Process(ProcessOptions{}, std::forward<F>(target), std::forward<Args>(args)...) {}
+
+  // Process(options, target, args...) also names the process and/or sets
+  // its daemon flag.
+  template <class F, class... Args>
+    requires std::invocable<std::decay_t<F>&, std::decay_t<Args>&...>
+  Process(ProcessOptions options, F&& target, Args&&... args) : Process(std::move(options)) {
+    target_ = [f = std::decay_t<F>(std::forward<F>(target)),
+               tup = std::make_tuple(std::decay_t<Args>(std::forward<Args>(args))...)]() mutable {
+      std::apply(f, tup);
+    };
+  }
+
+  virtual ~Process();
+  Process(Process&& other) noexcept;
+  Process& operator=(Process&& other) noexcept;
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  // run() is what the child executes: by default the target with its
+  // arguments. Override it in a subclass. Called directly, it runs in the
+  // calling process.
+  virtual void run();
+
+  // start() forks the child, which calls run(). At most once per object:
+  // a second call raises "cannot start a process twice".
+  void start();
+
+  // join() blocks until the child ends; join(timeout) at most about
+  // `timeout`, after which the child may still run (check exitcode()).
+  void join(std::optional<std::chrono::duration<double>> timeout = std::nullopt);
+
+  // is_alive() is true from start() until the child ends. In the child,
+  // current_process().is_alive() is true.
+  bool is_alive();
+
+  // terminate() sends SIGTERM, kill() SIGKILL; no-ops once the child ended.
+  void terminate();
+  void kill();
+
+  // close() releases the process's resources; raises mp::ValueError while
+  // the child runs. Idempotent.
+  void close();
+
+  // name() / set_name(): the process's name (settable at any time).
+  const std::string& name() const;
+  void set_name(std::string name);
+
+  // daemon() / set_daemon(): the daemon flag, settable before start() only.
+  bool daemon() const;
+  void set_daemon(bool daemon);
+
+  // pid() is empty before start().
+  std::optional<pid_t> pid() const;
+
+  // exitcode() is empty before start and while the child runs.
+  std::optional<int> exitcode();
+
+  // sentinel() is a pidfd that becomes readable when the child ends (for
+  // poll() or mp::wait). Owned by the Process: do not close it.
+  int sentinel() const;
+
+  // format() is CPython's repr:
+  // "<Process name='Process-1' pid=123 parent=100 started>".
+  std::string format() const;
+
+ private:
+  friend Process& current_process();
+  struct MainTag {};
+  explicit Process(MainTag);
+
+  void check_not_closed() const;
+  [[noreturn]] void bootstrap_child(int parent_pidfd, std::string& name_prefix);
+  bool is_current() const;
+
+  std::function<void()> target_;
+  std::shared_ptr<internal::ChildState> state_;  // null only when moved from
+};
+
+// ParentProcess is what parent_process() returns in a child: the parent's
+// name and pid, and whether it is still alive (watched through a pidfd).
+class ParentProcess {
+ public:
+  const std::string& name() const noexcept { return name_; }
+  pid_t pid() const noexcept { return pid_; }
+  // is_alive() turns false when the parent ends.
+  bool is_alive() const;
+  // sentinel() is a pidfd that becomes readable when the parent ends.
+  int sentinel() const noexcept { return pidfd_; }
+
+ private:
+  friend class Process;
+  friend struct ParentAccess;
+  std::string name_;
+  pid_t pid_ = 0;
+  int pidfd_ = -1;
+};
+
+// current_process() is the Process object of the calling process: in an
+// mp child, the object whose start() created it; in the main program an
+// object named "MainProcess".
+Process& current_process();
+
+// parent_process() is the parent of an mp child, or nullptr in the main
+// program (CPython returns None there).
+const ParentProcess* parent_process();
+
+// active_children() lists the live children started by this process and
+// reaps those that have ended.
+std::vector<ChildProcess> active_children();
+
+}  // namespace mp
+
+template <std::derived_from<mp::Process> P>
+struct fmt::formatter<P> : fmt::formatter<std::string_view> {
+  template <class Ctx>
+  auto format(const P& p, Ctx& ctx) const {
+    return fmt::formatter<std::string_view>::format(p.format(), ctx);
+  }
+};
