@@ -31,9 +31,11 @@ Flags:
   --no-peers       skip the CPython peer scripts
   -- ARGS          extra flags for every benchmark binary
 
-Peer scripts read these environment variables (all optional to honour):
-MP_BENCH_QUICK=1 (run shorter), MP_BENCH_FILTER (the --filter regex). When a
-peer prints one run per benchmark, it is run --repetitions times.
+Peer scripts may read these environment variables (all optional to honour):
+MP_BENCH_QUICK=1 (run shorter), MP_PEER_MIN_TIME (seconds per workload; set
+to 0.1 with --quick unless already set), MP_BENCH_FILTER (the --filter regex;
+run_all also filters what peers print). When a peer prints one run per
+benchmark, it is run --repetitions times and the runs are merged.
 
 Interruption: each binary and peer runs in its own process group (session),
 so every process it forks is in that group. On Ctrl-C, SIGTERM or a timeout
@@ -70,6 +72,7 @@ from tools import bench_report                # noqa: E402
 
 QUICK_MIN_TIME = "0.01"
 QUICK_MAX_SIZE = 4096
+QUICK_PEER_MIN_TIME = "0.1"   # seconds per workload, for peers that read MP_PEER_MIN_TIME
 GRACE_SECONDS = 2.0
 NOT_BINARIES = {"all", "run_all", "goals"}
 
@@ -347,6 +350,7 @@ def run_peer(stem, path, out_dir, args, python, progress):
     env.pop("PYTHONSAFEPATH", None)
     if args.quick:
         env["MP_BENCH_QUICK"] = "1"
+        env.setdefault("MP_PEER_MIN_TIME", QUICK_PEER_MIN_TIME)
     if args.filter:
         env["MP_BENCH_FILTER"] = args.filter
     timeout = args.peer_timeout or (60 if args.quick else 300)

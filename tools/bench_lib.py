@@ -363,10 +363,7 @@ def ratio_text(r):
         return "0x"
     digits = max(0, 2 - math.floor(math.log10(r)))
     v = math.floor(r * 10 ** digits + 1e-9) / 10 ** digits
-    text = f"{v:.{digits}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text + "x"
+    return f"{v:.{digits}f}x"
 
 
 def text_table(header, rows):

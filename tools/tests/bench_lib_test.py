@@ -191,7 +191,7 @@ class FormatTest(unittest.TestCase):
 
     def test_ratio_text_keeps_three_figures_and_never_rounds_up(self):
         self.assertEqual([lib.ratio_text(r) for r in (0.9, 0.8995, 0.4966, 12.34, 250.7, None)],
-                         ["0.9x", "0.899x", "0.496x", "12.3x", "250x", "-"])
+                         ["0.900x", "0.899x", "0.496x", "12.3x", "250x", "-"])
 
     def test_text_table_aligns_columns(self):
         t = lib.text_table(["a", "bb"], [["xxx", "y"]]).splitlines()

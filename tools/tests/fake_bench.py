@@ -120,7 +120,7 @@ def peer_main(spec_json):
     if spec.get("record"):
         with open(spec["record"], "a") as f:
             f.write(json.dumps({k: v for k, v in os.environ.items()
-                                if k.startswith("MP_BENCH_")}) + "\n")
+                                if k.startswith(("MP_BENCH_", "MP_PEER_"))}) + "\n")
     mode = spec.get("mode", "ok")
     if mode == "fail":
         sys.exit(1)

@@ -97,9 +97,9 @@ class RunAllTest(unittest.TestCase):
         self.standard()
         code, out = self.run_all()
         self.assertRegex(out, r"BM_Spawn\s+mp_process: 950 items/s")
-        self.assertRegex(out, r"raw_fork\s+1\.00k items/s\s+0\.95x\s+>= 0\.9x met \(#2\)")
-        self.assertRegex(out, r"cpython\s+50\.0k items/s\s+60x\s+>= 30x met \(#3\)")
-        self.assertRegex(out, r"raw_ring\s+4\.00M items/s\s+0\.75x\s+>= 0\.5x met \(#3\)")
+        self.assertRegex(out, r"raw_fork\s+1\.00k items/s\s+0\.950x\s+>= 0\.9x met \(#2\)")
+        self.assertRegex(out, r"cpython\s+50\.0k items/s\s+60\.0x\s+>= 30x met \(#3\)")
+        self.assertRegex(out, r"raw_ring\s+4\.00M items/s\s+0\.750x\s+>= 0\.5x met \(#3\)")
         self.assertRegex(out, r"goals: \d+ met, 0 missed, \d+ without data")
 
     def test_quick_mode_shortens_min_time_and_drops_big_sizes(self):
@@ -114,7 +114,8 @@ class RunAllTest(unittest.TestCase):
         peer = json.loads((self.out / "queue_peer.json").read_text())
         self.assertEqual(sorted(b["name"] for b in peer["benchmarks"]),
                          ["BM_Queue/cpython/64", "BM_Queue/cpython/8"])
-        self.assertEqual(json.loads(self.peer_record.read_text().splitlines()[0])["MP_BENCH_QUICK"], "1")
+        env = json.loads(self.peer_record.read_text().splitlines()[0])
+        self.assertEqual((env["MP_BENCH_QUICK"], env["MP_PEER_MIN_TIME"]), ("1", "0.1"))
 
     def test_filter_and_repetitions_are_passed_through(self):
         self.standard()
