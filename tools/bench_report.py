@@ -30,11 +30,10 @@ Exit status: 0 when no mp benchmark is a REGRESSION or error, 1 when one is
 2 when the inputs cannot be read.
 """
 import argparse
-import datetime
-import html
 import json
 import os
 import pathlib
+import re
 import sys
 
 if __package__ in (None, ""):
@@ -164,7 +163,10 @@ def resolve_path(arg):
     ws = os.environ.get("BUILD_WORKSPACE_DIRECTORY")
     if arg == "latest":
         root = pathlib.Path(ws or pathlib.Path(__file__).resolve().parent.parent) / "reports" / "runs"
-        runs = sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
+        # By the timestamp in the name (ci-20260101-120000 and 20260101-120000
+        # alike), then by modification time.
+        stamp = lambda p: (re.sub(r"^\D*", "", p.name), p.stat().st_mtime)
+        runs = sorted((p for p in root.glob("*") if p.is_dir()), key=stamp) if root.is_dir() else []
         if not runs:
             raise lib.ResultError(f"`latest`: no runs under {root}")
         return runs[-1]

@@ -185,6 +185,7 @@ class MainTest(unittest.TestCase):
         ws = self.root / "ws"
         fb.result_set(ws / "reports" / "runs" / "20260101-000000", {"q": fb.runs("BM_Q/mp/old", [1.0])})
         fb.result_set(ws / "reports" / "runs" / "20260102-000000", {"q": fb.runs("BM_Q/mp/new", [1.0])})
+        fb.result_set(ws / "reports" / "runs" / "ci-20260101-120000", {"q": fb.runs("BM_Q/mp/ci", [1.0])})
         import os
         old = os.environ.get("BUILD_WORKSPACE_DIRECTORY")
         os.environ["BUILD_WORKSPACE_DIRECTORY"] = str(ws)
