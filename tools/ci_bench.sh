@@ -62,7 +62,7 @@ report_status=$?
 
 status=0
 case $report_status in
-  0) echo "ci_bench: no regression past ${threshold}%" ;;
+  0) echo "ci_bench: no mp regression past ${threshold}%" ;;
   1) if [[ $fail_on_regression == 1 ]]; then
        echo "ci_bench: FAILED: regression(s) past ${threshold}% (failing because of --fail-on-regression / MP_BENCH_FAIL=1)"
        status=1
