@@ -21,7 +21,7 @@ Compare with the committed baseline afterwards:
   bazel run //tools:bench_report -- latest --baseline reports/baseline
 
 Flags:
-  --quick          CI mode: --benchmark_min_time=0.01 and, in every size sweep,
+  --quick          CI mode: --benchmark_min_time=0.05 and, in every size sweep,
                    only sizes <= 4096 (--quick-max-size); peers get
                    MP_BENCH_QUICK=1. The whole run takes under a minute on 2 cores.
   --filter REGEX   only benchmarks whose name matches (Google Benchmark's
@@ -70,7 +70,7 @@ for root in (HERE.parent, SOURCE.parent):
 from tools import bench_lib as lib            # noqa: E402
 from tools import bench_report                # noqa: E402
 
-QUICK_MIN_TIME = "0.01"
+QUICK_MIN_TIME = "0.05"
 QUICK_MAX_SIZE = 4096
 QUICK_PEER_MIN_TIME = "0.1"   # seconds per workload, for peers that read MP_PEER_MIN_TIME
 GRACE_SECONDS = 2.0
@@ -540,16 +540,17 @@ def main(argv=None):
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     failed = False
     try:
-        for name, path in binaries:
-            progress.begin(name, "binary")
-            status = run_binary(name, path, out_dir, args, progress, notes)
+        for name, path, kind in ([(n, p, "binary") for n, p in binaries]
+                                 + [(n, p, "peer") for n, p in peers]):
+            progress.begin(name, kind)
+            t0 = time.monotonic()
+            if kind == "binary":
+                status = run_binary(name, path, out_dir, args, progress, notes)
+            else:
+                status = run_peer(name, path, out_dir, args, python, progress)
+            if status.startswith("ok"):
+                status += f" in {time.monotonic() - t0:.1f}s"
             run_info["suites"][name] = status
-            failed |= status.startswith("failed")
-            progress.end(status)
-        for stem, path in peers:
-            progress.begin(stem, "peer")
-            status = run_peer(stem, path, out_dir, args, python, progress)
-            run_info["suites"][stem] = status
             failed |= status.startswith("failed")
             progress.end(status)
     except Interrupted as e:
