@@ -16,8 +16,10 @@ from tools import bench_lib as lib
 
 VERDICT_COLOURS = {"REGRESSION": "#d62728", "faster": "#2ca02c", "same": "#4c78a8",
                    "noise": "#e8a33d", "error": "#7f0000", "new": "#9467bd", "gone": "#999999"}
-PEER_COLOURS = ["#f58518", "#54a24b", "#b279a2", "#9d755d", "#e45756", "#72b7b2", "#bab0ac"]
-MP_COLOUR = "#1f5fa8"
+MP_COLOUR = "#1f5fa8"            # mp's own benchmark: always this blue
+MP_VARIANT_COLOUR = "#86a9d6"    # other mp_* variants on the same workload
+CPYTHON_COLOUR = "#f58518"       # CPython peers: always orange
+PEER_COLOURS = ["#54a24b", "#b279a2", "#9d755d", "#e45756", "#72b7b2", "#bab0ac", "#eeca3b"]
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:24px auto;max-width:1100px;
@@ -49,12 +51,18 @@ def _table(header, rows, classes=None):
     return "\n".join(out)
 
 
-def _impl_colour(impl, peers_order):
-    if lib.is_mp_impl(impl):
+def _impl_colour(impl, primary, others):
+    """The primary mp benchmark blue, other mp_* variants light blue, CPython
+    orange, every other peer a colour of PEER_COLOURS kept for the chart."""
+    if primary:
         return MP_COLOUR
-    if impl not in peers_order:
-        peers_order.append(impl)
-    return PEER_COLOURS[peers_order.index(impl) % len(PEER_COLOURS)]
+    if lib.is_mp_impl(impl):
+        return MP_VARIANT_COLOUR
+    if impl.startswith("cpython"):
+        return CPYTHON_COLOUR
+    if impl not in others:
+        others.append(impl)
+    return PEER_COLOURS[others.index(impl) % len(PEER_COLOURS)]
 
 
 def peers_chart(family, items):
@@ -74,8 +82,8 @@ def peers_chart(family, items):
         parts.append(f'<text x="4" y="{y + 11}" font-size="12" font-weight="600">'
                      f'{esc(workload)} ({esc(lib.METRIC_UNITS[metric])})</text>')
         y += 16
-        for impl, v, ratio in bars:
-            colour = _impl_colour(impl, order)
+        for i, (impl, v, ratio) in enumerate(bars):
+            colour = _impl_colour(impl, i == 0, order)
             parts.append(f'<text x="{label_w - 6}" y="{y + 12}" font-size="12" '
                          f'text-anchor="end">{esc(impl)}</text>')
             if v:

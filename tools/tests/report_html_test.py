@@ -153,6 +153,7 @@ class ReportHtmlTest(unittest.TestCase):
         width, height, bpp, rows = read_png(shot)
         self.assertEqual((width, height), (1200, 2400))
         counts = colour_counts(rows, bpp, [bench_html.MP_COLOUR, bench_html.PEER_COLOURS[0],
+                                           bench_html.CPYTHON_COLOUR,
                                            bench_html.VERDICT_COLOURS["REGRESSION"],
                                            bench_html.VERDICT_COLOURS["same"], "#bbbbbb"])
         for colour, n in counts.items():
