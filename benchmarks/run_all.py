@@ -146,13 +146,28 @@ class Child:
         Child.current = self
 
     def group_alive(self):
+        """Whether a live (not zombie) process is left in the group."""
         try:
             os.killpg(self.pgid, 0)
-            return True
         except ProcessLookupError:
             return False
         except PermissionError:
             return True
+        # killpg also succeeds on zombies waiting for init to reap them;
+        # /proc tells live members apart.
+        try:
+            pids = [p for p in os.listdir("/proc") if p.isdigit()]
+        except OSError:
+            return True
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == self.pgid and fields[0] not in ("Z", "X"):
+                return True
+        return False
 
     def kill(self):
         """SIGTERM to the group, SIGKILL after a grace period; reaps."""
