@@ -211,7 +211,7 @@ def render(cur, base, goal_results, rows, threshold, alpha, summary, machine_lin
             if svg:
                 out.append(f"<h3>{esc(family)}</h3>")
                 out.append(svg)
-        cls = [["", "num", "num", "num", "num", "num", f"v-{row.verdict}"] for row in rows]
+        cls = [["", "num", "num", "num", "num", "num", "num", f"v-{row.verdict}"] for row in rows]
         out.append(_table(compare_header, [row.cells() for row in rows], cls))
     out.append("</body></html>")
     return "\n".join(out) + "\n"

@@ -97,15 +97,17 @@ class Row:
         if self.utest is not None and not self.tested:
             p = "- (too few reps)"
         change = "-" if self.change is None else f"{self.change * 100:+.1f}%"
+        ratio = "-" if self.change is None else f"{1 + self.change:.3f}x"
         reps = f"{len(self.base.runs) if self.base else 0}/{len(self.cur.runs) if self.cur else 0}"
         verdict = self.verdict
         if self.verdict == "error" and self.cur is not None:
             verdict = f"error: {self.cur.error}"
         return [self.name, lib.si(self.base_median, unit), lib.si(self.cur_median, unit),
-                change, p, reps, verdict]
+                ratio, change, p, reps, verdict]
 
 
-COMPARE_HEADER = ["benchmark", "baseline", "current", "change", "U-test p", "reps b/c", "verdict"]
+COMPARE_HEADER = ["benchmark", "baseline", "current", "current/baseline", "change", "U-test p",
+                  "reps b/c", "verdict"]
 
 
 def compare(base, cur, threshold=0.10, alpha=ALPHA):
@@ -233,7 +235,7 @@ def main(argv=None):
     if rows is not None:
         print(f"\nverdict: {summary}")
         for r in failing:
-            print(f"  {r.verdict} {r.name}: {r.cells()[3]}")
+            print(f"  {r.verdict} {r.name}: {r.cells()[4]}")
 
     if not args.no_files:
         out = resolve_path(args.out) if args.out else (cur_path if cur_path.is_dir() else cur_path.parent)
