@@ -28,6 +28,7 @@ Flags:
                    --benchmark_filter for binaries, re.search on peers' names)
   --repetitions N  repeat each benchmark N times (bench_report's U test needs
                    at least 4 in both runs to call a change significant)
+  --peer-repetitions N  runs of each peer script (default: --repetitions)
   --no-peers       skip the CPython peer scripts
   -- ARGS          extra flags for every benchmark binary
 
@@ -369,7 +370,7 @@ def run_peer(stem, path, out_dir, args, python, progress):
     if args.filter:
         env["MP_BENCH_FILTER"] = args.filter
     timeout = args.peer_timeout or (60 if args.quick else 300)
-    reps = max(1, args.repetitions)
+    reps = max(1, args.peer_repetitions or args.repetitions)
     merged = None
     with open(out_dir / (stem + ".log"), "wb") as log:
         rep = 0
@@ -482,6 +483,8 @@ def parse_args(argv):
     ap.add_argument("--filter", default="", help="benchmark name regex")
     ap.add_argument("--quick", action="store_true", help="short run for CI")
     ap.add_argument("--repetitions", type=int, default=1, help="repetitions per benchmark")
+    ap.add_argument("--peer-repetitions", type=int,
+                    help="runs of each peer script (default: --repetitions)")
     ap.add_argument("--min-time", help="--benchmark_min_time for every binary (seconds)")
     ap.add_argument("--quick-max-size", type=int, default=QUICK_MAX_SIZE,
                     help="largest size kept in a size sweep with --quick")
@@ -497,8 +500,8 @@ def parse_args(argv):
     ap.add_argument("--no-report", action="store_true", help="do not write report.md/.html")
     args = ap.parse_args(argv)
     args.extra = extra
-    if args.repetitions < 1:
-        ap.error("--repetitions must be at least 1")
+    if args.repetitions < 1 or (args.peer_repetitions is not None and args.peer_repetitions < 1):
+        ap.error("--repetitions and --peer-repetitions must be at least 1")
     if args.filter:
         try:
             re.compile(args.filter)
@@ -537,6 +540,7 @@ def main(argv=None):
     context = {"machine": machine_context(binaries, python, workspace)}
     run_info = {"flags": {"filter": args.filter, "quick": args.quick,
                           "repetitions": args.repetitions,
+                          "peer_repetitions": args.peer_repetitions or args.repetitions,
                           "min_time": args.min_time or (QUICK_MIN_TIME if args.quick else None),
                           "extra": args.extra},
                 "suites": {}, "notes": notes}

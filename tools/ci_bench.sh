@@ -14,8 +14,11 @@
 #
 # Knobs (environment):
 #   MP_BENCH_FAIL=1          fail on regressions (same as --fail-on-regression)
-#   MP_BENCH_REPETITIONS=N   repetitions per benchmark (default 1; the U test
-#                            needs >= 4 here and in the baseline to dismiss noise)
+#   MP_BENCH_REPETITIONS=N   repetitions per benchmark (default 3: against the
+#                            baseline's 5 that is enough for the U test to call
+#                            a change significant, so noise is not a regression)
+#   MP_BENCH_PEER_REPETITIONS=N  runs of each CPython peer (default 1: peers
+#                            only feed the goals, their changes are not counted)
 #   MP_BENCH_THRESHOLD=P     regression threshold in percent (default 10)
 #   MP_BENCH_PEERS=0         skip the CPython peer scripts
 #   MP_BENCH_BASELINE=DIR    baseline result set (default reports/baseline)
@@ -26,18 +29,19 @@ fail_on_regression=${MP_BENCH_FAIL:-0}
 for arg in "$@"; do
   case "$arg" in
     --fail-on-regression) fail_on_regression=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "ci_bench: unknown argument $arg (see --help)" >&2; exit 2 ;;
   esac
 done
 
-reps=${MP_BENCH_REPETITIONS:-1}
+reps=${MP_BENCH_REPETITIONS:-3}
+peer_reps=${MP_BENCH_PEER_REPETITIONS:-1}
 threshold=${MP_BENCH_THRESHOLD:-10}
 baseline=${MP_BENCH_BASELINE:-reports/baseline}
 out="$PWD/reports/runs/ci-$(date -u +%Y%m%d-%H%M%S)"
 bazel_flags=(--config=ci --ui_event_filters=-info,-stdout --noshow_progress)
 
-run_flags=(--quick --repetitions "$reps" --out "$out")
+run_flags=(--quick --repetitions "$reps" --peer-repetitions "$peer_reps" --out "$out")
 if [[ ${MP_BENCH_PEERS:-1} == 0 ]]; then run_flags+=(--no-peers); fi
 
 echo "ci_bench: quick benchmark run -> $out"

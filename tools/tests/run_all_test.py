@@ -140,6 +140,14 @@ class RunAllTest(unittest.TestCase):
         self.assertEqual([(b["name"], b["repetition_index"]) for b in peer["benchmarks"]],
                          [("BM_Queue/cpython/8", 0), ("BM_Queue/cpython/8", 1)])
 
+    def test_peer_repetitions_can_differ_from_the_binaries(self):
+        self.standard()
+        code, out = self.run_all("--repetitions", "3", "--peer-repetitions", "1")
+        self.assertEqual(code, 0, out)
+        self.assertEqual(len(self.peer_record.read_text().splitlines()), 1)
+        data = json.loads((self.out / "queue.json").read_text())
+        self.assertEqual(len(data["benchmarks"]), len(QUEUE) * 3)
+
     def test_extra_arguments_after_double_dash_reach_every_binary(self):
         self.standard()
         self.run_all("--", "--benchmark_enable_random_interleaving=true")
