@@ -236,7 +236,14 @@ def pairs(rs):
     """Every (workload, mp, peer) of a result set: [(workload, mp Bench,
     [Pair...])], workloads without an mp benchmark left out."""
     out = []
-    for workload, impls in rs.workloads().items():
+    workloads = rs.workloads()
+    # Families stay together, in the order they first appear.
+    family_rank = {}
+    for impls in workloads.values():
+        family_rank.setdefault(next(iter(impls.values())).name.family, len(family_rank))
+    ordered = sorted(workloads.items(), key=lambda kv: family_rank[
+        next(iter(kv[1].values())).name.family])
+    for workload, impls in ordered:
         mp = primary_mp(impls)
         if mp is None:
             continue
@@ -391,7 +398,7 @@ def glance_rows(rs, goal_results):
     rows = []
     for workload, mp, peers in pairs(rs):
         metric = common_metric(mp, *[p.peer for p in peers]) if peers else common_metric(mp)
-        rows.append([workload, f"{mp.name.impl}: {figure(mp, metric)}", "", "", "", ""])
+        rows.append([workload, f"{mp.name.impl or mp.name.full}: {figure(mp, metric)}", "", "", "", ""])
         for p in peers:
             goals = goals_for_pair(goal_results, p)
             gtext = "; ".join(f"{r.goal.bound} {r.status.upper() if r.status == 'missed' else r.status}"
