@@ -510,14 +510,21 @@ def parse_args(argv):
     return args
 
 
+def user_path(arg):
+    """A path as typed: relative to where `bazel run` was invoked."""
+    p = pathlib.Path(arg).expanduser()
+    return p if p.is_absolute() else pathlib.Path(
+        os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd())) / p
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     workspace = pathlib.Path(os.environ.get("BUILD_WORKSPACE_DIRECTORY") or SOURCE.parent)
-    bench_dir = pathlib.Path(args.bench_dir) if args.bench_dir else HERE
+    bench_dir = user_path(args.bench_dir) if args.bench_dir else HERE
+    if args.goals:
+        args.goals = str(user_path(args.goals))
     if args.out:
-        out_dir = pathlib.Path(args.out)
-        if not out_dir.is_absolute():
-            out_dir = pathlib.Path(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd())) / out_dir
+        out_dir = user_path(args.out)
     else:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out_dir = workspace / "reports" / "runs" / stamp
