@@ -16,6 +16,7 @@ from tools import bench_lib as lib
 
 VERDICT_COLOURS = {"REGRESSION": "#d62728", "faster": "#2ca02c", "same": "#4c78a8",
                    "noise": "#e8a33d", "error": "#7f0000", "new": "#9467bd", "gone": "#999999"}
+MAX_PERCENT = 300.0              # baseline chart: current speed axis ends here at most
 MP_COLOUR = "#1f5fa8"            # mp's own benchmark: always this blue
 MP_VARIANT_COLOUR = "#86a9d6"    # other mp_* variants on the same workload
 CPYTHON_COLOUR = "#f58518"       # CPython peers: always orange
@@ -74,7 +75,8 @@ def peers_chart(family, items):
     hi = 10 ** math.ceil(math.log10(max(values)))
     if hi <= lo:
         hi = lo * 10
-    label_w, plot_w, right_w, bar_h, gap = 230, 560, 150, 16, 3
+    longest = max(len(impl) for _, _, bars in items for impl, _, _ in bars)
+    label_w, plot_w, right_w, bar_h, gap = max(160, 7 * longest + 16), 560, 230, 16, 3
     width = label_w + plot_w + right_w
     x = lambda v: label_w + plot_w * (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
     y, parts, order = 24, [], []
@@ -118,8 +120,11 @@ def baseline_chart(family, rows, threshold):
     shown = [r for r in rows if r.change is not None]
     if not shown:
         return ""
-    top = max(150.0, max(100 * (1 + r.change) for r in shown) * 1.1)
-    label_w, plot_w, right_w, bar_h = 280, 520, 170, 11
+    # The axis ends at 150%, or past the fastest bar, but never past
+    # MAX_PERCENT: a 100x speed-up is drawn to the edge and labelled.
+    top = min(MAX_PERCENT, max(150.0, max(100 * (1 + r.change) for r in shown) * 1.1))
+    label_w = max(200, 7 * max(len(r.name) for r in shown) + 16)
+    plot_w, right_w, bar_h = 520, 170, 11
     width = label_w + plot_w + right_w
     x = lambda pct: label_w + plot_w * pct / top
     y, parts = 22, []
@@ -130,14 +135,19 @@ def baseline_chart(family, rows, threshold):
                      f'text-anchor="end">{esc(r.name)}</text>')
         parts.append(f'<rect x="{label_w}" y="{y}" width="{x(100) - label_w:.1f}" height="{bar_h}" '
                      f'fill="#bbbbbb"><title>baseline {esc(lib.si(r.base_median))}</title></rect>')
-        parts.append(f'<rect x="{label_w}" y="{y + bar_h + 1}" width="{max(1.0, x(pct) - label_w):.1f}" '
+        drawn = min(pct, top)
+        parts.append(f'<rect x="{label_w}" y="{y + bar_h + 1}" width="{max(1.0, x(drawn) - label_w):.1f}" '
                      f'height="{bar_h}" fill="{colour}"><title>current {esc(lib.si(r.cur_median))}'
                      f'</title></rect>')
-        parts.append(f'<text x="{max(x(pct), x(100)) + 4:.1f}" y="{y + 2 * bar_h}" font-size="11">'
-                     f'{pct:.0f}% {esc(r.verdict)}</text>')
+        label = f"{pct:.0f}%" if pct < 1000 else f"{pct / 100:.0f}x"
+        if pct > top:
+            label += " (off scale)"
+        parts.append(f'<text x="{max(x(drawn), x(100)) + 4:.1f}" y="{y + 2 * bar_h}" font-size="11">'
+                     f'{label} {esc(r.verdict)}</text>')
         y += 2 * bar_h + 8
     grid = []
-    for pct in range(0, int(top) + 1, 25):
+    step = 25 if top <= 200 else 50
+    for pct in range(0, int(top) + 1, step):
         grid.append(f'<line x1="{x(pct):.1f}" y1="16" x2="{x(pct):.1f}" y2="{y}" stroke="#eee"/>'
                     f'<text x="{x(pct):.1f}" y="12" font-size="10" text-anchor="middle" '
                     f'fill="#666">{pct}%</text>')

@@ -175,6 +175,14 @@ class MainTest(unittest.TestCase):
         comparison = json.loads((out_dir / "comparison.json").read_text())
         self.assertEqual(comparison["rows"][0]["verdict"], "REGRESSION")
 
+    def test_huge_speedup_keeps_the_chart_small(self):
+        fb.result_set(self.root / "base", {"q": fb.runs("BM_Queue/mp/8", [1.0, 1.1, 0.9, 1.0, 1.05])})
+        fb.result_set(self.root / "cur", {"q": fb.runs("BM_Queue/mp/8", [1e6, 1.1e6, 0.9e6, 1e6, 1e6])})
+        self.main(self.root / "cur", "--baseline", self.root / "base")
+        page = (self.root / "cur" / "report.html").read_text()
+        self.assertLess(len(page), 50_000)
+        self.assertIn("(off scale) faster", page)
+
     def test_report_files_do_not_become_results_of_the_run(self):
         self.run_set("cur")
         self.main(self.root / "cur")
