@@ -1,11 +1,14 @@
 // mp/internal/lifecycle.h — what mp does at a process's end.
 //
 // CPython runs, at the end of every process, threading._shutdown (join the
-// non-daemon threads) and multiprocessing.util._exit_function (terminate
-// daemonic children, join the others). mp modules register the same duties
-// here; they run once, in reverse order of registration, from mp::exit(),
-// at the end of an mp child process, and from a static destructor at normal
-// program exit.
+// non-daemon threads) and then, among the atexit handlers,
+// multiprocessing.util._exit_function (terminate daemonic children, join the
+// others). mp modules register the same duties here, each in a phase; they
+// run once — phase by phase (threads first, as CPython), newest first within
+// a phase — from mp::exit(), at the end of an mp child process, and at normal
+// program exit through std::atexit (registered again at each registration,
+// so the duties run before the destruction of statics built before it; a
+// static destructor is the last resort).
 #pragma once
 
 #include <cstddef>
@@ -17,10 +20,15 @@ namespace mp::internal {
 // the process module's per-process globals (lifecycle_state(), defined in
 // process.cc) so that a forked child re-arms it on the one page it writes
 // anyway: each page a child writes costs a copy-on-write fault.
+// FinalizerPhase orders the duties: every kThreads duty runs before any
+// kChildren duty.
+enum class FinalizerPhase : int { kThreads = 0, kChildren = 1 };
+
 struct LifecycleState {
   static constexpr std::size_t kMaxFinalizers = 32;
   std::mutex mu;                        // guards the fields below
   void (*fns[kMaxFinalizers])() = {};  // registered duties, oldest first
+  FinalizerPhase phases[kMaxFinalizers] = {};
   std::size_t count = 0;
   bool done = false;                    // finalize_process() ran here
 };
@@ -32,9 +40,9 @@ LifecycleState& lifecycle_state() noexcept;
 // flush_stdio flushes C stdio and the standard C++ streams.
 void flush_stdio() noexcept;
 
-// add_finalizer registers `fn` to run once at the end of this process.
-// Registration is idempotent per function. Thread-safe.
-void add_finalizer(void (*fn)()) noexcept;
+// add_finalizer registers `fn` to run once at the end of this process, in
+// `phase`. Registration is idempotent per function. Thread-safe.
+void add_finalizer(void (*fn)(), FinalizerPhase phase = FinalizerPhase::kChildren) noexcept;
 
 // finalize_process runs every registered finalizer, newest first, once;
 // later calls do nothing. A forked child starts with the list re-armed.

@@ -1,0 +1,319 @@
+// Benchmarks: mp::Queue throughput, one producer process -> one consumer
+// (the benchmark's own process), beside its peers in the same binary:
+//
+//   BM_Queue/mp/<size>        mp::Queue<std::string> (1 MiB ring)
+//   BM_Queue/pipe/<size>      length-prefixed messages over a pipe(2): one
+//                             write per message, two reads (length, payload)
+//   BM_Queue/raw_ring/<size>  a minimal single-producer single-consumer byte
+//                             ring in shared memory (1 MiB, same as mp's),
+//                             futex wake on empty/full: the practical limit
+//   BM_Queue/mp_2p2c/<size>   mp::Queue with 2 producer and 2 consumer
+//                             processes (the benchmark process is one of the
+//                             consumers; items counts both)
+//
+// CPython's multiprocessing.Queue on the same sizes: peers/queue_peer.py
+// (BM_Queue/cpython/<size>).
+//
+// Producers are forked before the timed loop, put forever, and are killed
+// with SIGKILL after it (mp's queue is built to survive exactly that).
+// Sizes are payload bytes; mp and pipe add an 8-byte length, as the ring.
+#include <benchmark/benchmark.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "mp/internal/futex.h"
+#include "mp/internal/shm.h"
+#include "mp/os.h"
+#include "mp/queue.h"
+
+namespace {
+
+constexpr std::size_t kRingBytes = std::size_t{1} << 20;
+
+void kill_and_reap(const std::vector<pid_t>& pids) {
+  for (pid_t p : pids) ::kill(p, SIGKILL);
+  for (pid_t p : pids) {
+    int status;
+    waitpid(p, &status, 0);
+  }
+}
+
+template <class F>
+pid_t spawn(F body) {
+  pid_t pid = mp::fork();
+  if (pid == 0) {
+    body();
+    _exit(0);
+  }
+  return pid;
+}
+
+void set_counters(benchmark::State& state, std::int64_t items) {
+  state.SetItemsProcessed(items);
+  state.SetBytesProcessed(items * state.range(0));
+}
+
+// ---- mp ------------------------------------------------------------------------------
+
+void BM_Queue_mp(benchmark::State& state) {
+  const std::size_t size = static_cast<std::size_t>(state.range(0));
+  mp::Queue<std::string> q(0, kRingBytes);
+  const std::string msg(size, 'm');
+  pid_t producer = spawn([&] {
+    for (;;) q.put(msg);
+  });
+  std::size_t bytes = 0;
+  for (auto _ : state) {
+    bytes += q.get().size();
+  }
+  kill_and_reap({producer});
+  if (bytes != size * state.iterations()) state.SkipWithError("wrong sizes received");
+  set_counters(state, state.iterations());
+}
+
+void BM_Queue_mp_2p2c(benchmark::State& state) {
+  const std::size_t size = static_cast<std::size_t>(state.range(0));
+  mp::Queue<std::string> q(0, kRingBytes);
+  mp::internal::SharedRegion shared(sizeof(std::atomic<std::int64_t>));
+  auto* other_consumer_items = new (shared.data()) std::atomic<std::int64_t>(0);
+  const std::string msg(size, 'm');
+  std::vector<pid_t> pids;
+  for (int i = 0; i < 2; ++i) pids.push_back(spawn([&] {
+    for (;;) q.put(msg);
+  }));
+  pids.push_back(spawn([&] {
+    for (;;) {
+      q.get();
+      other_consumer_items->fetch_add(1, std::memory_order_relaxed);
+    }
+  }));
+  std::int64_t before = 0;
+  bool first = true;
+  for (auto _ : state) {
+    if (first) {
+      before = other_consumer_items->load();
+      first = false;
+    }
+    q.get();
+  }
+  const std::int64_t other = other_consumer_items->load() - before;
+  kill_and_reap(pids);
+  set_counters(state, state.iterations() + other);
+}
+
+// ---- pipe ----------------------------------------------------------------------------
+
+bool read_full(int fd, void* p, std::size_t n) {
+  auto* c = static_cast<char*>(p);
+  while (n) {
+    ssize_t r = ::read(fd, c, n);
+    if (r <= 0) return false;
+    c += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+void write_full(int fd, const void* p, std::size_t n) {
+  auto* c = static_cast<const char*>(p);
+  while (n) {
+    ssize_t r = ::write(fd, c, n);
+    if (r <= 0) _exit(1);
+    c += r;
+    n -= static_cast<std::size_t>(r);
+  }
+}
+
+void BM_Queue_pipe(benchmark::State& state) {
+  const std::size_t size = static_cast<std::size_t>(state.range(0));
+  int fds[2];
+  if (pipe(fds) != 0) {
+    state.SkipWithError("pipe failed");
+    return;
+  }
+  pid_t producer = spawn([&] {
+    ::close(fds[0]);
+    std::string frame(8 + size, 'p');
+    const std::uint64_t len = size;
+    std::memcpy(frame.data(), &len, 8);
+    for (;;) write_full(fds[1], frame.data(), frame.size());
+  });
+  ::close(fds[1]);
+  std::string buf;
+  std::size_t bytes = 0;
+  for (auto _ : state) {
+    std::uint64_t len = 0;
+    if (!read_full(fds[0], &len, 8)) break;
+    buf.resize(len);
+    if (!read_full(fds[0], buf.data(), len)) break;
+    bytes += len;
+  }
+  kill_and_reap({producer});
+  ::close(fds[0]);
+  if (bytes != size * state.iterations()) state.SkipWithError("wrong sizes received");
+  set_counters(state, state.iterations());
+}
+
+// ---- raw ring ------------------------------------------------------------------------
+
+// RawRing: the minimal SPSC byte ring. Messages are an 8-byte length and the
+// payload; one whole message is published with one index store when it
+// fits, larger ones are streamed through as space allows. The consumer
+// sleeps on a futex when the ring is empty (woken by the next publish), the
+// producer when it is full (woken once a quarter of the ring is free, so a
+// full ring does not cost a wake-up per message).
+struct RawRing {
+  alignas(64) std::atomic<std::uint64_t> head{0};
+  alignas(64) std::atomic<std::uint64_t> tail{0};
+  alignas(64) std::atomic<std::uint32_t> consumer_waits{0};
+  alignas(64) std::atomic<std::uint32_t> producer_waits{0};
+  alignas(64) std::byte data[kRingBytes];
+
+  static constexpr std::uint64_t kMask = kRingBytes - 1;
+  static constexpr std::uint64_t kWakeProducerFree = kRingBytes / 4;
+
+  template <class Ready>
+  static void sleep(std::atomic<std::uint32_t>& flag, Ready ready) {
+    flag.store(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (!ready()) mp::internal::futex_wait(&flag, 1);
+    flag.store(0, std::memory_order_relaxed);
+  }
+  static void wake(std::atomic<std::uint32_t>& flag) {
+    if (flag.load(std::memory_order_relaxed)) {
+      flag.store(0, std::memory_order_relaxed);
+      mp::internal::futex_wake(&flag, 1);
+    }
+  }
+
+  // ---- producer
+  std::uint64_t cached_head = 0;
+  std::uint64_t free_space(std::uint64_t t) const { return kRingBytes - (t - cached_head); }
+  void publish(std::uint64_t t) {
+    tail.store(t, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    wake(consumer_waits);
+  }
+  // wait_free waits until at least n bytes are free.
+  void wait_free(std::uint64_t t, std::uint64_t n) {
+    while (free_space(t) < n) {
+      cached_head = head.load(std::memory_order_acquire);
+      if (free_space(t) >= n) return;
+      sleep(producer_waits, [&] { return kRingBytes - (t - head.load()) >= n; });
+    }
+  }
+  void put(const void* p, std::size_t n) {
+    const std::uint64_t len = n;
+    std::uint64_t t = tail.load(std::memory_order_relaxed);
+    if (8 + n <= kRingBytes / 2) {  // whole: one publish
+      wait_free(t, 8 + n);
+      copy_in(t, &len, 8);
+      copy_in(t + 8, p, n);
+      publish(t + 8 + n);
+      return;
+    }
+    wait_free(t, 8);
+    copy_in(t, &len, 8);
+    publish(t += 8);
+    auto* c = static_cast<const std::byte*>(p);
+    while (n) {
+      wait_free(t, std::min<std::uint64_t>(n, kRingBytes / 4));
+      const std::size_t k = std::min<std::uint64_t>(n, free_space(t));
+      copy_in(t, c, k);
+      publish(t += k);
+      c += k;
+      n -= k;
+    }
+  }
+  void copy_in(std::uint64_t pos, const void* p, std::size_t n) {
+    const std::size_t off = pos & kMask, first = std::min<std::size_t>(n, kRingBytes - off);
+    std::memcpy(data + off, p, first);
+    std::memcpy(data, static_cast<const std::byte*>(p) + first, n - first);
+  }
+
+  // ---- consumer
+  std::uint64_t cached_tail = 0;
+  void release(std::uint64_t h) {
+    head.store(h, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (producer_waits.load(std::memory_order_relaxed) &&
+        kRingBytes - (tail.load(std::memory_order_relaxed) - h) >= kWakeProducerFree) {
+      wake(producer_waits);
+    }
+  }
+  // wait_avail waits until at least one byte is readable; returns how many.
+  std::uint64_t wait_avail(std::uint64_t h) {
+    while (cached_tail == h) {
+      cached_tail = tail.load(std::memory_order_acquire);
+      if (cached_tail != h) break;
+      sleep(consumer_waits, [&] { return tail.load() != h; });
+    }
+    return cached_tail - h;
+  }
+  void get(std::string& out) {
+    std::uint64_t h = head.load(std::memory_order_relaxed);
+    while (wait_avail(h) < 8) {
+      cached_tail = h;  // the length is published whole: wait for it
+    }
+    std::uint64_t len;
+    copy_out(h, &len, 8);
+    out.resize(len);
+    if (cached_tail - h >= 8 + len) {  // whole message there: one release
+      copy_out(h + 8, out.data(), len);
+      release(h + 8 + len);
+      return;
+    }
+    release(h += 8);
+    std::size_t done = 0;
+    while (done < len) {
+      const std::size_t k = std::min<std::uint64_t>(len - done, wait_avail(h));
+      copy_out(h, out.data() + done, k);
+      release(h += k);
+      done += k;
+    }
+  }
+  void copy_out(std::uint64_t pos, void* p, std::size_t n) const {
+    const std::size_t off = pos & kMask, first = std::min<std::size_t>(n, kRingBytes - off);
+    std::memcpy(p, data + off, first);
+    std::memcpy(static_cast<std::byte*>(p) + first, data, n - first);
+  }
+};
+
+void BM_Queue_raw_ring(benchmark::State& state) {
+  const std::size_t size = static_cast<std::size_t>(state.range(0));
+  mp::internal::SharedRegion region(sizeof(RawRing));
+  auto* ring = new (region.data()) RawRing;
+  pid_t producer = spawn([&] {
+    const std::string msg(size, 'r');
+    for (;;) ring->put(msg.data(), msg.size());
+  });
+  std::string out;
+  std::size_t bytes = 0;
+  for (auto _ : state) {
+    ring->get(out);
+    bytes += out.size();
+  }
+  kill_and_reap({producer});
+  if (bytes != size * state.iterations()) state.SkipWithError("wrong sizes received");
+  set_counters(state, state.iterations());
+}
+
+void sizes(benchmark::internal::Benchmark* b) {
+  for (int s : {8, 64, 4096, 65536, 1 << 20}) b->Arg(s);
+  b->UseRealTime();
+}
+
+}  // namespace
+
+BENCHMARK(BM_Queue_mp)->Name("BM_Queue/mp")->Apply(sizes);
+BENCHMARK(BM_Queue_pipe)->Name("BM_Queue/pipe")->Apply(sizes);
+BENCHMARK(BM_Queue_raw_ring)->Name("BM_Queue/raw_ring")->Apply(sizes);
+BENCHMARK(BM_Queue_mp_2p2c)->Name("BM_Queue/mp_2p2c")->Apply(sizes);
+
+BENCHMARK_MAIN();

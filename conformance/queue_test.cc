@@ -1,0 +1,998 @@
+// Conformance: mp/queue.h (and its transport, mp/internal/shm_channel.h).
+// CPython docs: multiprocessing — "Pipes and Queues": Queue(maxsize),
+// qsize(), empty(), full(), put(obj, block, timeout), put_nowait(), get(block,
+// timeout), get_nowait(), close(); SimpleQueue (put, get, empty, close);
+// JoinableQueue (task_done, join); queue.Empty and queue.Full. Plus what mp
+// promises beyond CPython (see mp/queue.h): exact qsize, survival of SIGKILL
+// at any point, EOFError once every producer is gone, messages of any size.
+#include "mp/queue.h"
+
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <variant>
+#include <vector>
+
+#include "conformance/test_util.h"
+#include "mp/internal/liveness.h"
+#include "mp/os.h"
+#include "mp/process.h"
+
+// A type whose encoding fails, to check that put() fails in the caller.
+struct Unsendable {
+  bool ok = true;
+};
+template <>
+struct mp::codec_traits<Unsendable> {
+  static void encode(mp::Encoder& e, const Unsendable& u) {
+    if (!u.ok) throw mp::ValueError("this value refuses to be encoded");
+    e.write(u.ok);
+  }
+  static Unsendable decode(mp::Decoder& d) { return Unsendable{d.read<bool>()}; }
+};
+
+namespace {
+
+using namespace std::chrono_literals;
+using mp_test::Signal;
+
+// Children are daemonic: if a test fails before it ends them, they are
+// terminated at exit instead of joined forever.
+const mp::ProcessOptions kDaemon{.name = std::nullopt, .daemon = true};
+using mp_test::Stopwatch;
+
+// wait_until polls `cond` (a state of another process that has no event to
+// wait on, e.g. "its put is blocked on a full ring") for up to 10 s.
+template <class F>
+bool wait_until(F cond) {
+  for (int i = 0; i < 10000; ++i) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(1ms);
+  }
+  return false;
+}
+
+std::string pattern(std::size_t n, unsigned seed) {
+  std::string s(n, '\0');
+  std::uint32_t x = seed * 2654435761u + 1;
+  for (std::size_t i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    s[i] = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+int count_entries(const char* dir) {
+  DIR* d = opendir(dir);
+  if (!d) return -1;
+  int n = 0;
+  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+// ---- FIFO, blocking and timeouts ----------------------------------------------
+
+TEST(Queue, GetReturnsItemsInFifoOrder) {
+  mp::Queue<int> q;
+  for (int i = 0; i < 100; ++i) q.put(i);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(q.get(), i);
+}
+
+TEST(Queue, ItemsPutByAChildAreReceivedByTheParent) {
+  mp::Queue<std::string> q;
+  mp::Process p(kDaemon, [&] {
+    for (int i = 0; i < 10; ++i) q.put(fmt::format("item {}", i));
+  });
+  p.start();
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(q.get(), fmt::format("item {}", i));
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST(Queue, GetBlocksUntilAnotherProcessPuts) {
+  mp::Queue<int> q;
+  Signal go;
+  mp::Process p(kDaemon, [&] {
+    go.wait();
+    std::this_thread::sleep_for(300ms);  // the behaviour: get waits this long
+    q.put(42);
+  });
+  p.start();
+  go.notify();
+  Stopwatch sw;
+  EXPECT_EQ(q.get(), 42);
+  EXPECT_GE(sw.elapsed(), 250ms);
+  p.join();
+}
+
+TEST(Queue, GetWithTimeoutRaisesEmptyAfterTimeout) {
+  mp::Queue<int> q;
+  Stopwatch sw;
+  EXPECT_THROW(q.get(200ms), mp::Empty);
+  EXPECT_GE(sw.elapsed(), 150ms);
+  EXPECT_LT(sw.elapsed(), 1200ms);
+}
+
+TEST(Queue, GetWithTimeoutReturnsAnItemPutBeforeTheTimeout) {
+  mp::Queue<int> q;
+  q.put(7);
+  EXPECT_EQ(q.get(1s), 7);
+}
+
+TEST(Queue, GetNowaitRaisesEmptyAtOnce) {
+  mp::Queue<int> q;
+  Stopwatch sw;
+  EXPECT_THROW(q.get_nowait(), mp::Empty);
+  EXPECT_LT(sw.elapsed(), 100ms);
+}
+
+TEST(Queue, NegativeTimeoutMeansDoNotBlock) {
+  mp::Queue<int> q(1);
+  EXPECT_THROW(q.get(-1s), mp::Empty);
+  q.put(1, -1s);
+  EXPECT_THROW(q.put(2, -1s), mp::Full);
+}
+
+TEST(Queue, TryGetReturnsNulloptWhenEmptyAndTheItemOtherwise) {
+  mp::Queue<int> q;
+  EXPECT_EQ(q.try_get(), std::nullopt);
+  EXPECT_EQ(q.try_get(50ms), std::nullopt);
+  q.put(3);
+  EXPECT_EQ(q.try_get(), std::optional<int>(3));
+}
+
+TEST(Queue, PutNowaitOnAFullBoundedQueueRaisesFull) {
+  mp::Queue<int> q(2);
+  q.put_nowait(1);
+  q.put_nowait(2);
+  Stopwatch sw;
+  EXPECT_THROW(q.put_nowait(3), mp::Full);
+  EXPECT_LT(sw.elapsed(), 100ms);
+  EXPECT_EQ(q.qsize(), 2u);
+}
+
+TEST(Queue, TryPutReturnsFalseWhenFull) {
+  mp::Queue<int> q(1);
+  EXPECT_TRUE(q.try_put(1));
+  EXPECT_FALSE(q.try_put(2));
+  EXPECT_EQ(q.get(), 1);
+}
+
+TEST(Queue, PutWithTimeoutOnAFullQueueRaisesFullAfterTimeout) {
+  mp::Queue<int> q(1);
+  q.put(1);
+  Stopwatch sw;
+  EXPECT_THROW(q.put(2, 200ms), mp::Full);
+  EXPECT_GE(sw.elapsed(), 150ms);
+  EXPECT_LT(sw.elapsed(), 1200ms);
+  EXPECT_EQ(q.get(), 1);
+  EXPECT_TRUE(q.empty());
+}
+
+TEST(Queue, PutBlocksWhileFullUntilAConsumerGets) {
+  mp::Queue<int> q(1);
+  q.put(1);
+  Signal go;
+  mp::Process consumer(kDaemon, [&] {
+    go.wait();
+    std::this_thread::sleep_for(300ms);  // the behaviour: put waits this long
+    if (q.get() != 1) mp::exit(3);
+  });
+  consumer.start();
+  go.notify();
+  Stopwatch sw;
+  q.put(2);
+  EXPECT_GE(sw.elapsed(), 250ms);
+  consumer.join();
+  EXPECT_EQ(consumer.exitcode(), 0);
+  EXPECT_EQ(q.get(), 2);
+}
+
+TEST(Queue, UnboundedPutNowaitRaisesFullWhenTheRingHasNoRoom) {
+  mp::Queue<std::string> q(0, 4096);
+  std::size_t n = 0;
+  while (q.try_put(std::string(100, 'x'))) ++n;
+  EXPECT_GT(n, 10u);
+  EXPECT_THROW(q.put_nowait("y"), mp::Full);
+  EXPECT_EQ(q.qsize(), n);
+  EXPECT_EQ(q.get(), std::string(100, 'x'));
+  q.put_nowait("y");  // room again
+}
+
+// ---- qsize / empty / full -------------------------------------------------------------
+
+TEST(Queue, QsizeIsExactRightAfterPut) {
+  mp::Queue<int> q;
+  for (int i = 1; i <= 50; ++i) {
+    q.put(i);
+    EXPECT_EQ(q.qsize(), static_cast<std::size_t>(i));
+  }
+  for (int i = 49; i >= 0; --i) {
+    q.get();
+    EXPECT_EQ(q.qsize(), static_cast<std::size_t>(i));
+  }
+}
+
+TEST(Queue, QsizeSeesAChildsPutAsSoonAsItReturns) {
+  mp::Queue<int> q;
+  Signal put_done;
+  mp::Process p(kDaemon, [&] {
+    q.put(1);
+    q.put(2);
+    put_done.notify();
+  });
+  p.start();
+  ASSERT_TRUE(put_done.wait());
+  EXPECT_EQ(q.qsize(), 2u);
+  EXPECT_FALSE(q.empty());
+  p.join();
+}
+
+TEST(Queue, EmptyAndFullAgreeWithQsize) {
+  mp::Queue<int> q(2);
+  EXPECT_TRUE(q.empty());
+  EXPECT_FALSE(q.full());
+  q.put(1);
+  EXPECT_FALSE(q.empty());
+  EXPECT_FALSE(q.full());
+  q.put(2);
+  EXPECT_TRUE(q.full());
+  EXPECT_EQ(q.maxsize(), 2);
+  q.get();
+  EXPECT_FALSE(q.full());
+  mp::Queue<int> unbounded;
+  unbounded.put(1);
+  EXPECT_FALSE(unbounded.full());
+}
+
+// ---- errors in the caller, close() -----------------------------------------------------
+
+TEST(Queue, AValueThatFailsToEncodeThrowsInPutAndTheQueueStaysUsable) {
+  mp::Queue<Unsendable> q;
+  EXPECT_THROW(q.put(Unsendable{false}), mp::ValueError);
+  EXPECT_EQ(q.qsize(), 0u);
+  q.put(Unsendable{true});
+  EXPECT_EQ(q.qsize(), 1u);
+  EXPECT_TRUE(q.get().ok);
+}
+
+TEST(Queue, PutAfterCloseRaisesValueError) {
+  mp::Queue<int> q;
+  q.close();
+  try {
+    q.put(1);
+    FAIL() << "put on a closed queue did not throw";
+  } catch (const mp::ValueError& e) {
+    EXPECT_STREQ(e.what(), "Queue is closed");
+  }
+}
+
+TEST(Queue, GetAfterCloseRaisesValueError) {
+  mp::Queue<int> q;
+  q.put(1);
+  q.close();
+  EXPECT_THROW(q.get(), mp::ValueError);
+  EXPECT_THROW(q.get_nowait(), mp::ValueError);
+  EXPECT_THROW(q.try_get(), mp::ValueError);
+}
+
+TEST(Queue, CloseIsIdempotent) {
+  mp::Queue<int> q;
+  q.close();
+  q.close();
+  EXPECT_TRUE(q.closed());
+  EXPECT_THROW(q.put(1), mp::ValueError);
+}
+
+TEST(Queue, CloseWakesAGetBlockedInAnotherThread) {
+  mp::Queue<int> q;
+  std::atomic<int> outcome{0};
+  std::thread t([&] {
+    try {
+      q.get();
+      outcome = 1;
+    } catch (const mp::ValueError&) {
+      outcome = 2;
+    } catch (...) {
+      outcome = 3;
+    }
+  });
+  std::this_thread::sleep_for(100ms);  // let it block; either way it must end
+  q.close();
+  t.join();
+  EXPECT_EQ(outcome, 2);
+}
+
+TEST(Queue, CloseInOneProcessLeavesOtherProcessesUsingTheQueue) {
+  mp::Queue<int> q;
+  mp::Process p(kDaemon, [&] {
+    q.put(5);
+    q.close();
+  });
+  p.start();
+  p.join();
+  EXPECT_FALSE(q.closed());
+  EXPECT_EQ(q.get(), 5);
+  q.put(6);
+  EXPECT_EQ(q.get(), 6);
+}
+
+// ---- several producers and consumers --------------------------------------------------
+
+TEST(Queue, SeveralProducersAndConsumersDeliverEveryItemExactlyOnceInProducerOrder) {
+  constexpr int kProducers = 3, kConsumers = 3, kPerProducer = 20000;
+  mp::Queue<std::pair<int, int>> q(0, 1 << 14);  // small ring: lots of wrap and blocking
+  mp::Queue<std::vector<std::pair<int, int>>> results;
+  std::vector<mp::Process> procs;
+  for (int c = 0; c < kConsumers; ++c) {
+    procs.emplace_back(kDaemon, [&] {
+      std::vector<std::pair<int, int>> got;
+      for (;;) {
+        auto item = q.get();
+        if (item.first < 0) break;
+        got.push_back(item);
+      }
+      results.put(got);
+    });
+  }
+  for (int p = 0; p < kProducers; ++p) {
+    procs.emplace_back(kDaemon, [&, p] {
+      for (int i = 0; i < kPerProducer; ++i) q.put({p, i});
+    });
+  }
+  for (auto& p : procs) p.start();
+  for (int i = kConsumers; i < kConsumers + kProducers; ++i) procs[i].join();
+  for (int c = 0; c < kConsumers; ++c) q.put({-1, 0});
+  std::vector<std::vector<int>> seen(kProducers);
+  for (int c = 0; c < kConsumers; ++c) {
+    auto got = results.get();
+    std::vector<int> last(kProducers, -1);
+    for (auto [p, i] : got) {
+      EXPECT_GT(i, last[p]) << "producer " << p << "'s items out of order";
+      last[p] = i;
+      seen[p].push_back(i);
+    }
+  }
+  for (int p = 0; p < kProducers; ++p) {
+    std::sort(seen[p].begin(), seen[p].end());
+    ASSERT_EQ(seen[p].size(), static_cast<std::size_t>(kPerProducer));
+    for (int i = 0; i < kPerProducer; ++i) ASSERT_EQ(seen[p][i], i);
+  }
+  for (auto& p : procs) {
+    p.join();
+    EXPECT_EQ(p.exitcode(), 0);
+  }
+  EXPECT_TRUE(q.empty());
+}
+
+// The same behaviour against threads and processes: a Runner starts `body`
+// in a thread or a forked process and joins it.
+struct ThreadRunner {
+  template <class F>
+  explicit ThreadRunner(F body) : t_(std::move(body)) {}
+  void join() { t_.join(); }
+  std::thread t_;
+};
+struct ProcessRunner {
+  template <class F>
+  explicit ProcessRunner(F body) : p_(kDaemon, std::move(body)) { p_.start(); }
+  void join() {
+    p_.join();
+    EXPECT_EQ(p_.exitcode(), 0);
+  }
+  mp::Process p_;
+};
+
+template <class Runner>
+class QueueAcross : public ::testing::Test {};
+using Runners = ::testing::Types<ThreadRunner, ProcessRunner>;
+TYPED_TEST_SUITE(QueueAcross, Runners);
+
+TYPED_TEST(QueueAcross, TwoProducersTwoConsumersDeliverEachItemOnceInProducerOrder) {
+  constexpr int kPerProducer = 5000;
+  mp::Queue<std::pair<int, int>> q(0, 1 << 13);
+  mp::Queue<std::vector<std::pair<int, int>>> results;
+  std::vector<std::unique_ptr<TypeParam>> consumers, producers;
+  for (int c = 0; c < 2; ++c) {
+    consumers.push_back(std::make_unique<TypeParam>([&] {
+      std::vector<std::pair<int, int>> got;
+      for (auto item = q.get(); item.first >= 0; item = q.get()) got.push_back(item);
+      results.put(got);
+    }));
+  }
+  for (int p = 0; p < 2; ++p) {
+    producers.push_back(std::make_unique<TypeParam>([&, p] {
+      for (int i = 0; i < kPerProducer; ++i) q.put({p, i});
+    }));
+  }
+  for (auto& p : producers) p->join();
+  q.put({-1, 0});
+  q.put({-1, 0});
+  std::vector<int> count(2, 0);
+  for (int c = 0; c < 2; ++c) {
+    std::vector<int> last(2, -1);
+    for (auto [p, i] : results.get()) {
+      EXPECT_GT(i, last[p]);
+      last[p] = i;
+      ++count[p];
+    }
+  }
+  for (auto& c : consumers) c->join();
+  EXPECT_EQ(count[0], kPerProducer);
+  EXPECT_EQ(count[1], kPerProducer);
+}
+
+TYPED_TEST(QueueAcross, GetBlocksUntilTheOtherSidePutsAndQsizeIsExact) {
+  mp::Queue<int> q, back;
+  TypeParam other([&] {
+    back.put(q.get() + 1);
+  });
+  q.put(41);
+  EXPECT_EQ(back.get(5s), 42);
+  other.join();
+  EXPECT_EQ(q.qsize(), 0u);
+  EXPECT_EQ(back.qsize(), 0u);
+}
+
+TEST(Queue, ThreadsOfOneProcessShareAQueueToo) {
+  mp::Queue<int> q(0, 4096);
+  constexpr int kItems = 20000;
+  std::thread producer([&] {
+    for (int i = 0; i < kItems; ++i) q.put(i);
+  });
+  long long sum = 0;
+  for (int i = 0; i < kItems; ++i) {
+    int v = q.get();
+    EXPECT_EQ(v, i);
+    sum += v;
+  }
+  producer.join();
+  EXPECT_EQ(sum, static_cast<long long>(kItems) * (kItems - 1) / 2);
+}
+
+// ---- messages of any size -------------------------------------------------------------
+
+TEST(Queue, A64MiBMessageCrossesProcessesWhole) {
+  const std::string big = pattern(64u << 20, 1);
+  mp::Queue<std::string> q;  // 1 MiB ring: the message is streamed
+  mp::Process p(kDaemon, [&] { q.put(big); });
+  p.start();
+  std::string got = q.get();
+  EXPECT_EQ(got.size(), big.size());
+  EXPECT_TRUE(got == big);
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST(Queue, MessagesOfMixedSizesThroughATinyRingArriveIntact) {
+  mp::Queue<std::string> q(0, 4096);
+  std::mt19937 rng(7);
+  std::vector<std::size_t> sizes;
+  for (int i = 0; i < 300; ++i) sizes.push_back(rng() % 3 == 0 ? rng() % 20000 : rng() % 300);
+  mp::Process p(kDaemon, [&] {
+    for (std::size_t i = 0; i < sizes.size(); ++i) q.put(pattern(sizes[i], i));
+  });
+  p.start();
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    std::string got = q.get();
+    ASSERT_EQ(got.size(), sizes[i]) << "message " << i;
+    ASSERT_TRUE(got == pattern(sizes[i], i)) << "message " << i;
+  }
+  p.join();
+}
+
+TEST(Queue, LargeMessagesFromTwoProducersNeverInterleave) {
+  mp::Queue<std::string> q(0, 1 << 16);
+  mp::Process a(kDaemon, [&] {
+    for (int i = 0; i < 5; ++i) q.put(std::string(300000, 'a'));
+  });
+  mp::Process b(kDaemon, [&] {
+    for (int i = 0; i < 5; ++i) q.put(std::string(300000, 'b'));
+  });
+  a.start();
+  b.start();
+  for (int i = 0; i < 10; ++i) {
+    std::string s = q.get();
+    ASSERT_EQ(s.size(), 300000u);
+    EXPECT_TRUE(s == std::string(300000, s[0]));
+  }
+  a.join();
+  b.join();
+}
+
+// ---- values of many types -------------------------------------------------------------
+
+TEST(Queue, CarriesNestedStandardTypes) {
+  using V = std::tuple<std::map<std::string, std::vector<int>>, std::optional<double>,
+                       std::variant<int, std::string>, std::set<long>>;
+  mp::Queue<V> q;
+  V v{{{"a", {1, 2}}, {"b", {}}}, 2.5, std::string("hi"), {3, 1, 2}};
+  mp::Process p(kDaemon, [&] { q.put(v); });
+  p.start();
+  EXPECT_EQ(q.get(), v);
+  p.join();
+}
+
+// ---- nothing lost, nothing hung: SIGKILL ------------------------------------------------
+
+TEST(Queue, ProducerKilledMidStreamLeavesNoTornMessageAndTheQueueUsable) {
+  mp::Queue<std::string> q(0, 1 << 16);
+  q.put("before");
+  mp::Process producer(kDaemon, [&] { q.put(pattern(4u << 20, 9)); });  // blocks mid-stream
+  producer.start();
+  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
+  producer.kill();
+  producer.join();
+  EXPECT_EQ(q.qsize(), 1u);
+  mp::Process after(kDaemon, [&] { q.put("after"); });
+  after.start();
+  EXPECT_EQ(q.get(), "before");
+  EXPECT_EQ(q.get(5s), "after");  // the partial stream was discarded
+  after.join();
+  EXPECT_TRUE(q.empty());
+  q.put("still works");
+  EXPECT_EQ(q.get(), "still works");
+}
+
+TEST(Queue, ConsumerReceivingWhenItsStreamingProducerDiesIsNotHung) {
+  mp::Queue<std::string> q(0, 1 << 16);
+  mp::Process producer(kDaemon, [&] { q.put(pattern(4u << 20, 3)); });
+  producer.start();
+  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
+  ASSERT_EQ(kill(*producer.pid(), SIGSTOP), 0);  // freeze it mid-stream
+  std::atomic<int> state{0};
+  std::string got;
+  std::thread consumer([&] {
+    got = q.get();  // takes the chunks there are, then waits for more
+    state = 1;
+  });
+  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() == 0; }));
+  producer.kill();
+  producer.join();
+  mp::Process after(kDaemon, [&] { q.put("after"); });
+  after.start();
+  consumer.join();
+  EXPECT_EQ(got, "after");
+  after.join();
+}
+
+TEST(Queue, ConsumerMidStreamWhenItsOnlyProducerDiesDropsThePartialAndSeesEOF) {
+  mp::Queue<std::string> q(0, 1 << 16);
+  mp::Process producer(kDaemon, [&] { q.put(pattern(4u << 20, 3)); });
+  producer.start();
+  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
+  ASSERT_EQ(kill(*producer.pid(), SIGSTOP), 0);
+  std::atomic<int> outcome{0};
+  std::thread consumer([&] {
+    try {
+      q.get();  // takes the chunks there are, then waits mid-message
+      outcome = 1;
+    } catch (const mp::EOFError&) {
+      outcome = 2;
+    } catch (const mp::Empty&) {
+      outcome = 3;
+    }
+  });
+  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() == 0; }));
+  Stopwatch sw;
+  producer.kill();
+  producer.join();
+  consumer.join();
+  EXPECT_EQ(outcome, 2);  // no torn message, no hang: end of input
+  EXPECT_LT(sw.elapsed(), 2s);
+  EXPECT_TRUE(q.empty());
+}
+
+TEST(Queue, ConsumerKilledWhileBlockedInGetLosesNothing) {
+  mp::Queue<int> q;
+  Signal started;
+  mp::Process consumer(kDaemon, [&] {
+    started.notify();
+    q.get();
+    mp::exit(3);
+  });
+  consumer.start();
+  ASSERT_TRUE(started.wait());
+  std::this_thread::sleep_for(50ms);  // most likely inside get(); anywhere is fine
+  consumer.kill();
+  consumer.join();
+  EXPECT_EQ(consumer.exitcode(), -SIGKILL);
+  q.put(1);
+  q.put(2);
+  EXPECT_EQ(q.get(1s), 1);
+  EXPECT_EQ(q.get(1s), 2);
+}
+
+TEST(Queue, ConsumerKilledMidReceiveOfAStreamedMessageLosesOnlyThatMessage) {
+  mp::Queue<std::string> q(0, 1 << 16);
+  q.put("first");
+  mp::Process producer(kDaemon, [&] {
+    q.put(pattern(1u << 20, 5));
+    q.put("next");
+  });
+  producer.start();
+  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
+  ASSERT_EQ(kill(*producer.pid(), SIGSTOP), 0);
+  EXPECT_EQ(q.get(), "first");
+  mp::Process consumer(kDaemon, [&] {
+    q.get();  // takes the streamed chunks there are, then waits mid-message
+    mp::exit(3);
+  });
+  consumer.start();
+  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() == 0; }));
+  consumer.kill();
+  consumer.join();
+  EXPECT_EQ(consumer.exitcode(), -SIGKILL);
+  ASSERT_EQ(kill(*producer.pid(), SIGCONT), 0);
+  EXPECT_EQ(q.get(10s), "next");  // the rest of the big one was skipped
+  producer.join();
+  EXPECT_EQ(producer.exitcode(), 0);
+  EXPECT_TRUE(q.empty());
+}
+
+TEST(Queue, ManyKilledProducersNeverLeaveATornOrDuplicatedItem) {
+  mp::Queue<std::string> q(0, 1 << 15);
+  std::set<std::string> seen;
+  for (int round = 0; round < 8; ++round) {
+    mp::Process producer(kDaemon, [&, round] {
+      for (int i = 0;; ++i) q.put(fmt::format("{}:{}:", round, i) + pattern(5000 + i % 50000, i));
+    });
+    producer.start();
+    for (int k = 0; k < 20; ++k) {
+      // A timeout: between two producers a plain get() would see EOF.
+      std::string s = q.get(30s);
+      int r = -1, i = -1;
+      ASSERT_EQ(std::sscanf(s.c_str(), "%d:%d:", &r, &i), 2);
+      std::string head = fmt::format("{}:{}:", r, i);
+      ASSERT_TRUE(s.substr(head.size()) == pattern(5000 + i % 50000, i)) << "torn item " << head;
+      ASSERT_TRUE(seen.insert(head).second) << "duplicate " << head;
+    }
+    producer.kill();
+    producer.join();
+    while (auto s = q.try_get()) {
+      ASSERT_TRUE(seen.insert(s->substr(0, s->find(':', s->find(':') + 1) + 1)).second);
+    }
+  }
+  q.put("end");
+  EXPECT_EQ(q.get(), "end");
+}
+
+// ---- end of input ---------------------------------------------------------------------
+
+TEST(Queue, GetRaisesEOFErrorOnceEveryProducerHasDied) {
+  mp::Queue<int> q;
+  Signal put_done;
+  mp::Process p(kDaemon, [&] {
+    q.put(1);
+    put_done.notify();
+    for (;;) pause();
+  });
+  p.start();
+  ASSERT_TRUE(put_done.wait());
+  p.kill();
+  p.join();
+  EXPECT_EQ(q.get(), 1);
+  Stopwatch sw;
+  EXPECT_THROW(q.get(), mp::EOFError);
+  EXPECT_LT(sw.elapsed(), 1500ms);
+}
+
+TEST(Queue, GetBlockedWhenTheLastProducerDiesIsWokenWithEOFError) {
+  mp::Queue<int> q;
+  Signal put_done;
+  mp::Process p(kDaemon, [&] {
+    q.put(1);
+    put_done.notify();
+    for (;;) pause();
+  });
+  p.start();
+  ASSERT_TRUE(put_done.wait());
+  EXPECT_EQ(q.get(), 1);
+  std::atomic<bool> eof{false};
+  std::thread t([&] {
+    try {
+      q.get();
+    } catch (const mp::EOFError&) {
+      eof = true;
+    }
+  });
+  std::this_thread::sleep_for(100ms);
+  EXPECT_FALSE(eof);
+  Stopwatch sw;
+  p.kill();
+  p.join();
+  t.join();
+  EXPECT_TRUE(eof);
+  EXPECT_LT(sw.elapsed(), 1500ms);
+}
+
+TEST(Queue, GetRaisesEOFErrorWhenEveryProducerClosedItsQueue) {
+  mp::Queue<int> q;
+  Signal closed, done;
+  mp::Process p(kDaemon, [&] {
+    q.put(1);
+    q.close();
+    closed.notify();
+    done.wait();
+  });
+  p.start();
+  ASSERT_TRUE(closed.wait());
+  EXPECT_EQ(q.get(), 1);
+  EXPECT_THROW(q.get(), mp::EOFError);
+  done.notify();
+  p.join();
+}
+
+TEST(Queue, GetDoesNotRaiseEOFErrorWhileAProducerLives) {
+  mp::Queue<int> q;
+  Signal put_done, done;
+  mp::Process p(kDaemon, [&] {
+    q.put(1);
+    put_done.notify();
+    done.wait();
+  });
+  p.start();
+  ASSERT_TRUE(put_done.wait());
+  EXPECT_EQ(q.get(), 1);
+  EXPECT_THROW(q.get(400ms), mp::Empty);
+  done.notify();
+  p.join();
+}
+
+TEST(Queue, NonblockingAndTimedGetsRaiseEmptyNotEOFError) {
+  mp::Queue<int> q;
+  mp::Process p(kDaemon, [&] { q.put(1); });
+  p.start();
+  p.join();
+  EXPECT_EQ(q.get(), 1);
+  EXPECT_THROW(q.get_nowait(), mp::Empty);
+  EXPECT_EQ(q.try_get(), std::nullopt);
+  Stopwatch sw;
+  EXPECT_THROW(q.get(300ms), mp::Empty);
+  EXPECT_GE(sw.elapsed(), 250ms);
+  EXPECT_EQ(q.try_get(10ms), std::nullopt);
+  EXPECT_THROW(q.get(), mp::EOFError);
+}
+
+// ---- nothing leaks ----------------------------------------------------------------------
+
+// maps_mention reports whether this process maps a file whose path
+// contains `what`.
+bool maps_mention(const std::string& what) {
+  std::FILE* f = std::fopen("/proc/self/maps", "r");
+  char line[4096];
+  bool found = false;
+  while (f && std::fgets(line, sizeof line, f)) found |= std::strstr(line, what.c_str()) != nullptr;
+  if (f) std::fclose(f);
+  return found;
+}
+
+TEST(Queue, LeavesNoFdOrDevShmEntryBehind) {
+  const int fds = count_entries("/proc/self/fd");
+  const int shm = count_entries("/dev/shm");
+  {
+    mp::Queue<int> probe;
+    EXPECT_FALSE(maps_mention("/dev/shm/"));  // the ring is an anonymous mapping
+  }
+  {
+    mp::Queue<std::string> q;
+    mp::JoinableQueue<int> jq;
+    mp::SimpleQueue<int> sq;
+    mp::Process p(kDaemon, [&] {
+      q.put(std::string(3u << 20, 'z'));
+      jq.put(1);
+      sq.put(2);
+    });
+    p.start();
+    EXPECT_EQ(q.get().size(), 3u << 20);
+    EXPECT_EQ(jq.get(), 1);
+    EXPECT_EQ(sq.get(), 2);
+    p.join();
+  }
+  EXPECT_EQ(count_entries("/proc/self/fd"), fds);
+  // /dev/shm is shared with every other process of the machine: give
+  // somebody else's short-lived entry time to go before comparing.
+  wait_until([&] { return count_entries("/dev/shm") == shm; });
+  EXPECT_EQ(count_entries("/dev/shm"), shm);
+  EXPECT_FALSE(maps_mention("/dev/shm/"));
+}
+
+// ---- SimpleQueue ---------------------------------------------------------------------------
+
+TEST(SimpleQueue, PutGetAndEmptyWorkAcrossProcesses) {
+  mp::SimpleQueue<std::string> q;
+  EXPECT_TRUE(q.empty());
+  mp::Process p(kDaemon, [&] {
+    q.put("a");
+    q.put("b");
+  });
+  p.start();
+  EXPECT_EQ(q.get(), "a");
+  EXPECT_EQ(q.get(), "b");
+  p.join();
+  EXPECT_TRUE(q.empty());
+}
+
+TEST(SimpleQueue, UseAfterCloseRaisesValueError) {
+  mp::SimpleQueue<int> q;
+  q.close();
+  q.close();
+  EXPECT_THROW(q.put(1), mp::ValueError);
+  EXPECT_THROW(q.get(), mp::ValueError);
+}
+
+// ---- JoinableQueue ---------------------------------------------------------------------------
+
+TEST(JoinableQueue, JoinReturnsOnceEveryItemIsTaskDone) {
+  mp::JoinableQueue<int> q;
+  for (int i = 0; i < 10; ++i) q.put(i);
+  EXPECT_EQ(q.unfinished_tasks(), 10u);
+  mp::Process worker(kDaemon, [&] {
+    for (int i = 0; i < 10; ++i) {
+      q.get();
+      q.task_done();
+    }
+  });
+  worker.start();
+  q.join();
+  EXPECT_EQ(q.unfinished_tasks(), 0u);
+  EXPECT_TRUE(q.empty());
+  worker.join();
+}
+
+TEST(JoinableQueue, JoinBlocksWhileTasksAreUnfinished) {
+  mp::JoinableQueue<int> q;
+  q.put(1);
+  q.get();
+  Stopwatch sw;
+  EXPECT_FALSE(q.join(200ms));
+  EXPECT_GE(sw.elapsed(), 150ms);
+  q.task_done();
+  EXPECT_TRUE(q.join(0ms));
+}
+
+TEST(JoinableQueue, TaskDoneCalledTooManyTimesRaisesValueError) {
+  mp::JoinableQueue<int> q;
+  q.put(1);
+  q.task_done();
+  try {
+    q.task_done();
+    FAIL() << "no error";
+  } catch (const mp::ValueError& e) {
+    EXPECT_STREQ(e.what(), "task_done() called too many times");
+  }
+  EXPECT_EQ(q.unfinished_tasks(), 0u);
+  q.join();
+}
+
+TEST(JoinableQueue, AProducerKilledMidPutLeavesNoPhantomTask) {
+  mp::JoinableQueue<std::string> q(0, 1 << 16);
+  mp::Process producer(kDaemon, [&] { q.put(pattern(2u << 20, 1)); });  // blocks mid-stream
+  producer.start();
+  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
+  producer.kill();
+  producer.join();
+  EXPECT_EQ(q.unfinished_tasks(), 0u);
+  EXPECT_TRUE(q.join(1s));
+}
+
+// ---- the tutorials' programs ----------------------------------------------------------------
+
+TEST(Tutorial, WriterAndAnEndlessReaderThatIsTerminated) {
+  mp::Queue<std::string> q;
+  mp::Queue<int> count;
+  mp::Process reader(kDaemon, [&] {
+    int n = 0;
+    for (;;) {
+      std::string s = q.get();
+      if (s == "DONE") count.put(n);
+      else ++n;
+    }
+  });
+  reader.start();
+  for (int i = 0; i < 1000; ++i) q.put(fmt::format("message {}", i));
+  q.put("DONE");
+  EXPECT_EQ(count.get(), 1000);
+  reader.terminate();
+  reader.join();
+  EXPECT_EQ(reader.exitcode(), -SIGTERM);
+}
+
+TEST(Tutorial, PingAndPongCountToExactlyFiftyThroughAQueue) {
+  mp::Queue<int> to_ping, to_pong;
+  auto player = [](mp::Queue<int>& in, mp::Queue<int>& out) {
+    for (;;) {
+      int n = in.get();
+      if (n >= 50) {
+        out.put(n);
+        return;
+      }
+      out.put(n + 1);
+    }
+  };
+  mp::Process ping(kDaemon, player, std::ref(to_ping), std::ref(to_pong));
+  mp::Process pong(kDaemon, player, std::ref(to_pong), std::ref(to_ping));
+  ping.start();
+  pong.start();
+  to_ping.put(0);
+  ping.join();
+  pong.join();
+  EXPECT_EQ(ping.exitcode(), 0);
+  EXPECT_EQ(pong.exitcode(), 0);
+  // The last player forwarded 50 to the other, which returned it back: one
+  // 50 is left in a queue.
+  std::optional<int> a = to_ping.try_get(), b = to_pong.try_get();
+  EXPECT_EQ(a.value_or(0) + b.value_or(0), 50);
+}
+
+// ---- the transport directly -------------------------------------------------------------------
+
+TEST(ShmChannel, RoundTripsEmptyAndHugeMessages) {
+  mp::internal::ShmChannel ch(4096);
+  std::string out = "junk";
+  ASSERT_EQ(ch.send_bytes("", 0, std::nullopt), mp::internal::ChannelStatus::kOk);
+  ASSERT_EQ(ch.recv_bytes(out, std::nullopt), mp::internal::ChannelStatus::kOk);
+  EXPECT_EQ(out, "");
+  EXPECT_EQ(ch.capacity(), 4096u);
+  const std::string big = pattern(100000, 4);
+  std::thread t([&] { ch.send_bytes(big.data(), big.size(), std::nullopt); });
+  ASSERT_EQ(ch.recv_bytes(out, std::nullopt), mp::internal::ChannelStatus::kOk);
+  t.join();
+  EXPECT_TRUE(out == big);
+}
+
+TEST(ShmChannel, AQueuedStringIsSentInTheCodecsWireFormat) {
+  // Queue<std::string> bypasses the codec's buffer; the bytes must still be
+  // exactly mp::encode's, both ways.
+  mp::Queue<std::string> q;
+  const std::string s = pattern(5000, 2);
+  q.put(s);
+  std::string wire;
+  ASSERT_EQ(q.channel().recv_bytes(wire, std::nullopt), mp::internal::ChannelStatus::kOk);
+  EXPECT_TRUE(wire == mp::encode(s));
+  const std::string enc = mp::encode(std::string("abc"));
+  ASSERT_EQ(q.channel().send_bytes(enc.data(), enc.size(), std::nullopt),
+            mp::internal::ChannelStatus::kOk);
+  EXPECT_EQ(q.get(), "abc");
+  const std::string bad = enc.substr(0, enc.size() - 1);  // length says 3, 2 bytes follow
+  ASSERT_EQ(q.channel().send_bytes(bad.data(), bad.size(), std::nullopt),
+            mp::internal::ChannelStatus::kOk);
+  EXPECT_THROW(q.get(), mp::CodecError);
+}
+
+TEST(Queue, BadBytesOnTheWireRaiseCodecErrorNotUndefinedBehaviour) {
+  mp::Queue<std::vector<int>> q;
+  const std::string junk = "\xff\xff\xff\xff\xff\xff\xff\x7f";  // a huge element count
+  ASSERT_EQ(q.channel().send_bytes(junk.data(), junk.size(), std::nullopt),
+            mp::internal::ChannelStatus::kOk);
+  EXPECT_THROW(q.get(), mp::CodecError);
+  q.put({1, 2});
+  EXPECT_EQ(q.get(), (std::vector<int>{1, 2}));
+}
+
+TEST(ShmChannel, ProcessAliveSeesZombiesAndReusedPidsAsDead) {
+  EXPECT_TRUE(mp::internal::process_alive(getpid(), mp::internal::self_start_time()));
+  EXPECT_FALSE(mp::internal::process_alive(getpid(), mp::internal::self_start_time() + 1));
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_TRUE(wait_until([&] { return !mp::internal::process_alive(child, 0); }));  // a zombie
+  int status;
+  waitpid(child, &status, 0);
+  EXPECT_FALSE(mp::internal::process_alive(child, 0));
+}
+
+}  // namespace

@@ -1,0 +1,779 @@
+#include "mp/internal/shm_channel.h"
+
+#include "mp/internal/liveness.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <system_error>
+#include <utility>
+
+#include <fmt/format.h>
+
+namespace mp::internal {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::uint32_t kBegin = 1;
+constexpr std::uint32_t kEnd = 2;
+constexpr std::uint32_t kWaiters = 0x8000'0000u;  // a futex sleeper exists
+constexpr std::size_t kRecordHeader = 8;
+constexpr std::size_t kHeaderBytes = 4096;
+constexpr std::size_t kMinCapacity = 4096;
+constexpr std::size_t kMaxCapacity = std::size_t{1} << 30;
+// A nonblocking call still waits this long for the lock of its side, which
+// is held only for the length of a copy unless its holder streams.
+constexpr std::chrono::milliseconds kLockGrace{5};
+
+struct RecordHeader {
+  std::uint32_t len;   // payload bytes that follow (unpadded)
+  std::uint32_t kind;  // kBegin | kEnd bits
+};
+static_assert(sizeof(RecordHeader) == kRecordHeader);
+
+// A commit word: complete messages in the high half, records in the low half.
+constexpr std::uint32_t msgs_of(std::uint64_t w) { return static_cast<std::uint32_t>(w >> 32); }
+constexpr std::uint32_t recs_of(std::uint64_t w) { return static_cast<std::uint32_t>(w); }
+constexpr std::uint64_t advance(std::uint64_t w, std::uint32_t kind) {
+  std::uint64_t msgs = msgs_of(w) + ((kind & kEnd) ? 1u : 0u);
+  std::uint64_t recs = static_cast<std::uint32_t>(recs_of(w) + 1u);
+  return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(msgs)) << 32) | recs;
+}
+
+constexpr std::uint64_t record_size(std::uint64_t payload) {
+  return kRecordHeader + ((payload + 7) & ~std::uint64_t{7});
+}
+
+// A producer-table entry: start time (low 32 bits) << 32 | pid; 0 is free.
+std::uint64_t producer_key(pid_t pid, std::uint64_t start) {
+  return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(start)) << 32) |
+         static_cast<std::uint32_t>(pid);
+}
+
+// wake_seq clears the waiters bit of `seq` (advancing it) and wakes all.
+void wake_seq(std::atomic<std::uint32_t>& seq, std::uint32_t v) noexcept {
+  while ((v & kWaiters) && !seq.compare_exchange_weak(v, (v + 1) & ~kWaiters)) {
+  }
+  futex_wake_all(&seq);
+}
+
+// wake_unconditionally wakes every sleeper on `seq` (rare paths).
+void wake_unconditionally(std::atomic<std::uint32_t>& seq) noexcept {
+  std::uint32_t v = seq.load(std::memory_order_relaxed);
+  while (!seq.compare_exchange_weak(v, (v + 1) & ~kWaiters)) {
+  }
+  futex_wake_all(&seq);
+}
+
+// sleep_on sleeps on `seq` until woken or `until`, unless ready() holds
+// once this sleeper is announced. Returns false on timeout.
+template <class Ready>
+bool sleep_on(std::atomic<std::uint32_t>& seq, Ready ready, const Deadline& until) {
+  std::uint32_t v = seq.fetch_or(kWaiters) | kWaiters;  // seq_cst RMW
+  if (ready()) return true;
+  return futex_wait_until(&seq, v, until);
+}
+
+Deadline earlier(const Deadline& a, Clock::time_point b) {
+  if (!a || b < *a) return b;
+  return a;
+}
+
+}  // namespace
+
+// ---- shared layout ----------------------------------------------------------
+
+namespace {
+
+// Fields of one side are written only under that side's lock (except the
+// commit word and head, which the other side reads). All are atomics
+// because another process may read them after the writer died.
+struct alignas(64) ProducerSide {
+  std::atomic<std::uint32_t> lock{0};          // owner pid and generation, see lock_side
+  std::atomic<std::uint32_t> lock_waiters{0};  // 1: someone may sleep on `lock`
+  std::atomic<std::uint64_t> commit{0};          // the commit word
+  std::atomic<std::uint64_t> tail{0};            // next write position
+  std::atomic<std::uint64_t> pending_commit{0};  // journal: commit about to be made
+  std::atomic<std::uint64_t> pending_tail{0};    // journal: tail after it
+  std::atomic<std::uint64_t> cached_head{0};     // hint: consumer head last seen
+  std::atomic<std::uint64_t> cached_got{0};      // hint: consumer commit last seen
+};
+
+struct alignas(64) ConsumerSide {
+  std::atomic<std::uint32_t> lock{0};
+  std::atomic<std::uint32_t> lock_waiters{0};
+  std::atomic<std::uint64_t> commit{0};
+  std::atomic<std::uint64_t> head{0};
+  std::atomic<std::uint32_t> last_kind{kBegin | kEnd};  // of the last consumed record
+  std::atomic<std::uint32_t> pending_last_kind{kBegin | kEnd};
+  std::atomic<std::uint64_t> pending_commit{0};
+  std::atomic<std::uint64_t> pending_head{0};
+  std::atomic<std::uint64_t> cached_put{0};  // hint: producer commit last seen
+};
+
+}  // namespace
+
+struct ShmChannel::Header {
+  std::uint64_t capacity;  // immutable
+  std::uint64_t mask;      // immutable
+  std::uint32_t max_messages;  // immutable
+  ProducerSide p;
+  ConsumerSide c;
+  alignas(64) std::atomic<std::uint32_t> data_seq{0};   // receivers sleep here
+  alignas(64) std::atomic<std::uint32_t> space_seq{0};  // senders sleep here
+  // The consumer head at which a sender sleeping for ring space wants to be
+  // woken: it waits for a quarter of the ring, not for one record, so that
+  // a full ring does not cost a wake-up per record consumed.
+  std::atomic<std::uint64_t> space_wake_at{0};
+  alignas(64) std::atomic<std::uint32_t> tasks_done{0};
+  alignas(64) std::atomic<std::uint32_t> registered_ever{0};
+  std::atomic<std::uint32_t> registry_overflow{0};
+  std::atomic<std::uint32_t> registry_gen{0};  // bumped on retire
+  std::atomic<std::uint64_t> producers[kMaxProducers];
+};
+static_assert(sizeof(ShmChannel::Header) <= kHeaderBytes);
+
+namespace {
+
+using Header = ShmChannel::Header;
+
+// notify_*_after_fence wake the sleepers of one direction, if any; the
+// caller made a full fence after publishing its progress (Dekker with
+// sleep_on's RMW). Receivers wake on any message; a sender waiting for ring
+// space only once its wake-up point (space_wake_at) is reached.
+void notify_data_after_fence(Header* h) noexcept {
+  const std::uint32_t v = h->data_seq.load(std::memory_order_relaxed);
+  if (v & kWaiters) wake_seq(h->data_seq, v);
+}
+
+void notify_space_after_fence(Header* h) noexcept {
+  const std::uint32_t v = h->space_seq.load(std::memory_order_relaxed);
+  if ((v & kWaiters) &&
+      h->c.head.load(std::memory_order_relaxed) >= h->space_wake_at.load(std::memory_order_relaxed)) {
+    wake_seq(h->space_seq, v);
+  }
+}
+
+void recover_producer(Header* h) noexcept {
+  ProducerSide& p = h->p;
+  if (p.commit.load() == p.pending_commit.load()) p.tail.store(p.pending_tail.load());
+}
+
+void recover_consumer(Header* h) noexcept {
+  ConsumerSide& c = h->c;
+  if (c.commit.load() == c.pending_commit.load()) {
+    c.head.store(c.pending_head.load());
+    c.last_kind.store(c.pending_last_kind.load());
+  }
+}
+
+// The side locks. A lock word holds the owner's pid in its low 22 bits (0:
+// free) and a generation in the high 10, advanced at every acquisition so
+// that a sleeper never mistakes a re-acquisition by the same process for the
+// hold it went to sleep on. It is held only inside send/recv, by a thread
+// that cannot exit there, so "the owner died" is "the owner process died":
+// a waiter that slept a liveness slice checks the owner's pid (a zombie is
+// dead) and, if it is gone, takes the lock over with one CAS and repairs
+// the side from its journal (the EOWNERDEAD recovery of a robust pthread
+// mutex, without its robust-list cost: that cost was half of an uncontended
+// put+get). A pid reused by a live process delays the take-over until that
+// process exits; it cannot let two owners in. Release is a store and the
+// one full fence that the caller's wake-up check needs anyway.
+constexpr std::uint32_t kOwnerMask = (1u << 22) - 1;  // pid_max <= 2^22
+constexpr std::uint32_t kGenerationOne = 1u << 22;
+constexpr int kLockSpins = 64;
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+std::uint32_t owned_by_me(std::uint32_t v) noexcept {
+  return ((v + kGenerationOne) & ~kOwnerMask) | static_cast<std::uint32_t>(self_pid());
+}
+
+bool owner_dead(std::uint32_t word) noexcept {
+  const auto owner = static_cast<pid_t>(word & kOwnerMask);
+  return owner != 0 && owner != self_pid() && !process_alive(owner, 0);
+}
+
+struct SideLock {
+  std::atomic<std::uint32_t>& word;
+  std::atomic<std::uint32_t>& waiters;
+};
+
+bool try_acquire(std::atomic<std::uint32_t>& word) noexcept {
+  std::uint32_t v = word.load(std::memory_order_relaxed);
+  return (v & kOwnerMask) == 0 &&
+         word.compare_exchange_strong(v, owned_by_me(v), std::memory_order_acquire);
+}
+
+// try_take takes the lock if it is free or its owner died; false otherwise.
+bool try_take(SideLock l, Header* h, void (*recover)(Header*)) {
+  if (try_acquire(l.word)) return true;
+  std::uint32_t v = l.word.load(std::memory_order_relaxed);
+  if ((v & kOwnerMask) != 0 && owner_dead(v) &&
+      l.word.compare_exchange_strong(v, owned_by_me(v), std::memory_order_acquire)) {
+    recover(h);
+    return true;
+  }
+  return false;
+}
+
+// lock_side takes a side's lock, repairing the side if its previous owner
+// died. Returns false if `deadline` passed first. A deadline already passed
+// still allows kLockGrace for a holder in the middle of a copy.
+bool lock_side(SideLock l, Header* h, void (*recover)(Header*), const Deadline& deadline) {
+  if (try_acquire(l.word)) return true;
+  for (int i = 0; i < kLockSpins; ++i) {
+    cpu_relax();
+    if (try_acquire(l.word)) return true;
+  }
+  Deadline lock_deadline = deadline;
+  if (deadline) lock_deadline = std::max(*deadline, Clock::now() + kLockGrace);
+  for (;;) {
+    std::uint32_t v = l.word.load(std::memory_order_relaxed);
+    if ((v & kOwnerMask) == 0) {
+      if (l.word.compare_exchange_strong(v, owned_by_me(v), std::memory_order_acquire)) return true;
+      continue;
+    }
+    l.waiters.store(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (l.word.load(std::memory_order_relaxed) != v) continue;
+    if (futex_wait_until(&l.word, v, earlier(lock_deadline, Clock::now() + ShmChannel::kLivenessSlice))) {
+      continue;
+    }
+    if (l.word.load(std::memory_order_relaxed) == v && owner_dead(v) &&
+        l.word.compare_exchange_strong(v, owned_by_me(v), std::memory_order_acquire)) {
+      recover(h);
+      return true;
+    }
+    if (expired(lock_deadline)) return false;
+  }
+}
+
+// release_side frees the lock, then makes one full fence: after it the
+// caller may check for sleepers of its own (notify_*_after_fence).
+void release_side(SideLock l) noexcept {
+  l.word.store(l.word.load(std::memory_order_relaxed) & ~kOwnerMask, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (l.waiters.load(std::memory_order_relaxed)) {
+    l.waiters.store(0, std::memory_order_relaxed);
+    futex_wake_all(&l.word);
+  }
+}
+
+// Unlock releases a side's lock at scope exit, then wakes the other side's
+// sleepers if this call published or consumed something.
+struct Unlock {
+  enum Notify { kNone, kData, kSpace };
+  SideLock lock;
+  Header* h;
+  bool active = true;
+  Notify notify = kNone;
+  ~Unlock() {
+    if (!active) return;
+    release_side(lock);
+    if (notify == kData) notify_data_after_fence(h);
+    if (notify == kSpace) notify_space_after_fence(h);
+  }
+};
+
+}  // namespace
+
+// ---- construction -------------------------------------------------------------
+
+ShmChannel::ShmChannel(std::size_t capacity, std::uint32_t max_messages) {
+  std::size_t cap = kMinCapacity;
+  capacity = std::min(capacity, kMaxCapacity);
+  while (cap < capacity) cap <<= 1;
+  region_ = SharedRegion(kHeaderBytes + cap);
+  Header* hh = new (region_.data()) Header;
+  hh->capacity = cap;
+  hh->mask = cap - 1;
+  hh->max_messages = max_messages;
+  for (auto& slot : hh->producers) slot.store(0);
+}
+
+ShmChannel::~ShmChannel() = default;
+
+ShmChannel::ShmChannel(ShmChannel&& o) noexcept
+    : region_(std::move(o.region_)), registered_pid_(o.registered_pid_.exchange(0)) {}
+
+ShmChannel& ShmChannel::operator=(ShmChannel&& o) noexcept {
+  region_ = std::move(o.region_);
+  registered_pid_ = o.registered_pid_.exchange(0);
+  return *this;
+}
+
+std::byte* ShmChannel::ring() const noexcept {
+  return static_cast<std::byte*>(region_.data()) + kHeaderBytes;
+}
+
+std::size_t ShmChannel::capacity() const noexcept { return h()->capacity; }
+std::uint32_t ShmChannel::max_messages() const noexcept { return h()->max_messages; }
+
+std::size_t ShmChannel::bytes_used() const noexcept {
+  const std::uint64_t head = h()->c.head.load(std::memory_order_acquire);
+  const std::uint64_t tail = h()->p.tail.load(std::memory_order_acquire);
+  return tail > head ? static_cast<std::size_t>(tail - head) : 0;
+}
+
+std::size_t ShmChannel::size() const noexcept {
+  // Consumer first: the producer count read after it can only be larger.
+  std::uint32_t got = msgs_of(h()->c.commit.load(std::memory_order_acquire));
+  std::uint32_t put = msgs_of(h()->p.commit.load(std::memory_order_acquire));
+  auto n = static_cast<std::int32_t>(put - got);
+  return n > 0 ? static_cast<std::size_t>(n) : 0;
+}
+
+// ---- identity and the producer table ---------------------------------------
+
+namespace {
+
+void register_producer(Header* hh, pid_t pid) noexcept {
+  const std::uint64_t key = producer_key(pid, self_start_time());
+  hh->registered_ever.store(1);
+  for (auto& slot : hh->producers) {
+    if (slot.load() == key) return;
+  }
+  for (int pass = 0; pass < 2; ++pass) {
+    for (auto& slot : hh->producers) {
+      std::uint64_t cur = slot.load();
+      if (cur != 0 && pass == 1 &&
+          !process_alive(static_cast<pid_t>(static_cast<std::uint32_t>(cur)), cur >> 32)) {
+        if (slot.compare_exchange_strong(cur, key)) return;  // reclaimed a dead entry
+        continue;
+      }
+      if (cur == 0 && slot.compare_exchange_strong(cur, key)) return;
+    }
+  }
+  hh->registry_overflow.store(1);  // too many live producers: no EOF detection
+}
+
+// all_producers_gone: at least one process registered and none is alive.
+bool all_producers_gone(Header* hh) noexcept {
+  if (!hh->registered_ever.load() || hh->registry_overflow.load()) return false;
+  for (auto& slot : hh->producers) {
+    std::uint64_t cur = slot.load();
+    if (cur == 0) continue;
+    if (process_alive(static_cast<pid_t>(static_cast<std::uint32_t>(cur)), cur >> 32)) return false;
+    slot.compare_exchange_strong(cur, 0);  // forget the dead
+  }
+  return true;
+}
+
+}  // namespace
+
+void ShmChannel::retire_producer() noexcept {
+  Header* hh = h();
+  const pid_t me = self_pid();
+  if (registered_pid_ != me) return;  // this process never sent through this handle
+  const std::uint64_t key = producer_key(me, self_start_time());
+  for (auto& slot : hh->producers) {
+    std::uint64_t cur = key;
+    slot.compare_exchange_strong(cur, 0);
+  }
+  registered_pid_ = 0;
+  hh->registry_gen.fetch_add(1);
+  wake_receivers();
+}
+
+void ShmChannel::wake_receivers() noexcept { wake_unconditionally(h()->data_seq); }
+
+void ShmChannel::wake_all() noexcept {
+  wake_unconditionally(h()->data_seq);
+  wake_unconditionally(h()->space_seq);
+}
+
+// ---- ring access ---------------------------------------------------------------
+
+namespace {
+
+struct Ring {
+  Header* h;
+  std::byte* base;
+
+  // Records are 8-aligned and the ring a power of two, so an 8-byte field
+  // at an 8-aligned position never wraps: copied inline (headers, lengths).
+  void write8(std::uint64_t pos, const void* src) const noexcept {
+    std::memcpy(base + (pos & h->mask), src, 8);
+  }
+  void read8(std::uint64_t pos, void* dst) const noexcept {
+    std::memcpy(dst, base + (pos & h->mask), 8);
+  }
+  void write(std::uint64_t pos, const void* src, std::size_t n) const noexcept {
+    std::size_t off = pos & h->mask;
+    std::size_t first = std::min<std::size_t>(n, h->capacity - off);
+    std::memcpy(base + off, src, first);
+    if (n > first) std::memcpy(base, static_cast<const std::byte*>(src) + first, n - first);
+  }
+  void read(std::uint64_t pos, void* dst, std::size_t n) const noexcept {
+    std::size_t off = pos & h->mask;
+    std::size_t first = std::min<std::size_t>(n, h->capacity - off);
+    std::memcpy(dst, base + off, first);
+    if (n > first) std::memcpy(static_cast<std::byte*>(dst) + first, base, n - first);
+  }
+  void append_to(std::string& out, std::uint64_t pos, std::size_t n) const {
+    std::size_t off = pos & h->mask;
+    std::size_t first = std::min<std::size_t>(n, h->capacity - off);
+    out.append(reinterpret_cast<const char*>(base + off), first);
+    if (n > first) out.append(reinterpret_cast<const char*>(base), n - first);
+  }
+
+  // Producer side, under the producer lock.
+  std::uint64_t free_bytes() const noexcept {
+    return h->capacity - (h->p.tail.load(std::memory_order_relaxed) -
+                          h->p.cached_head.load(std::memory_order_relaxed));
+  }
+  bool has_space(std::uint64_t need) const noexcept {
+    if (free_bytes() >= need) return true;
+    h->p.cached_head.store(h->c.head.load(std::memory_order_acquire), std::memory_order_relaxed);
+    return free_bytes() >= need;
+  }
+  bool has_slot() const noexcept {
+    const std::uint32_t max = h->max_messages;
+    if (max == 0) return true;
+    const std::uint32_t put = msgs_of(h->p.commit.load(std::memory_order_relaxed));
+    if (put - msgs_of(h->p.cached_got.load(std::memory_order_relaxed)) < max) return true;
+    h->p.cached_got.store(h->c.commit.load(std::memory_order_acquire), std::memory_order_relaxed);
+    return put - msgs_of(h->p.cached_got.load(std::memory_order_relaxed)) < max;
+  }
+  // wait_space waits under the producer lock until cond() holds. need == 0
+  // waits for a message slot (woken by every consumption); otherwise for
+  // `need` ring bytes (woken once a quarter of the ring, or `need`, is free).
+  template <class Cond>
+  ChannelStatus wait_space(Cond cond, std::uint64_t need, const Deadline& deadline,
+                           const std::atomic<bool>* cancel) const {
+    while (!cond()) {
+      if (expired(deadline)) return ChannelStatus::kTimedOut;
+      if (cancel && cancel->load()) return ChannelStatus::kCancelled;
+      std::uint64_t wake_at = 0;
+      if (need != 0) {
+        const std::uint64_t target = std::min<std::uint64_t>(
+            h->capacity, std::max<std::uint64_t>(need, h->capacity / 4));
+        const std::uint64_t tail = h->p.tail.load(std::memory_order_relaxed);
+        wake_at = tail + target > h->capacity ? tail + target - h->capacity : 0;
+      }
+      h->space_wake_at.store(wake_at, std::memory_order_relaxed);
+      sleep_on(h->space_seq, cond, deadline);
+    }
+    return ChannelStatus::kOk;
+  }
+  void publish(std::uint64_t rec_bytes, std::uint32_t kind) const noexcept {
+    ProducerSide& p = h->p;
+    const std::uint64_t tail = p.tail.load(std::memory_order_relaxed) + rec_bytes;
+    const std::uint64_t commit = advance(p.commit.load(std::memory_order_relaxed), kind);
+    p.pending_tail.store(tail, std::memory_order_relaxed);
+    p.pending_commit.store(commit, std::memory_order_relaxed);
+    p.commit.store(commit, std::memory_order_release);  // the commit point
+    p.tail.store(tail, std::memory_order_relaxed);
+  }
+
+  // Consumer side, under the consumer lock.
+  bool record_ready() const noexcept {
+    ConsumerSide& c = h->c;
+    const std::uint32_t got = recs_of(c.commit.load(std::memory_order_relaxed));
+    if (recs_of(c.cached_put.load(std::memory_order_relaxed)) != got) return true;
+    c.cached_put.store(h->p.commit.load(std::memory_order_acquire), std::memory_order_relaxed);
+    return recs_of(c.cached_put.load(std::memory_order_relaxed)) != got;
+  }
+  void consume(std::uint64_t rec_bytes, std::uint32_t kind) const noexcept {
+    ConsumerSide& c = h->c;
+    const std::uint64_t head = c.head.load(std::memory_order_relaxed) + rec_bytes;
+    const std::uint64_t commit = advance(c.commit.load(std::memory_order_relaxed), kind);
+    c.pending_head.store(head, std::memory_order_relaxed);
+    c.pending_last_kind.store(kind, std::memory_order_relaxed);
+    c.pending_commit.store(commit, std::memory_order_relaxed);
+    c.commit.store(commit, std::memory_order_release);  // the commit point
+    c.head.store(head, std::memory_order_release);
+    c.last_kind.store(kind, std::memory_order_relaxed);
+  }
+};
+
+// Lock-free check used by sleepers that do not hold the consumer lock.
+bool records_available(Header* hh) noexcept {
+  return recs_of(hh->p.commit.load(std::memory_order_acquire)) !=
+         recs_of(hh->c.commit.load(std::memory_order_acquire));
+}
+
+}  // namespace
+
+// ---- send ----------------------------------------------------------------------
+
+namespace {
+
+// Parts is a message given as two byte ranges, sent as their concatenation.
+struct Parts {
+  const std::byte* a;
+  std::size_t na;
+  const std::byte* b;
+  std::size_t nb;
+
+  std::size_t size() const noexcept { return na + nb; }
+  // write copies bytes [off, off + n) of the message to ring position pos.
+  void write(const Ring& r, std::uint64_t pos, std::size_t off, std::size_t n) const noexcept {
+    if (off < na) {
+      const std::size_t k = std::min(n, na - off);
+      if (k == 8 && (pos & 7) == 0) {
+        r.write8(pos, a + off);
+      } else {
+        r.write(pos, a + off, k);
+      }
+      pos += k;
+      off += k;
+      n -= k;
+    }
+    if (n) r.write(pos, b + (off - na), n);
+  }
+};
+
+}  // namespace
+
+ChannelStatus ShmChannel::send_bytes(const void* data, std::size_t size, const Deadline& deadline,
+                                     const std::atomic<bool>* cancel) {
+  return send_parts(data, size, nullptr, 0, deadline, cancel);
+}
+
+ChannelStatus ShmChannel::send_parts(const void* head, std::size_t head_size, const void* body,
+                                     std::size_t body_size, const Deadline& deadline,
+                                     const std::atomic<bool>* cancel) {
+  const Parts msg{static_cast<const std::byte*>(head), head_size,
+                  static_cast<const std::byte*>(body), body_size};
+  const std::size_t size = msg.size();
+  Header* hh = h();
+  const pid_t me = self_pid();
+  if (registered_pid_ != me) {
+    register_producer(hh, me);
+    registered_pid_ = me;
+  }
+  const SideLock lock{hh->p.lock, hh->p.lock_waiters};
+  if (!lock_side(lock, hh, recover_producer, deadline)) return ChannelStatus::kTimedOut;
+  Unlock unlock{lock, hh};  // released early when a stream is abandoned
+  const Ring r{hh, ring()};
+
+  ChannelStatus st = r.wait_space([&] { return r.has_slot(); }, 0, deadline, cancel);
+  if (st != ChannelStatus::kOk) return st;
+
+  const std::uint64_t whole = record_size(size);
+  if (whole <= hh->capacity / 2) {
+    st = r.wait_space([&] { return r.has_space(whole); }, whole, deadline, cancel);
+    if (st != ChannelStatus::kOk) return st;
+    const std::uint64_t tail = hh->p.tail.load(std::memory_order_relaxed);
+    const RecordHeader rh{static_cast<std::uint32_t>(size), kBegin | kEnd};
+    r.write8(tail, &rh);
+    msg.write(r, tail + kRecordHeader, 0, size);
+    r.publish(whole, kBegin | kEnd);
+    unlock.notify = Unlock::kData;
+    return ChannelStatus::kOk;
+  }
+
+  // Stream: BEGIN chunk (total length first), middle chunks, END chunk.
+  const std::size_t chunk_max = hh->capacity / 4 - 16;
+  std::size_t off = 0;
+  bool first = true;
+  while (off < size) {
+    const std::size_t n = std::min(size - off, chunk_max);
+    const bool last = off + n == size;
+    const std::uint32_t kind = (first ? kBegin : 0) | (last ? kEnd : 0);
+    const std::size_t payload = n + (first ? 8 : 0);
+    const std::uint64_t rec = record_size(payload);
+    st = r.wait_space([&] { return r.has_space(rec); }, rec, deadline, cancel);
+    if (st != ChannelStatus::kOk) {
+      // Abandon: the consumer discards the chunks already sent once it sees
+      // this lock free with no END to come.
+      if (!first) {
+        unlock.active = false;
+        release_side(lock);
+        wake_receivers();
+      }
+      return st;
+    }
+    std::uint64_t pos = hh->p.tail.load(std::memory_order_relaxed);
+    const RecordHeader rh{static_cast<std::uint32_t>(payload), kind};
+    r.write8(pos, &rh);
+    pos += kRecordHeader;
+    if (first) {
+      const std::uint64_t total = size;
+      r.write8(pos, &total);
+      pos += sizeof total;
+    }
+    msg.write(r, pos, off, n);
+    r.publish(rec, kind);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    notify_data_after_fence(hh);
+    off += n;
+    first = false;
+  }
+  return ChannelStatus::kOk;
+}
+
+// ---- receive -----------------------------------------------------------------------
+
+namespace {
+
+enum class Take { kOk, kEmpty, kLockTimedOut };
+
+// wait_next_chunk waits, holding the consumer lock, for the next chunk of a
+// message being streamed. False when the stream was abandoned (its producer
+// died or gave up: the producer lock is free and no chunk is left).
+bool wait_next_chunk(const Ring& r) {
+  Header* hh = r.h;
+  for (;;) {
+    sleep_on(hh->data_seq, [&] { return r.record_ready(); },
+             Clock::now() + ShmChannel::kLivenessSlice);
+    if (r.record_ready()) return true;
+    const SideLock producer{hh->p.lock, hh->p.lock_waiters};
+    if (!try_take(producer, hh, recover_producer)) continue;  // a live producer is at work
+    const bool ready = r.record_ready();
+    release_side(producer);
+    return ready;
+  }
+}
+
+// Sink receives a message's bytes: the first prefix_size go to `prefix`,
+// the rest are appended to `out`.
+struct Sink {
+  std::string& out;
+  std::byte* prefix;
+  std::size_t prefix_size;
+  std::size_t prefix_got = 0;
+
+  void start(std::uint64_t total) {
+    out.clear();
+    prefix_got = 0;
+    if (total > prefix_size) out.reserve(total - prefix_size);
+  }
+  void append(const Ring& r, std::uint64_t pos, std::size_t len) {
+    if (prefix_got < prefix_size) {
+      const std::size_t k = std::min(len, prefix_size - prefix_got);
+      if (k == 8 && (pos & 7) == 0) {
+        r.read8(pos, prefix + prefix_got);
+      } else {
+        r.read(pos, prefix + prefix_got, k);
+      }
+      prefix_got += k;
+      pos += k;
+      len -= k;
+    }
+    if (len) r.append_to(out, pos, len);
+  }
+};
+
+Take take_locked(const Ring& r, Sink& sink, const Deadline& deadline) {
+  Header* hh = r.h;
+  ConsumerSide& c = hh->c;
+  const SideLock lock{c.lock, c.lock_waiters};
+  if (!lock_side(lock, hh, recover_consumer, deadline)) return Take::kLockTimedOut;
+  Unlock unlock{lock, hh};
+  enum { kIdle, kReceiving, kSkipping } state =
+      (c.last_kind.load(std::memory_order_relaxed) & kEnd) ? kIdle : kSkipping;
+  for (;;) {
+    if (!r.record_ready()) {
+      if (state != kReceiving) return Take::kEmpty;
+      if (wait_next_chunk(r)) continue;
+      // The stream was abandoned: drop what we have of it.
+      sink.out.clear();
+      c.pending_last_kind.store(kBegin | kEnd);
+      c.last_kind.store(kBegin | kEnd);
+      return Take::kEmpty;
+    }
+    const std::uint64_t head = c.head.load(std::memory_order_relaxed);
+    RecordHeader rh;
+    r.read8(head, &rh);
+    if (rh.len > hh->capacity - kRecordHeader || (rh.kind & ~(kBegin | kEnd)) != 0) {
+      throw std::runtime_error(
+          fmt::format("mp: queue ring corrupt at offset {} (len {}, kind {})", head, rh.len, rh.kind));
+    }
+    std::uint64_t pos = head + kRecordHeader;
+    std::size_t len = rh.len;
+    if (rh.kind & kBegin) {
+      // (A partial message before a BEGIN was abandoned: start() drops it.)
+      std::uint64_t total = len;
+      if (!(rh.kind & kEnd)) {
+        r.read8(pos, &total);
+        pos += sizeof total;
+        len -= sizeof total;
+      }
+      sink.start(total);
+      sink.append(r, pos, len);
+      state = kReceiving;
+    } else if (state == kReceiving) {
+      sink.append(r, pos, len);
+    }  // else: the rest of a message whose receiver died, or of an abandoned one
+    r.consume(record_size(rh.len), rh.kind);
+    if ((rh.kind & kEnd) && state == kReceiving) {
+      unlock.notify = Unlock::kSpace;  // after the release's fence
+      return Take::kOk;
+    }
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    notify_space_after_fence(hh);
+    if (rh.kind & kEnd) state = kIdle;
+  }
+}
+
+}  // namespace
+
+ChannelStatus ShmChannel::recv_bytes(std::string& out, const Deadline& deadline,
+                                     const std::atomic<bool>* cancel, void* prefix,
+                                     std::size_t prefix_size) {
+  Header* hh = h();
+  const Ring r{hh, ring()};
+  Sink sink{out, static_cast<std::byte*>(prefix), prefix ? prefix_size : 0};
+  for (;;) {
+    const Take t = take_locked(r, sink, deadline);
+    if (t == Take::kOk) return ChannelStatus::kOk;
+    if (t == Take::kLockTimedOut || expired(deadline)) return ChannelStatus::kTimedOut;
+    const std::uint32_t gen = hh->registry_gen.load();
+    const bool woken = sleep_on(hh->data_seq, [&] { return records_available(hh); },
+                                earlier(deadline, Clock::now() + kLivenessSlice));
+    if (records_available(hh)) continue;
+    if (cancel && cancel->load()) return ChannelStatus::kCancelled;
+    if (!deadline && (!woken || gen != hh->registry_gen.load()) && all_producers_gone(hh) &&
+        !records_available(hh)) {
+      return ChannelStatus::kEof;
+    }
+  }
+}
+
+// ---- task accounting ------------------------------------------------------------------
+
+bool ShmChannel::task_done() noexcept {
+  Header* hh = h();
+  std::uint32_t done = hh->tasks_done.load();
+  for (;;) {
+    const std::uint32_t put = msgs_of(hh->p.commit.load(std::memory_order_acquire));
+    if (put == done) return false;
+    if (hh->tasks_done.compare_exchange_weak(done, done + 1)) {
+      if (put == done + 1) futex_wake_all(&hh->tasks_done);
+      return true;
+    }
+  }
+}
+
+std::uint32_t ShmChannel::unfinished_tasks() const noexcept {
+  const std::uint32_t done = h()->tasks_done.load();
+  return msgs_of(h()->p.commit.load(std::memory_order_acquire)) - done;
+}
+
+bool ShmChannel::join(const Deadline& deadline) {
+  Header* hh = h();
+  for (;;) {
+    const std::uint32_t done = hh->tasks_done.load();
+    if (msgs_of(hh->p.commit.load(std::memory_order_acquire)) == done) return true;
+    if (!futex_wait_until(&hh->tasks_done, done, deadline)) {
+      return msgs_of(hh->p.commit.load(std::memory_order_acquire)) == hh->tasks_done.load();
+    }
+  }
+}
+
+}  // namespace mp::internal
