@@ -23,11 +23,13 @@ Compare with the committed baseline afterwards:
 Flags:
   --quick          CI mode: --benchmark_min_time=0.05 and, in every size sweep,
                    only sizes <= 4096 (--quick-max-size); peers get
-                   MP_BENCH_QUICK=1. The whole run takes under a minute on 2 cores.
+                   MP_BENCH_QUICK=1. The six suites and their peers take about
+                   30 s on 2 cores.
   --filter REGEX   only benchmarks whose name matches (Google Benchmark's
                    --benchmark_filter for binaries, re.search on peers' names)
   --repetitions N  repeat each benchmark N times (bench_report's U test needs
-                   at least 4 in both runs to call a change significant)
+                   e.g. 5 in the baseline and 3 in the run, or 4 and 4, to call
+                   a change significant)
   --peer-repetitions N  runs of each peer script (default: --repetitions)
   --no-peers       skip the CPython peer scripts
   -- ARGS          extra flags for every benchmark binary
