@@ -102,10 +102,6 @@ class Bench:
         s = self.samples(metric)
         return statistics.median(s) if s else None
 
-    @property
-    def is_peer_script(self):
-        return self.suite.endswith("_peer")
-
 
 # Speeds, best first. iterations/s comes from real_time and always exists.
 METRICS = ("items_per_second", "bytes_per_second", "iterations_per_second")
