@@ -1,49 +1,638 @@
 #!/usr/bin/env python3
-"""bazel run //benchmarks:all — run every mp benchmark binary.
+"""bazel run //benchmarks:all -- [--quick] [--filter REGEX] [--repetitions N]
 
-Writes Google Benchmark JSON, one file per binary, under
-reports/runs/<timestamp>/ in the source tree, and prints a summary.
+Runs every benchmark binary (//benchmarks:<area>, one per <area>_bench.cc) and
+every CPython peer script (benchmarks/peers/<area>_peer.py, run with the
+machine's python3; skipped with a note when there is none), one at a time,
+with a live progress line. Writes one result set under
+reports/runs/<timestamp>/ in the source tree:
+
+  <area>.json        Google Benchmark JSON of //benchmarks:<area>
+  <area>_peer.json   the peer script's output, same schema
+  <area>.log         the binary's console output and stderr
+  context.json       machine (CPU, cores, kernel, compiler, python) and run
+                     (flags, which suites ran, failed or were skipped, notes)
+  report.md/.html    the tables and charts of tools/bench_report for this run
+
+and prints a table to read at a glance: each workload, mp's speed, each peer's
+speed, mp/peer, and the issues' goals (benchmarks/goals.json) met or missed.
+Compare with the committed baseline afterwards:
+
+  bazel run //tools:bench_report -- latest --baseline reports/baseline
+
+Flags:
+  --quick          CI mode: --benchmark_min_time=0.05 and, in every size sweep,
+                   only sizes <= 4096 (--quick-max-size); peers get
+                   MP_BENCH_QUICK=1. The six suites and their peers take about
+                   30 s on 2 cores.
+  --filter REGEX   only benchmarks whose name matches (Google Benchmark's
+                   --benchmark_filter for binaries, re.search on peers' names)
+  --repetitions N  repeat each benchmark N times (bench_report's U test needs
+                   e.g. 5 in the baseline and 3 in the run, or 4 and 4, to call
+                   a change significant)
+  --peer-repetitions N  runs of each peer script (default: --repetitions)
+  --no-peers       skip the CPython peer scripts
+  -- ARGS          extra flags for every benchmark binary
+
+Peer scripts may read these environment variables (all optional to honour):
+MP_BENCH_QUICK=1 (run shorter), MP_PEER_MIN_TIME (seconds per workload; set
+to 0.1 with --quick unless already set), MP_BENCH_FILTER (the --filter regex;
+run_all also filters what peers print). When a peer prints one run per
+benchmark, it is run --repetitions times and the runs are merged.
+
+Interruption: each binary and peer runs in its own process group (session),
+so every process it forks is in that group. On Ctrl-C, SIGTERM or a timeout
+(--timeout per binary, --peer-timeout per peer) the whole group gets SIGTERM,
+then SIGKILL after 2 s: no benchmark child outlives the run. A binary that
+exits but leaves processes behind in its group has them killed too, and the
+run notes it. (A process that starts its own session escapes this; mp's
+benchmarks do not do that.)
+
+Exit status: 0 when every suite ran, 1 when one failed or timed out, 130 when
+interrupted. Missed goals are reported, not failed.
 """
 import argparse
 import datetime
 import json
 import os
 import pathlib
+import platform
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 
-HERE = pathlib.Path(__file__).resolve().parent
+HERE = pathlib.Path(os.path.dirname(os.path.abspath(__file__)))     # runfiles, not resolved
+SOURCE = pathlib.Path(__file__).resolve().parent                     # the source tree
+for root in (HERE.parent, SOURCE.parent):
+    if (root / "tools" / "bench_lib.py").exists() and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+from tools import bench_lib as lib            # noqa: E402
+from tools import bench_report                # noqa: E402
+
+QUICK_MIN_TIME = "0.05"
+QUICK_MAX_SIZE = 4096
+QUICK_PEER_MIN_TIME = "0.1"   # seconds per workload, for peers that read MP_PEER_MIN_TIME
+GRACE_SECONDS = 2.0
+NOT_BINARIES = {"all", "run_all", "goals"}
 
 
-def binaries():
-    names = sorted(p.name[: -len("_bench.cc")] for p in HERE.glob("*_bench.cc"))
-    return [(n, HERE / n) for n in names if (HERE / n).exists()]
+# ---------------------------------------------------------------- discovery
+
+def discover(bench_dir):
+    """(binaries, peers): every executable without an extension in
+    bench_dir, and every peers/*_peer.py, sorted by name."""
+    bins, peers = [], []
+    if bench_dir.is_dir():
+        for p in sorted(bench_dir.iterdir()):
+            if ("." in p.name or p.name in NOT_BINARIES or not p.is_file()
+                    or not os.access(p, os.X_OK)):
+                continue
+            bins.append((p.name, p))
+        peer_dir = bench_dir / "peers"
+        if peer_dir.is_dir():
+            peers = [(p.stem, p) for p in sorted(peer_dir.glob("*_peer.py"))]
+    return bins, peers
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__)
+_SIZE = re.compile(r"^(\d+)([kKmMgG]?)(i?B)?$")
+_MULT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def size_of(component):
+    m = _SIZE.match(component)
+    return int(m.group(1)) * _MULT[m.group(2).lower()] if m else None
+
+
+def quick_selection(names, max_size=QUICK_MAX_SIZE):
+    """Drops the big sizes of size sweeps: an arg position that takes several
+    numeric values within one family+impl is a sweep; keep values <= max_size
+    (at least the smallest). Single-valued numeric args are not sizes."""
+    parsed = [lib.Name(n) for n in names]
+    sweeps = {}
+    for n in parsed:
+        for i, a in enumerate(n.args.split("/") if n.args else []):
+            if size_of(a) is not None:
+                sweeps.setdefault((n.family, n.impl, i), set()).add(size_of(a))
+    keep = []
+    for raw, n in zip(names, parsed):
+        ok = True
+        for i, a in enumerate(n.args.split("/") if n.args else []):
+            values = sweeps.get((n.family, n.impl, i))
+            s = size_of(a)
+            if s is not None and values and len(values) > 1 and s > max(max_size, min(values)):
+                ok = False
+        if ok:
+            keep.append(raw)
+    return keep
+
+
+def posix_ere_escape(name):
+    """Escapes a name for Google Benchmark's filter (std::regex, extended)."""
+    return re.sub(r"([.\[\]{}()*+?^$|\\])", r"\\\1", name)
+
+
+# ---------------------------------------------------------------- processes
+
+class Child:
+    """A benchmark process in its own session; kill() ends its whole group."""
+
+    current = None          # the one running now, for the signal handlers
+
+    def __init__(self, cmd, stdout, stderr, env=None):
+        self.proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=env,
+                                     start_new_session=True, stdin=subprocess.DEVNULL)
+        self.pgid = self.proc.pid
+        Child.current = self
+
+    def group_alive(self):
+        """Whether a live (not zombie) process is left in the group."""
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        # killpg also succeeds on zombies waiting for init to reap them;
+        # /proc tells live members apart.
+        try:
+            pids = [p for p in os.listdir("/proc") if p.isdigit()]
+        except OSError:
+            return True
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == self.pgid and fields[0] not in ("Z", "X"):
+                return True
+        return False
+
+    def kill(self):
+        """SIGTERM to the group, SIGKILL after a grace period; reaps."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.pgid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + GRACE_SECONDS
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None and not self.group_alive():
+                    break
+                time.sleep(0.02)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def done(self):
+        """After the leader exited: kills what it left behind in its group.
+        Returns True when there was something to kill."""
+        Child.current = None
+        if self.group_alive():
+            self.kill()
+            return True
+        return False
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _on_signal(signum, frame):
+    child = Child.current
+    if child is not None:
+        child.kill()
+    raise Interrupted(signal.Signals(signum).name)
+
+
+# ---------------------------------------------------------------- progress
+
+class Progress:
+    """One live status line on a terminal; plain lines otherwise."""
+
+    def __init__(self, total, stream=sys.stderr):
+        self.total, self.stream = total, stream
+        self.tty = stream.isatty()
+        self.start = time.monotonic()
+        self.index, self.suite = 0, ""
+
+    def begin(self, suite, kind):
+        self.index += 1
+        self.suite = f"{suite} ({kind})"
+        self.update(0, 0, "")
+        if not self.tty:
+            print(f"[{self.index}/{self.total}] {self.suite} ...", file=self.stream, flush=True)
+
+    def update(self, done, count, current):
+        if not self.tty:
+            return
+        elapsed = int(time.monotonic() - self.start)
+        bench = f" {done}/{count}" if count else ""
+        line = (f"[{self.index}/{self.total}] {self.suite}{bench}  {current}"
+                f"  {elapsed // 60}:{elapsed % 60:02d}")
+        width = shutil.get_terminal_size((100, 20)).columns - 1
+        self.stream.write("\r\033[K" + line[:width])
+        self.stream.flush()
+
+    def end(self, status):
+        if self.tty:
+            self.stream.write("\r\033[K")
+        print(f"[{self.index}/{self.total}] {self.suite}: {status}", file=self.stream, flush=True)
+
+
+# ---------------------------------------------------------------- running
+
+def list_benchmarks(path, user_filter, timeout=60):
+    cmd = [str(path), "--benchmark_list_tests=true"]
+    if user_filter:
+        cmd.append(f"--benchmark_filter={user_filter}")
+    child = Child(cmd, subprocess.PIPE, subprocess.PIPE)
+    try:
+        out, err = child.proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        raise RuntimeError(f"--benchmark_list_tests did not finish in {timeout}s")
+    finally:
+        child.done()
+    if child.proc.returncode != 0:
+        raise RuntimeError(f"--benchmark_list_tests exited {child.proc.returncode}: "
+                           f"{err.decode(errors='replace').strip()[-300:]}")
+    lines = [l.strip() for l in out.decode(errors="replace").splitlines()]
+    return [l for l in lines if l and not l.startswith("Failed to match")]
+
+
+def run_binary(name, path, out_dir, args, progress, notes):
+    """Runs one benchmark binary; returns a status string."""
+    try:
+        names = list_benchmarks(path, args.filter)
+    except (RuntimeError, OSError) as e:
+        return f"failed: {e}"
+    if args.quick:
+        names = quick_selection(names, args.quick_max_size)
+    if not names:
+        return "skipped: no benchmark matches"
+    reps = max(1, args.repetitions)
+    cmd = [str(path), f"--benchmark_out={out_dir / (name + '.json')}",
+           "--benchmark_out_format=json", "--benchmark_color=false",
+           f"--benchmark_repetitions={reps}"]
+    if args.filter or args.quick:
+        cmd.append("--benchmark_filter=^(" + "|".join(posix_ere_escape(n) for n in names) + ")$")
+    min_time = args.min_time or (QUICK_MIN_TIME if args.quick else None)
+    if min_time:
+        cmd.append(f"--benchmark_min_time={min_time}")
+    cmd += args.extra
+    total = len(names) * reps
+    known = set(names)
+    log_path = out_dir / (name + ".log")
+    timeout = args.timeout or (120 if args.quick else 1800)
+    with open(log_path, "wb") as log:
+        log.write(("$ " + " ".join(cmd) + "\n").encode())
+        log.flush()
+        child = Child(cmd, subprocess.PIPE, log)
+        done = [0, ""]
+
+        def reader():
+            for raw in child.proc.stdout:
+                log.write(raw)
+                first = raw.decode(errors="replace").split(" ", 1)[0]
+                if first in known:
+                    done[0] += 1
+                    done[1] = first
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        deadline = time.monotonic() + timeout
+        timed_out = False
+        while child.proc.poll() is None:
+            if time.monotonic() > deadline:
+                timed_out = True
+                child.kill()
+                break
+            progress.update(done[0], total, done[1])
+            time.sleep(0.1)
+        t.join(timeout=5)
+        leftovers = child.done()
+    if leftovers:
+        notes.append(f"{name}: left processes behind in its process group; killed them")
+    if timed_out:
+        _drop_partial(out_dir / (name + ".json"))
+        return f"failed: timed out after {timeout}s (process group killed; see {log_path.name})"
+    rc = child.proc.returncode
+    if rc != 0:
+        _drop_partial(out_dir / (name + ".json"))
+        how = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+        return f"failed: {how} (see {log_path.name})"
+    try:
+        data = json.loads((out_dir / (name + ".json")).read_text())
+        count = sum(1 for b in data.get("benchmarks", []) if b.get("run_type") != "aggregate")
+    except (OSError, ValueError) as e:
+        return f"failed: no readable JSON output ({e})"
+    return f"ok: {count} runs"
+
+
+def _drop_partial(path):
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def run_peer_once(python, path, env, timeout, log):
+    child = Child([python, str(path)], subprocess.PIPE, log, env=env)
+    try:
+        out, _ = child.proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.done()
+        raise RuntimeError(f"timed out after {timeout}s (process group killed)")
+    if child.done():
+        log.write(b"run_all: the peer left processes behind in its group; killed them\n")
+    if child.proc.returncode != 0:
+        raise RuntimeError(f"exit status {child.proc.returncode}")
+    try:
+        data = json.loads(out.decode(errors="replace"))
+    except ValueError as e:
+        raise RuntimeError(f"stdout is not JSON ({e})")
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise RuntimeError("stdout JSON has no \"benchmarks\" list")
+    return data
+
+
+def run_peer(stem, path, out_dir, args, python, progress):
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)          # Bazel's runfiles path is not the peer's business
+    env.pop("PYTHONSAFEPATH", None)
+    if args.quick:
+        env["MP_BENCH_QUICK"] = "1"
+        env.setdefault("MP_PEER_MIN_TIME", QUICK_PEER_MIN_TIME)
+    if args.filter:
+        env["MP_BENCH_FILTER"] = args.filter
+    timeout = args.peer_timeout or (60 if args.quick else 300)
+    reps = max(1, args.peer_repetitions or args.repetitions)
+    merged = None
+    with open(out_dir / (stem + ".log"), "wb") as log:
+        rep = 0
+        while rep < reps:
+            progress.update(rep, reps, "repetition")
+            try:
+                data = run_peer_once(python, path, env, timeout, log)
+            except (RuntimeError, OSError) as e:
+                return f"failed: {e} (see {stem}.log)"
+            entries = [b for b in data["benchmarks"] if isinstance(b, dict) and "name" in b]
+            if args.filter:
+                try:
+                    rx = re.compile(args.filter)
+                    entries = [b for b in entries if rx.search(b["name"])]
+                except re.error:
+                    pass
+            if args.quick:
+                keep = set(quick_selection([b["name"] for b in entries], args.quick_max_size))
+                entries = [b for b in entries if b["name"] in keep]
+            names = [lib.normalize_name(b.get("run_name", b["name"])) for b in entries
+                     if b.get("run_type", "iteration") == "iteration"]
+            self_repeats = len(names) != len(set(names))
+            for b in entries:
+                b.setdefault("run_name", b["name"])
+                b.setdefault("run_type", "iteration")
+                if not self_repeats:
+                    b["repetition_index"] = rep
+                    b["repetitions"] = reps
+            if merged is None:
+                merged = {"context": data.get("context", {}), "benchmarks": entries}
+            else:
+                merged["benchmarks"].extend(entries)
+            rep = reps if self_repeats else rep + 1
+    if not merged["benchmarks"]:
+        return "skipped: no benchmark matches"
+    (out_dir / (stem + ".json")).write_text(json.dumps(merged, indent=1) + "\n")
+    return f"ok: {len(merged['benchmarks'])} runs"
+
+
+# ---------------------------------------------------------------- context
+
+def _cmd_output(cmd, timeout=10):
+    try:
+        r = subprocess.run(cmd, capture_output=True, timeout=timeout, text=True)
+        return r.stdout.strip() if r.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _compiler(binaries):
+    """From the first binary's .comment section (what really built it)."""
+    for _, path in binaries:
+        out = _cmd_output(["readelf", "-p", ".comment", str(path)])
+        found = re.findall(r"GCC: .*|clang version .*", out)
+        if found:
+            return found[-1].strip()
+    first = _cmd_output(["c++", "--version"]).splitlines()
+    return first[0] if first else "unknown"
+
+
+def machine_context(binaries, python, workspace):
+    try:
+        cores_usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores_usable = os.cpu_count()
+    try:
+        mem = next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+        mem = f"{int(mem) // 1024} MiB"
+    except (OSError, StopIteration, ValueError):
+        mem = "unknown"
+    uname = platform.uname()
+    commit = _cmd_output(["git", "-C", str(workspace), "rev-parse", "--short", "HEAD"])
+    dirty = _cmd_output(["git", "-C", str(workspace), "status", "--porcelain", "--untracked-files=no"])
+    return {
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": uname.node,
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": cores_usable,
+        "memory": mem,
+        "kernel": f"{uname.system} {uname.release} {uname.version}",
+        "compiler": _compiler(binaries),
+        "benchmark_library": _cmd_output(["dpkg-query", "-W", "-f=${Version}", "libbenchmark-dev"])
+                             or "unknown",
+        "python": (_cmd_output([python, "--version"]) if python else "") or "none (peers skipped)",
+        "load_average": list(os.getloadavg()),
+        "git_commit": (commit + ("-dirty" if dirty else "")) if commit else "unknown",
+    }
+
+
+# ---------------------------------------------------------------- main
+
+def parse_args(argv):
+    extra = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    ap = argparse.ArgumentParser(prog="bazel run //benchmarks:all --", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--filter", default="", help="benchmark name regex")
     ap.add_argument("--quick", action="store_true", help="short run for CI")
-    ap.add_argument("--repetitions", type=int, default=1)
-    args = ap.parse_args()
+    ap.add_argument("--repetitions", type=int, default=1, help="repetitions per benchmark")
+    ap.add_argument("--peer-repetitions", type=int,
+                    help="runs of each peer script (default: --repetitions)")
+    ap.add_argument("--min-time", help="--benchmark_min_time for every binary (seconds)")
+    ap.add_argument("--quick-max-size", type=int, default=QUICK_MAX_SIZE,
+                    help="largest size kept in a size sweep with --quick")
+    ap.add_argument("--no-peers", action="store_true", help="skip the CPython peer scripts")
+    ap.add_argument("--python", default="python3", help="interpreter for the peer scripts")
+    ap.add_argument("--timeout", type=float, help="seconds per binary (default 1800, quick 120)")
+    ap.add_argument("--peer-timeout", type=float,
+                    help="seconds per peer run (default 300, quick 60)")
+    ap.add_argument("--out", help="result directory (default reports/runs/<timestamp>/)")
+    ap.add_argument("--bench-dir", help="where the binaries and peers/ are (default: next to "
+                    "this script)")
+    ap.add_argument("--goals", help="goals JSON (default benchmarks/goals.json)")
+    ap.add_argument("--no-report", action="store_true", help="do not write report.md/.html")
+    args = ap.parse_args(argv)
+    args.extra = extra
+    if args.repetitions < 1 or (args.peer_repetitions is not None and args.peer_repetitions < 1):
+        ap.error("--repetitions and --peer-repetitions must be at least 1")
+    if args.filter:
+        try:
+            re.compile(args.filter)
+        except re.error as e:
+            ap.error(f"--filter is not a valid regex: {e}")
+    return args
 
-    workspace = pathlib.Path(os.environ.get("BUILD_WORKSPACE_DIRECTORY", HERE.parent))
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = workspace / "reports" / "runs" / stamp
-    out.mkdir(parents=True, exist_ok=True)
 
-    bins = binaries()
-    for i, (name, path) in enumerate(bins, 1):
-        print(f"[{i}/{len(bins)}] {name}", flush=True)
-        cmd = [str(path), f"--benchmark_out={out / (name + '.json')}",
-               "--benchmark_out_format=json",
-               f"--benchmark_repetitions={args.repetitions}"]
-        if args.filter:
-            cmd.append(f"--benchmark_filter={args.filter}")
-        if args.quick:
-            cmd.append("--benchmark_min_time=0.05")
-        subprocess.run(cmd, check=True)
-    print(f"results: {out}")
+def user_path(arg):
+    """A path as typed: relative to where `bazel run` was invoked."""
+    p = pathlib.Path(arg).expanduser()
+    return p if p.is_absolute() else pathlib.Path(
+        os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd())) / p
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    workspace = pathlib.Path(os.environ.get("BUILD_WORKSPACE_DIRECTORY") or SOURCE.parent)
+    bench_dir = user_path(args.bench_dir) if args.bench_dir else HERE
+    if args.goals:
+        args.goals = str(user_path(args.goals))
+    if args.out:
+        out_dir = user_path(args.out)
+    else:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_dir = workspace / "reports" / "runs" / stamp
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    binaries, peers = discover(bench_dir)
+    notes = []
+    python = shutil.which(args.python)
+    if args.no_peers:
+        if peers:
+            notes.append(f"peers skipped (--no-peers): {', '.join(s for s, _ in peers)}")
+        peers = []
+    elif peers and python is None:
+        notes.append(f"{args.python} not found: CPython peers skipped "
+                     f"({', '.join(s for s, _ in peers)}); install python3 to compare with CPython")
+        peers = []
+    if not binaries:
+        notes.append(f"no benchmark binaries found in {bench_dir}")
+
+    context = {"machine": machine_context(binaries, python, workspace)}
+    run_info = {"flags": {"filter": args.filter, "quick": args.quick,
+                          "repetitions": args.repetitions,
+                          "peer_repetitions": args.peer_repetitions or args.repetitions,
+                          "min_time": args.min_time or (QUICK_MIN_TIME if args.quick else None),
+                          "extra": args.extra},
+                "suites": {}, "notes": notes}
+
+    def write_context():
+        doc = dict(context["machine"])
+        doc["run"] = run_info
+        (out_dir / "context.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+    print(f"mp benchmarks: {len(binaries)} binaries, {len(peers)} peers -> {out_dir}",
+          file=sys.stderr, flush=True)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr, flush=True)
+
+    progress = Progress(len(binaries) + len(peers))
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    failed = False
+    try:
+        for name, path, kind in ([(n, p, "binary") for n, p in binaries]
+                                 + [(n, p, "peer") for n, p in peers]):
+            progress.begin(name, kind)
+            t0 = time.monotonic()
+            if kind == "binary":
+                status = run_binary(name, path, out_dir, args, progress, notes)
+            else:
+                status = run_peer(name, path, out_dir, args, python, progress)
+            if status.startswith("ok"):
+                status += f" in {time.monotonic() - t0:.1f}s"
+            run_info["suites"][name] = status
+            failed |= status.startswith("failed")
+            progress.end(status)
+    except Interrupted as e:
+        if progress.tty:
+            sys.stderr.write("\n")
+        notes.append(f"interrupted by {e}: partial results")
+        run_info["interrupted"] = True
+        write_context()
+        print(f"\ninterrupted ({e}); benchmark processes killed; partial results in {out_dir}",
+              file=sys.stderr)
+        return 130
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    for name, status in run_info["suites"].items():
+        if status.startswith("failed"):
+            notes.append(f"{name} {status}")
+    write_context()
+    print_summary(out_dir, args, notes)
+    return 1 if failed else 0
+
+
+def print_summary(out_dir, args, notes):
+    goals_path = pathlib.Path(args.goals) if args.goals else lib.default_goals_path()
+    try:
+        rs = lib.load(out_dir)
+    except lib.ResultError as e:
+        print(f"\nno results to summarise: {e}")
+        return
+    goals = []
+    if goals_path:
+        try:
+            goals = lib.load_goals(goals_path)
+        except lib.ResultError as e:
+            notes.append(str(e))
+    results = lib.evaluate_goals(goals, rs)
+    header, rows = lib.glance_rows(rs, results)
+    print("\nmp beside its peers (speeds are medians; mp/peer > 1: mp is faster)\n")
+    print(lib.text_table(header, rows) if rows else "(no workload with an mp benchmark)")
+    if goals:
+        print("\n" + lib.goal_summary(results))
+        missed = [r for r in results if r.status == "missed"]
+        for r in missed:
+            print(f"  missed #{r.goal.issue}: {r.pair.workload} mp/{r.pair.peer.name.impl} "
+                  f"{lib.ratio_text(r.ratio)} (target {r.goal.bound}): {r.goal.text}")
+    for n in notes:
+        print(f"note: {n}")
+    if not args.no_report:
+        report_args = [str(out_dir), "--quiet"]
+        if goals_path:
+            report_args += ["--goals", str(goals_path)]
+        bench_report.main(report_args)
+    print(f"\nresults: {out_dir}")
+    print(f"compare: bazel run //tools:bench_report -- {out_dir} --baseline reports/baseline")
 
 
 if __name__ == "__main__":

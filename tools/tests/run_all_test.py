@@ -1,0 +1,254 @@
+"""benchmarks/run_all.py against fake benchmark binaries and peer scripts
+(tools/tests/fake_bench.py): discovery, flags, result set, peers, the glance
+table, failures, and cleanup of process groups on timeout and interruption."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+ROOT = pathlib.Path(os.path.abspath(__file__)).parents[2]
+sys.path.insert(0, str(ROOT))
+from tools.tests import fake_bench as fb     # noqa: E402
+from tools.tests import testmain             # noqa: E402
+
+RUN_ALL = ROOT / "benchmarks" / "run_all.py"
+
+QUEUE = [{"name": f"BM_Queue/{impl}/{size}/real_time", "items_per_second": ips}
+         for size in (8, 64, 4096, 65536, 1048576)
+         for impl, ips in (("mp", 3e6), ("raw_ring", 4e6))]
+SPAWN = [{"name": "BM_Spawn/mp_process/real_time", "items_per_second": 950.0},
+         {"name": "BM_Spawn/raw_fork/real_time", "items_per_second": 1000.0},
+         {"name": "BM_Spawn/std_thread/real_time", "items_per_second": 20000.0}]
+QUEUE_PEER = [{"name": f"BM_Queue/cpython/{s}", "items_per_second": 5e4} for s in (8, 64, 1048576)]
+
+
+def pid_dead(pid):
+    """True when pid is gone or a zombie (killed, waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def wait_for(predicate, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+class RunAllTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = pathlib.Path(self.tmp.name)
+        self.bench = self.root / "bench"
+        self.out = self.root / "out"
+        self.record = self.root / "argv.jsonl"
+        self.peer_record = self.root / "peer_env.jsonl"
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def standard(self, queue_mode="ok"):
+        fb.make_binary(self.bench, "queue", {"benchmarks": QUEUE, "mode": queue_mode,
+                                             "record": str(self.record)})
+        fb.make_binary(self.bench, "spawn", {"benchmarks": SPAWN})
+        fb.make_peer(self.bench, "queue_peer", {"benchmarks": QUEUE_PEER,
+                                                "record": str(self.peer_record)})
+
+    def run_all(self, *flags, timeout=60, extra_env=None):
+        env = dict(os.environ)
+        env.pop("BUILD_WORKSPACE_DIRECTORY", None)
+        env.update(extra_env or {})
+        cmd = [sys.executable, str(RUN_ALL), "--bench-dir", str(self.bench), "--out", str(self.out),
+               "--goals", str(ROOT / "benchmarks" / "goals.json"), *flags]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        return r.returncode, r.stdout + r.stderr
+
+    def argvs(self):
+        return [json.loads(l) for l in self.record.read_text().splitlines()]
+
+    def test_discovers_every_binary_and_peer_and_writes_a_result_set(self):
+        self.standard()
+        (self.bench / "notes.txt").write_text("not a binary")
+        code, out = self.run_all()
+        self.assertEqual(code, 0, out)
+        names = sorted(p.name for p in self.out.iterdir())
+        for f in ("queue.json", "spawn.json", "queue_peer.json", "context.json",
+                  "queue.log", "report.md", "report.html"):
+            self.assertIn(f, names)
+        ctx = json.loads((self.out / "context.json").read_text())
+        for key in ("cpu", "cores", "kernel", "compiler", "python", "timestamp"):
+            self.assertTrue(ctx.get(key), key)
+        self.assertRegex(ctx["run"]["suites"]["queue"], r"^ok: 10 runs in \d+\.\ds$")
+        self.assertRegex(ctx["run"]["suites"]["queue_peer"], r"^ok: 3 runs in \d+\.\ds$")
+        self.assertIn("[1/3] queue (binary)", out)
+        self.assertIn("[3/3] queue_peer (peer)", out)
+
+    def test_glance_table_shows_mp_peers_ratios_and_goals(self):
+        self.standard()
+        code, out = self.run_all()
+        self.assertRegex(out, r"BM_Spawn\s+mp_process: 950 items/s")
+        self.assertRegex(out, r"raw_fork\s+1\.00k items/s\s+0\.950x\s+>= 0\.9x met \(#2\)")
+        self.assertRegex(out, r"cpython\s+50\.0k items/s\s+60\.0x\s+>= 30x met \(#3\)")
+        self.assertRegex(out, r"raw_ring\s+4\.00M items/s\s+0\.750x\s+>= 0\.5x met \(#3\)")
+        self.assertRegex(out, r"goals: \d+ met, 0 missed, \d+ without data")
+
+    def test_quick_mode_shortens_min_time_and_drops_big_sizes(self):
+        self.standard()
+        code, out = self.run_all("--quick")
+        self.assertEqual(code, 0, out)
+        run = [a for a in self.argvs() if "--benchmark_list_tests=true" not in a][0]
+        self.assertIn("--benchmark_min_time=0.05", run)
+        data = json.loads((self.out / "queue.json").read_text())
+        sizes = sorted({int(b["name"].split("/")[2]) for b in data["benchmarks"]})
+        self.assertEqual(sizes, [8, 64, 4096])
+        peer = json.loads((self.out / "queue_peer.json").read_text())
+        self.assertEqual(sorted(b["name"] for b in peer["benchmarks"]),
+                         ["BM_Queue/cpython/64", "BM_Queue/cpython/8"])
+        env = json.loads(self.peer_record.read_text().splitlines()[0])
+        self.assertEqual((env["MP_BENCH_QUICK"], env["MP_PEER_MIN_TIME"]), ("1", "0.1"))
+
+    def test_filter_and_repetitions_are_passed_through(self):
+        self.standard()
+        code, out = self.run_all("--filter", "BM_Queue/mp/(8|64)/", "--repetitions", "3")
+        self.assertEqual(code, 0, out)
+        run = [a for a in self.argvs() if "--benchmark_list_tests=true" not in a][0]
+        self.assertIn("--benchmark_repetitions=3", run)
+        data = json.loads((self.out / "queue.json").read_text())
+        self.assertEqual(len(data["benchmarks"]), 2 * 3)
+        self.assertFalse((self.out / "spawn.json").exists())      # nothing matched
+        ctx = json.loads((self.out / "context.json").read_text())
+        self.assertEqual(ctx["run"]["suites"]["spawn"], "skipped: no benchmark matches")
+        # The peer ran 3 times (it reports one run per benchmark) and was filtered.
+        self.assertEqual(len(self.peer_record.read_text().splitlines()), 3)
+        self.assertFalse((self.out / "queue_peer.json").exists())
+        self.assertEqual(ctx["run"]["suites"]["queue_peer"], "skipped: no benchmark matches")
+
+    def test_peer_repetitions_are_merged_with_repetition_indexes(self):
+        self.standard()
+        code, out = self.run_all("--filter", "BM_Queue/.*/8$|BM_Queue/.*/8/", "--repetitions", "2")
+        peer = json.loads((self.out / "queue_peer.json").read_text())
+        self.assertEqual([(b["name"], b["repetition_index"]) for b in peer["benchmarks"]],
+                         [("BM_Queue/cpython/8", 0), ("BM_Queue/cpython/8", 1)])
+
+    def test_peer_repetitions_can_differ_from_the_binaries(self):
+        self.standard()
+        code, out = self.run_all("--repetitions", "3", "--peer-repetitions", "1")
+        self.assertEqual(code, 0, out)
+        self.assertEqual(len(self.peer_record.read_text().splitlines()), 1)
+        data = json.loads((self.out / "queue.json").read_text())
+        self.assertEqual(len(data["benchmarks"]), len(QUEUE) * 3)
+
+    def test_extra_arguments_after_double_dash_reach_every_binary(self):
+        self.standard()
+        self.run_all("--", "--benchmark_enable_random_interleaving=true")
+        run = [a for a in self.argvs() if "--benchmark_list_tests=true" not in a][0]
+        self.assertIn("--benchmark_enable_random_interleaving=true", run)
+
+    def test_peers_are_skipped_with_a_note_when_python3_is_missing(self):
+        self.standard()
+        code, out = self.run_all("--python", "python3-definitely-missing")
+        self.assertEqual(code, 0, out)
+        self.assertIn("python3-definitely-missing not found: CPython peers skipped (queue_peer)", out)
+        self.assertFalse((self.out / "queue_peer.json").exists())
+        ctx = json.loads((self.out / "context.json").read_text())
+        self.assertIn("peers skipped", ctx["python"])
+        self.assertTrue(any("CPython peers skipped" in n for n in ctx["run"]["notes"]))
+
+    def test_failing_binary_fails_the_run_but_others_still_run(self):
+        self.standard(queue_mode="crash")
+        code, out = self.run_all()
+        self.assertEqual(code, 1)
+        self.assertIn("queue (binary): failed: exit status 3", out)
+        self.assertTrue((self.out / "spawn.json").exists())
+        self.assertFalse((self.out / "queue.json").exists())
+
+    def test_broken_peer_output_is_reported(self):
+        fb.make_binary(self.bench, "spawn", {"benchmarks": SPAWN})
+        fb.make_peer(self.bench, "spawn_peer", {"benchmarks": [], "mode": "garbage"})
+        code, out = self.run_all()
+        self.assertEqual(code, 1)
+        self.assertIn("spawn_peer (peer): failed: stdout is not JSON", out)
+
+    def test_timeout_kills_the_binary_and_every_process_it_forked(self):
+        pidfile = self.root / "child.pid"
+        fb.make_binary(self.bench, "pipe", {"benchmarks": SPAWN, "mode": "hang",
+                                            "pidfile": str(pidfile)})
+        t0 = time.monotonic()
+        code, out = self.run_all("--timeout", "2")
+        self.assertLess(time.monotonic() - t0, 30)
+        self.assertEqual(code, 1)
+        self.assertIn("timed out after 2.0s (process group killed", out)
+        self.assertTrue(wait_for(lambda: pid_dead(int(pidfile.read_text()))))
+
+    def test_processes_left_behind_by_a_finished_binary_are_killed(self):
+        pidfile = self.root / "child.pid"
+        fb.make_binary(self.bench, "sync", {"benchmarks": SPAWN, "mode": "orphan",
+                                            "pidfile": str(pidfile)})
+        code, out = self.run_all()
+        self.assertEqual(code, 0, out)
+        self.assertIn("sync: left processes behind in its process group; killed them", out)
+        self.assertTrue(wait_for(lambda: pid_dead(int(pidfile.read_text()))))
+
+    def test_interrupt_kills_the_running_benchmark_group_and_keeps_partial_results(self):
+        pidfile = self.root / "child.pid"
+        fb.make_binary(self.bench, "a_first", {"benchmarks": SPAWN})
+        fb.make_binary(self.bench, "b_hang", {"benchmarks": SPAWN, "mode": "hang",
+                                              "pidfile": str(pidfile)})
+        env = dict(os.environ)
+        env.pop("BUILD_WORKSPACE_DIRECTORY", None)
+        proc = subprocess.Popen([sys.executable, str(RUN_ALL), "--bench-dir", str(self.bench),
+                                 "--out", str(self.out)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=env)
+        try:
+            self.assertTrue(wait_for(pidfile.exists, 30), "the hanging benchmark never started")
+            child = int(pidfile.read_text())
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.assertEqual(proc.returncode, 130, out)
+        self.assertIn("interrupted (SIGINT); benchmark processes killed", out)
+        self.assertTrue(wait_for(lambda: pid_dead(child)))
+        self.assertTrue((self.out / "a_first.json").exists())
+        ctx = json.loads((self.out / "context.json").read_text())
+        self.assertTrue(ctx["run"]["interrupted"])
+
+    def test_no_binaries_is_a_note_not_a_crash(self):
+        self.bench.mkdir()
+        code, out = self.run_all()
+        self.assertEqual(code, 0, out)
+        self.assertIn("no benchmark binaries found", out)
+
+
+class QuickSelectionTest(unittest.TestCase):
+    def setUp(self):
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import run_all
+        self.run_all = run_all
+
+    def test_only_size_sweeps_lose_their_big_sizes(self):
+        names = ["BM_Q/mp/8/real_time", "BM_Q/mp/65536/real_time", "BM_Q/mp/1M",
+                 "BM_Pool/mp/apply_async/20000", "BM_Big/mp/65536", "BM_Big/mp/131072"]
+        self.assertEqual(self.run_all.quick_selection(names),
+                         ["BM_Q/mp/8/real_time", "BM_Pool/mp/apply_async/20000", "BM_Big/mp/65536"])
+
+    def test_filter_escape_matches_names_literally(self):
+        self.assertEqual(self.run_all.posix_ere_escape("BM_X/mp/1.5/min_time:0.01"),
+                         r"BM_X/mp/1\.5/min_time:0\.01")
+        self.assertEqual(self.run_all.posix_ere_escape("a(b)|c*"), r"a\(b\)\|c\*")
+
+
+if __name__ == "__main__":
+    testmain.main()
