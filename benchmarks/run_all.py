@@ -280,6 +280,10 @@ def run_binary(name, path, out_dir, args, progress, notes):
     cmd = [str(path), f"--benchmark_out={out_dir / (name + '.json')}",
            "--benchmark_out_format=json", "--benchmark_color=false",
            f"--benchmark_repetitions={reps}"]
+    if reps > 1:
+        # Interleave the repetitions of mp and its in-binary peers, so that
+        # drift on a shared machine hits both sides of every ratio alike.
+        cmd.append("--benchmark_enable_random_interleaving=true")
     if args.filter or args.quick:
         cmd.append("--benchmark_filter=^(" + "|".join(posix_ere_escape(n) for n in names) + ")$")
     min_time = args.min_time or (QUICK_MIN_TIME if args.quick else None)

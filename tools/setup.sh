@@ -11,6 +11,7 @@ PACKAGES=(
   libbenchmark-dev     # Google Benchmark (benchmarks/)
   libfmt-dev           # fmt (every formatted message)
   python3              # benchmark runner, report tool, CPython peers
+  chromium             # headless render check of report.html (//tools/tests:report_html_test)
 )
 
 missing=()
