@@ -36,6 +36,9 @@ namespace {
 
 using namespace std::chrono_literals;
 using mp_test::Signal;
+using mp_test::fork_child;
+using mp_test::run_worker;
+using mp_test::wait_exit_code;
 
 // --- the posix_spawn'ed helper ---------------------------------------------
 // When this binary is started with MP_SHM_ATTACH_CHILD=<name> in its
@@ -63,27 +66,6 @@ struct SpawnedChild {
     _exit(rc);
   }
 } spawned_child;
-
-int run_worker(const std::function<int()>& body) {
-  try {
-    return body();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "worker failed: %s\n", e.what());
-    return 99;
-  }
-}
-
-pid_t fork_child(const std::function<int()>& body) {
-  pid_t pid = mp::fork();
-  if (pid == 0) _exit(run_worker(body));
-  return pid;
-}
-
-int wait_exit_code(pid_t pid) {
-  int status = 0;
-  if (waitpid(pid, &status, 0) != pid) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 bool shm_exists(const std::string& name) {
   return std::filesystem::exists("/dev/shm/" + name);

@@ -32,16 +32,9 @@ namespace {
 using namespace std::chrono_literals;
 using mp_test::Signal;
 using mp_test::Stopwatch;
-
-// run_worker runs a worker body, turning an escaped exception into code 99.
-int run_worker(const std::function<int()>& body) {
-  try {
-    return body();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "worker failed: %s\n", e.what());
-    return 99;
-  }
-}
+using mp_test::fork_child;
+using mp_test::run_worker;
+using mp_test::wait_exit_code;
 
 // Threads and Processes start a worker running `body` (its int result is the
 // worker's exit code) and join it. A Processes worker is a forked child.
@@ -90,19 +83,6 @@ class WorkerKindNames {
   }
 };
 TYPED_TEST_SUITE(AcrossWorkers, WorkerKinds, WorkerKindNames);
-
-// A forked child that runs `body` and exits with its result.
-pid_t fork_child(const std::function<int()>& body) {
-  pid_t pid = mp::fork();
-  if (pid == 0) _exit(run_worker(body));
-  return pid;
-}
-
-int wait_exit_code(pid_t pid) {
-  int status = 0;
-  if (waitpid(pid, &status, 0) != pid) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 void expect_elapsed_about(std::chrono::milliseconds elapsed, std::chrono::milliseconds timeout) {
   EXPECT_GE(elapsed, timeout - 50ms);

@@ -2,11 +2,17 @@
 // hand-shakes that never rely on a sleep to order two processes.
 #pragma once
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <functional>
 #include <stdexcept>
+
+#include "mp/os.h"
 
 namespace mp_test {
 
@@ -52,5 +58,29 @@ class Signal {
  private:
   int fds_[2];
 };
+
+// run_worker runs a worker body, turning an escaped exception into code 99.
+inline int run_worker(const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "worker failed: %s\n", e.what());
+    return 99;
+  }
+}
+
+// fork_child forks a child that runs `body` and exits with its result.
+inline pid_t fork_child(const std::function<int()>& body) {
+  pid_t pid = mp::fork();
+  if (pid == 0) _exit(run_worker(body));
+  return pid;
+}
+
+// wait_exit_code reaps `pid`: its exit code, or 128 + N after signal N.
+inline int wait_exit_code(pid_t pid) {
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
 
 }  // namespace mp_test

@@ -2,12 +2,15 @@
 // Four tasks start at once; the fifth waits until a worker is free and then
 // runs in a process that already ran a task (look at the pids).
 //   bazel run //examples:pool_reuse
-// See also pool_five_workers (Pool(5): all five at once) and
-// pool_apply_sequential (apply: one after another).
+// With five workers all five tasks start at once, each in its own process,
+// and the total is about the longest task:
+//   bazel run //examples:pool_reuse -- 5
+// See also pool_apply_sequential (apply: one after another).
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <thread>
 #include <vector>
@@ -35,10 +38,11 @@ double long_time_task(int name) {
 
 }  // namespace
 
-int main() {
-  fmt::print("Parent process {}.\n", mp::getpid());
+int main(int argc, char** argv) {
+  const int workers = argc > 1 ? std::atoi(argv[1]) : 4;
+  fmt::print("Parent process {}, Pool({}).\n", mp::getpid(), workers);
   const auto start = std::chrono::steady_clock::now();
-  mp::Pool pool(4);
+  mp::Pool pool(workers);
   std::vector<mp::AsyncResult<double>> results;
   for (int i = 0; i < 5; ++i) results.push_back(pool.apply_async(long_time_task, i));
   fmt::print("Waiting for all subprocesses done...\n");

@@ -9,12 +9,10 @@ buffer (CPython's cheapest receive), sizes 8 B .. 1 MiB as in the C++ suite.
 Prints Google Benchmark JSON to stdout; finishes well under 20 s
 (MP_PEER_MIN_TIME seconds per benchmark, default 0.4).
 """
-import json
 import multiprocessing as mproc
-import os
-import platform
-import sys
 import time
+
+from gbench_json import emit, entry, min_time
 
 SIZES = [8, 64, 512, 4096, 32768, 262144, 1048576]
 
@@ -87,32 +85,16 @@ def stream(ctx, size, min_time):
         count = int(count * min(max(grow, 2.0), 16.0))
 
 
-def entry(name, n, elapsed, size=None):
-    per = elapsed / n * 1e9
-    e = {"name": name, "run_name": name, "run_type": "iteration", "repetitions": 1,
-         "repetition_index": 0, "threads": 1, "iterations": n, "real_time": per,
-         "cpu_time": per, "time_unit": "ns", "items_per_second": n / elapsed}
-    if size is not None:
-        e["bytes_per_second"] = n * size / elapsed
-    return e
-
-
 def main():
-    min_time = float(os.environ.get("MP_PEER_MIN_TIME", "0.4"))
+    seconds = min_time("0.4")
     ctx = mproc.get_context("fork")
     benchmarks = []
-    n, elapsed = ping_pong(ctx, min_time)
+    n, elapsed = ping_pong(ctx, seconds)
     benchmarks.append(entry("BM_PipePingPong/cpython/1", n, elapsed))
     for size in SIZES:
-        n, elapsed = stream(ctx, size, min_time)
-        benchmarks.append(entry(f"BM_PipeStream/cpython/{size}", n, elapsed, size))
-    out = {
-        "context": {"executable": sys.executable, "python": platform.python_version(),
-                    "num_cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%dT%H:%M:%S")},
-        "benchmarks": benchmarks,
-    }
-    json.dump(out, sys.stdout, indent=1)
-    print()
+        n, elapsed = stream(ctx, size, seconds)
+        benchmarks.append(entry(f"BM_PipeStream/cpython/{size}", n, elapsed, bytes_per_item=size))
+    emit(benchmarks)
 
 
 if __name__ == "__main__":

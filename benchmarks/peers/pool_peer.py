@@ -5,12 +5,11 @@ apply_async (20k submitted, then gathered), apply (blocking round trip),
 map with chunksize 1 (20k), map with the default chunksize (200k),
 imap_unordered (20k, chunksize 1), and 40 tasks of 1 ms busy work on Pool(1)
 and Pool(2). Prints Google Benchmark JSON; items_per_second counts tasks."""
-import json
 import multiprocessing as mproc
 import os
-import platform
-import sys
 import time
+
+from gbench_json import emit, entry
 
 
 def noop(x):
@@ -36,10 +35,7 @@ def timed(fn, items_per_call, min_time):
 
 
 def record(name, calls, elapsed, items):
-    per = elapsed / calls * 1e9
-    return {"name": name, "run_name": name, "run_type": "iteration", "repetitions": 1,
-            "repetition_index": 0, "threads": 1, "iterations": calls, "real_time": per,
-            "cpu_time": per, "time_unit": "ns", "items_per_second": items / elapsed}
+    return entry(name, calls, elapsed, items=items)
 
 
 def main():
@@ -79,11 +75,7 @@ def main():
             work = list(range(40))
             out.append(record(f"BM_Pool/cpython/work1ms/{workers}",
                               *timed(lambda: pool.map(busy_1ms, work, 1), len(work), min_time)))
-    doc = {"context": {"executable": sys.executable, "python": platform.python_version(),
-                       "num_cpus": os.cpu_count()},
-           "benchmarks": out}
-    json.dump(doc, sys.stdout, indent=1)
-    print()
+    emit(out)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,11 @@ process -> the measuring process, fork start method, payloads of 8 B, 64 B,
 4 KiB, 64 KiB and 1 MiB (bytes objects). Names match the C++ benchmarks:
 BM_Queue/cpython/<size>/real_time beside BM_Queue/mp/<size>/real_time.
 Prints Google Benchmark-schema JSON on stdout; finishes well under 20 s."""
-import json
 import multiprocessing as mproc
 import os
-import platform
-import sys
 import time
+
+from gbench_json import emit, entry
 
 # Items per size: about half a second each at CPython's usual rates
 # (150k/s small, 100/s at 1 MiB), scaled by MP_PEER_SCALE.
@@ -44,21 +43,9 @@ def main():
     results = []
     for size in COUNTS:
         n, elapsed = measure(ctx, size, scale)
-        per = elapsed / n * 1e9
-        name = f"BM_Queue/cpython/{size}/real_time"
-        results.append({
-            "name": name, "run_name": name, "run_type": "iteration",
-            "repetitions": 1, "repetition_index": 0, "iterations": n,
-            "real_time": per, "cpu_time": per, "time_unit": "ns",
-            "items_per_second": n / elapsed, "bytes_per_second": n * size / elapsed,
-        })
-    out = {
-        "context": {"executable": sys.executable, "python": platform.python_version(),
-                    "num_cpus": os.cpu_count()},
-        "benchmarks": results,
-    }
-    json.dump(out, sys.stdout, indent=1)
-    print()
+        results.append(entry(f"BM_Queue/cpython/{size}/real_time", n, elapsed,
+                             bytes_per_item=size))
+    emit(results)
 
 
 if __name__ == "__main__":

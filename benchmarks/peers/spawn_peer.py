@@ -1,12 +1,10 @@
 #!/usr/bin/env python3
 """CPython peer for //benchmarks:spawn: multiprocessing.Process(noop)
 start+join with the fork start method. Prints Google Benchmark JSON."""
-import json
 import multiprocessing as mproc
-import os
-import platform
-import sys
 import time
+
+from gbench_json import emit, entry, min_time
 
 
 def noop():
@@ -28,21 +26,8 @@ def measure(min_time):
 
 
 def main():
-    min_time = float(os.environ.get("MP_PEER_MIN_TIME", "0.5"))
-    n, elapsed = measure(min_time)
-    per = elapsed / n * 1e9
-    out = {
-        "context": {"executable": sys.executable, "python": platform.python_version(),
-                    "num_cpus": os.cpu_count()},
-        "benchmarks": [{
-            "name": "BM_Spawn/cpython_process", "run_name": "BM_Spawn/cpython_process",
-            "run_type": "iteration", "repetitions": 1, "repetition_index": 0,
-            "iterations": n, "real_time": per, "cpu_time": per, "time_unit": "ns",
-            "items_per_second": n / elapsed,
-        }],
-    }
-    json.dump(out, sys.stdout, indent=1)
-    print()
+    n, elapsed = measure(min_time("0.5"))
+    emit([entry("BM_Spawn/cpython_process", n, elapsed)])
 
 
 if __name__ == "__main__":

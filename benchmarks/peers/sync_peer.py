@@ -11,12 +11,11 @@ benchmarks under the "cpython" prefix so reports can pair them:
 
 Standard library only; fork start method; finishes in well under 20 s.
 """
-import json
 import multiprocessing as mp
-import os
-import platform
 import sys
 import time
+
+from gbench_json import emit, entry
 
 RUN_SECONDS = 1.0
 
@@ -32,21 +31,7 @@ def measure(name, body, batch):
         elapsed = time.perf_counter() - t0
         if elapsed >= RUN_SECONDS:
             break
-    cpu = time.process_time() - cpu0
-    real_ns = elapsed * 1e9 / iterations
-    return {
-        "name": name,
-        "run_name": name,
-        "run_type": "iteration",
-        "repetitions": 1,
-        "repetition_index": 0,
-        "threads": 1,
-        "iterations": iterations,
-        "real_time": real_ns,
-        "cpu_time": cpu * 1e9 / iterations,
-        "time_unit": "ns",
-        "items_per_second": iterations / elapsed,
-    }
+    return entry(name, iterations, elapsed, cpu=time.process_time() - cpu0)
 
 
 def lock_uncontended():
@@ -134,19 +119,7 @@ def main():
     mp.set_start_method("fork")
     benchmarks = [lock_uncontended(), lock_contended(), semaphore_uncontended(),
                   event_pingpong()]
-    out = {
-        "context": {
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "host_name": platform.node(),
-            "executable": sys.executable,
-            "num_cpus": os.cpu_count(),
-            "python_version": platform.python_version(),
-            "library_build_type": "release",
-        },
-        "benchmarks": benchmarks,
-    }
-    json.dump(out, sys.stdout, indent=2)
-    print()
+    emit(benchmarks)
     return 0
 
 
