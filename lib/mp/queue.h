@@ -249,33 +249,58 @@ class Queue {
   }
 
   T get_until(const queue_detail::Deadline& deadline) {
-    std::optional<T> v = receive(deadline, true);
-    if (!v) queue_detail::throw_empty();
-    return std::move(*v);
+    if constexpr (kBytes) {
+      std::string bytes;  // returned without a move (NRVO)
+      if (!receive_bytes(bytes, deadline, true)) queue_detail::throw_empty();
+      return bytes;
+    } else {
+      std::optional<T> v = receive(deadline, true);
+      if (!v) queue_detail::throw_empty();
+      return std::move(*v);
+    }
   }
 
-  std::optional<T> receive(const queue_detail::Deadline& deadline, bool eof_throws) {
-    if (closed_.load(std::memory_order_relaxed)) queue_detail::throw_closed();
-    std::string bytes;
-    std::uint64_t len = ~std::uint64_t{0};
-    std::string& buf = kBytes ? bytes : queue_detail::decode_buffer();
-    const auto st = kBytes ? channel_.recv_bytes(buf, deadline, &closed_, &len, sizeof len)
-                           : channel_.recv_bytes(buf, deadline, &closed_);
+  // receive_status turns a channel status into: true (a message is there),
+  // false (none: timed out, or end of input when !eof_throws), or a throw.
+  bool receive_status(queue_detail::ChannelStatus st, bool eof_throws) {
     switch (st) {
       case queue_detail::ChannelStatus::kOk:
-        break;
+        return true;
       case queue_detail::ChannelStatus::kCancelled:
         queue_detail::throw_closed();
       case queue_detail::ChannelStatus::kEof:
         if (eof_throws) queue_detail::throw_eof();
-        return std::nullopt;
+        return false;
       case queue_detail::ChannelStatus::kTimedOut:
-        return std::nullopt;
+        return false;
     }
+    return false;
+  }
+
+  // receive_bytes (T = std::string) receives straight into `out`: the
+  // encoding's u64 length is split off into `len` and checked.
+  bool receive_bytes(std::string& out, const queue_detail::Deadline& deadline, bool eof_throws) {
+    if (closed_.load(std::memory_order_relaxed)) queue_detail::throw_closed();
+    std::uint64_t len = ~std::uint64_t{0};
+    if (!receive_status(channel_.recv_bytes(out, deadline, &closed_, &len, sizeof len),
+                        eof_throws)) {
+      return false;
+    }
+    if (len != out.size()) queue_detail::throw_bad_length(len, out.size());
+    return true;
+  }
+
+  std::optional<T> receive(const queue_detail::Deadline& deadline, bool eof_throws) {
     if constexpr (kBytes) {
-      if (len != bytes.size()) queue_detail::throw_bad_length(len, bytes.size());
-      return std::optional<T>(std::move(bytes));
+      std::optional<T> v(std::in_place);
+      if (!receive_bytes(*v, deadline, eof_throws)) v.reset();
+      return v;
     } else {
+      if (closed_.load(std::memory_order_relaxed)) queue_detail::throw_closed();
+      std::string& buf = queue_detail::decode_buffer();
+      if (!receive_status(channel_.recv_bytes(buf, deadline, &closed_), eof_throws)) {
+        return std::nullopt;
+      }
       struct Trim {
         std::string& b;
         ~Trim() { queue_detail::trim_buffer(b); }
