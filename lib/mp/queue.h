@@ -75,7 +75,8 @@
 //   * There is no join_thread() / cancel_join_thread(): there is no thread.
 //   * Queue<std::string> moves its bytes without the codec's intermediate
 //     buffers (same wire format as mp::encode: a u64 length, then the
-//     bytes); every other T is encoded into a per-thread buffer first.
+//     bytes), and so is an arithmetic T put (its native bytes, as
+//     mp::encode); every other T is encoded into a per-thread buffer first.
 //
 // Thread safety: all members but the move operations may be called from any
 // thread of any process sharing the queue.
@@ -230,6 +231,10 @@ class Queue {
   // documented (mp/codec.h) as a u64 length and then the bytes, so they are
   // sent as those two parts and received straight into the result.
   static constexpr bool kBytes = std::is_same_v<T, std::string>;
+  // Arithmetic values (not bool) skip it too: mp/codec.h encodes them as
+  // their sizeof(T) native bytes, so the value itself is the message
+  // (conformance/queue_test.cc checks the bytes equal mp::encode(v)).
+  static constexpr bool kRawScalar = std::is_arithmetic_v<T> && !std::is_same_v<T, bool>;
 
   bool send(const T& v, const queue_detail::Deadline& deadline) {
     if (closed_.load(std::memory_order_relaxed)) queue_detail::throw_closed();
@@ -237,6 +242,8 @@ class Queue {
     if constexpr (kBytes) {
       const std::uint64_t len = v.size();
       st = channel_.send_parts(&len, sizeof len, v.data(), v.size(), deadline, &closed_);
+    } else if constexpr (kRawScalar) {
+      st = channel_.send_bytes(&v, sizeof v, deadline, &closed_);
     } else {
       std::string& buf = queue_detail::encode_buffer();
       buf.clear();
