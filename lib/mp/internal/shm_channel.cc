@@ -187,8 +187,8 @@ void recover_consumer(Header* h) noexcept {
 // the side from its journal (the EOWNERDEAD recovery of a robust pthread
 // mutex, without its robust-list cost: that cost was half of an uncontended
 // put+get). A pid reused by a live process delays the take-over until that
-// process exits; it cannot let two owners in. Release is a store and the
-// one full fence that the caller's wake-up check needs anyway.
+// process exits; it cannot let two owners in. Release is one full barrier
+// (an exchange on x86), which the caller's wake-up check needs anyway.
 constexpr std::uint32_t kOwnerMask = (1u << 22) - 1;  // pid_max <= 2^22
 constexpr std::uint32_t kGenerationOne = 1u << 22;
 constexpr int kLockSpins = 64;
@@ -269,7 +269,7 @@ inline bool lock_side(SideLock l, Header* h, void (*recover)(Header*), const Dea
   return try_acquire(l.word) || lock_side_slow(l, h, recover, deadline);
 }
 
-// release_side frees the lock, then makes one full fence: after it the
+// release_side frees the lock with one full barrier: after it the
 // caller may check for sleepers of its own (notify_*_after_fence).
 void release_side(SideLock l) noexcept {
   const std::uint32_t freed = l.word.load(std::memory_order_relaxed) & ~kOwnerMask;
