@@ -692,7 +692,12 @@ struct Sink {
     const std::size_t k = std::min(len, prefix_size);
     copy_bytes(prefix, p, k);
     prefix_got = k;
-    out.assign(reinterpret_cast<const char*>(p + k), len - k);
+    const char* body = reinterpret_cast<const char*>(p + k);
+    if (len - k > out.capacity()) {
+      out = std::string(body, len - k);  // cheaper than growing through assign()
+    } else {
+      out.assign(body, len - k);
+    }
   }
   void append(const Ring& r, std::uint64_t pos, std::size_t len) {
     if (prefix_got < prefix_size) {
