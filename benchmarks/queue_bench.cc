@@ -10,6 +10,8 @@
 //   BM_Queue/mp_2p2c/<size>   mp::Queue with 2 producer and 2 consumer
 //                             processes (the benchmark process is one of the
 //                             consumers; items counts both)
+//   BM_QueuePutGet/{mp,raw_ring}/<size>  put then get in one thread: the
+//                             bare cost of the code path, no peer, no waits
 //
 // CPython's multiprocessing.Queue on the same sizes: peers/queue_peer.py
 // (BM_Queue/cpython/<size>).
@@ -304,6 +306,38 @@ void BM_Queue_raw_ring(benchmark::State& state) {
   set_counters(state, state.iterations());
 }
 
+// ---- one thread: the cost of a put+get pair without a peer --------------------------
+// (what callgrind counts: `valgrind --tool=callgrind --toggle-collect='*PutGet*'`)
+
+void BM_QueuePutGet_mp(benchmark::State& state) {
+  const std::size_t size = static_cast<std::size_t>(state.range(0));
+  mp::Queue<std::string> q(0, kRingBytes);
+  const std::string msg(size, 'm');
+  std::size_t bytes = 0;
+  for (auto _ : state) {
+    q.put(msg);
+    bytes += q.get().size();
+  }
+  if (bytes != size * state.iterations()) state.SkipWithError("wrong sizes received");
+  set_counters(state, state.iterations());
+}
+
+void BM_QueuePutGet_raw_ring(benchmark::State& state) {
+  const std::size_t size = static_cast<std::size_t>(state.range(0));
+  mp::internal::SharedRegion region(sizeof(RawRing));
+  auto* ring = new (region.data()) RawRing;
+  const std::string msg(size, 'r');
+  std::string out;
+  std::size_t bytes = 0;
+  for (auto _ : state) {
+    ring->put(msg.data(), msg.size());
+    ring->get(out);
+    bytes += out.size();
+  }
+  if (bytes != size * state.iterations()) state.SkipWithError("wrong sizes received");
+  set_counters(state, state.iterations());
+}
+
 void sizes(benchmark::internal::Benchmark* b) {
   for (int s : {8, 64, 4096, 65536, 1 << 20}) b->Arg(s);
   b->UseRealTime();
@@ -315,5 +349,8 @@ BENCHMARK(BM_Queue_mp)->Name("BM_Queue/mp")->Apply(sizes);
 BENCHMARK(BM_Queue_pipe)->Name("BM_Queue/pipe")->Apply(sizes);
 BENCHMARK(BM_Queue_raw_ring)->Name("BM_Queue/raw_ring")->Apply(sizes);
 BENCHMARK(BM_Queue_mp_2p2c)->Name("BM_Queue/mp_2p2c")->Apply(sizes);
+
+BENCHMARK(BM_QueuePutGet_mp)->Name("BM_QueuePutGet/mp")->Arg(8)->Arg(64)->Arg(4096);
+BENCHMARK(BM_QueuePutGet_raw_ring)->Name("BM_QueuePutGet/raw_ring")->Arg(8)->Arg(64)->Arg(4096);
 
 BENCHMARK_MAIN();

@@ -974,6 +974,54 @@ TEST(ShmChannel, AQueuedStringIsSentInTheCodecsWireFormat) {
   EXPECT_THROW(q.get(), mp::CodecError);
 }
 
+TEST(ShmChannel, AQueuedNumberIsSentInTheCodecsWireFormat) {
+  // Queue<arithmetic> sends the value's bytes without the codec's buffer;
+  // they must be exactly mp::encode's, and mp::encode's bytes must decode.
+  auto check = [](auto v) {
+    using T = decltype(v);
+    mp::Queue<T> q;
+    q.put(v);
+    std::string wire;
+    ASSERT_EQ(q.channel().recv_bytes(wire, std::nullopt), mp::internal::ChannelStatus::kOk);
+    EXPECT_TRUE(wire == mp::encode(v));
+    const std::string enc = mp::encode(v);
+    ASSERT_EQ(q.channel().send_bytes(enc.data(), enc.size(), std::nullopt),
+              mp::internal::ChannelStatus::kOk);
+    EXPECT_EQ(q.get(), v);
+  };
+  check(-1234567);
+  check(std::uint64_t{0x0123'4567'89ab'cdef});
+  check(2.5);
+  check(-0.75f);
+  check('x');
+  check(std::int16_t{-7});
+  mp::Queue<int> q;
+  const std::string bad = "\x01\x02";  // two bytes are not an int
+  ASSERT_EQ(q.channel().send_bytes(bad.data(), bad.size(), std::nullopt),
+            mp::internal::ChannelStatus::kOk);
+  EXPECT_THROW(q.get(), mp::CodecError);
+}
+
+TEST(ShmChannel, MessagesWrappingAroundTheRingEndArriveIntact) {
+  // Every record offset modulo the ring, so that whole records are seen
+  // both contiguous and split at the ring's end, with and without a prefix.
+  mp::Queue<std::string> q(0, 4096);
+  for (std::size_t i = 0; i < 3000; ++i) {
+    const std::string s = pattern(1 + i % 61, static_cast<unsigned>(i));
+    q.put(s);
+    ASSERT_TRUE(q.get() == s) << i;
+    ASSERT_EQ(q.qsize(), 0u);
+  }
+  mp::internal::ShmChannel ch(4096);
+  std::string out;
+  for (std::size_t i = 0; i < 3000; ++i) {
+    const std::string s = pattern(1 + i % 59, static_cast<unsigned>(i));
+    ASSERT_EQ(ch.send_bytes(s.data(), s.size(), std::nullopt), mp::internal::ChannelStatus::kOk);
+    ASSERT_EQ(ch.recv_bytes(out, std::nullopt), mp::internal::ChannelStatus::kOk);
+    ASSERT_TRUE(out == s) << i;
+  }
+}
+
 TEST(Queue, BadBytesOnTheWireRaiseCodecErrorNotUndefinedBehaviour) {
   mp::Queue<std::vector<int>> q;
   const std::string junk = "\xff\xff\xff\xff\xff\xff\xff\x7f";  // a huge element count

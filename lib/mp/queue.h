@@ -75,7 +75,8 @@
 //   * There is no join_thread() / cancel_join_thread(): there is no thread.
 //   * Queue<std::string> moves its bytes without the codec's intermediate
 //     buffers (same wire format as mp::encode: a u64 length, then the
-//     bytes); every other T is encoded into a per-thread buffer first.
+//     bytes), and so is an arithmetic T put (its native bytes, as
+//     mp::encode); every other T is encoded into a per-thread buffer first.
 //
 // Thread safety: all members but the move operations may be called from any
 // thread of any process sharing the queue.
@@ -230,6 +231,10 @@ class Queue {
   // documented (mp/codec.h) as a u64 length and then the bytes, so they are
   // sent as those two parts and received straight into the result.
   static constexpr bool kBytes = std::is_same_v<T, std::string>;
+  // Arithmetic values (not bool) skip it too: mp/codec.h encodes them as
+  // their sizeof(T) native bytes, so the value itself is the message
+  // (conformance/queue_test.cc checks the bytes equal mp::encode(v)).
+  static constexpr bool kRawScalar = std::is_arithmetic_v<T> && !std::is_same_v<T, bool>;
 
   bool send(const T& v, const queue_detail::Deadline& deadline) {
     if (closed_.load(std::memory_order_relaxed)) queue_detail::throw_closed();
@@ -237,6 +242,8 @@ class Queue {
     if constexpr (kBytes) {
       const std::uint64_t len = v.size();
       st = channel_.send_parts(&len, sizeof len, v.data(), v.size(), deadline, &closed_);
+    } else if constexpr (kRawScalar) {
+      st = channel_.send_bytes(&v, sizeof v, deadline, &closed_);
     } else {
       std::string& buf = queue_detail::encode_buffer();
       buf.clear();
@@ -249,33 +256,58 @@ class Queue {
   }
 
   T get_until(const queue_detail::Deadline& deadline) {
-    std::optional<T> v = receive(deadline, true);
-    if (!v) queue_detail::throw_empty();
-    return std::move(*v);
+    if constexpr (kBytes) {
+      std::string bytes;  // returned without a move (NRVO)
+      if (!receive_bytes(bytes, deadline, true)) queue_detail::throw_empty();
+      return bytes;
+    } else {
+      std::optional<T> v = receive(deadline, true);
+      if (!v) queue_detail::throw_empty();
+      return std::move(*v);
+    }
   }
 
-  std::optional<T> receive(const queue_detail::Deadline& deadline, bool eof_throws) {
-    if (closed_.load(std::memory_order_relaxed)) queue_detail::throw_closed();
-    std::string bytes;
-    std::uint64_t len = ~std::uint64_t{0};
-    std::string& buf = kBytes ? bytes : queue_detail::decode_buffer();
-    const auto st = kBytes ? channel_.recv_bytes(buf, deadline, &closed_, &len, sizeof len)
-                           : channel_.recv_bytes(buf, deadline, &closed_);
+  // receive_status turns a channel status into: true (a message is there),
+  // false (none: timed out, or end of input when !eof_throws), or a throw.
+  bool receive_status(queue_detail::ChannelStatus st, bool eof_throws) {
     switch (st) {
       case queue_detail::ChannelStatus::kOk:
-        break;
+        return true;
       case queue_detail::ChannelStatus::kCancelled:
         queue_detail::throw_closed();
       case queue_detail::ChannelStatus::kEof:
         if (eof_throws) queue_detail::throw_eof();
-        return std::nullopt;
+        return false;
       case queue_detail::ChannelStatus::kTimedOut:
-        return std::nullopt;
+        return false;
     }
+    return false;
+  }
+
+  // receive_bytes (T = std::string) receives straight into `out`: the
+  // encoding's u64 length is split off into `len` and checked.
+  bool receive_bytes(std::string& out, const queue_detail::Deadline& deadline, bool eof_throws) {
+    if (closed_.load(std::memory_order_relaxed)) queue_detail::throw_closed();
+    std::uint64_t len = ~std::uint64_t{0};
+    if (!receive_status(channel_.recv_bytes(out, deadline, &closed_, &len, sizeof len),
+                        eof_throws)) {
+      return false;
+    }
+    if (len != out.size()) queue_detail::throw_bad_length(len, out.size());
+    return true;
+  }
+
+  std::optional<T> receive(const queue_detail::Deadline& deadline, bool eof_throws) {
     if constexpr (kBytes) {
-      if (len != bytes.size()) queue_detail::throw_bad_length(len, bytes.size());
-      return std::optional<T>(std::move(bytes));
+      std::optional<T> v(std::in_place);
+      if (!receive_bytes(*v, deadline, eof_throws)) v.reset();
+      return v;
     } else {
+      if (closed_.load(std::memory_order_relaxed)) queue_detail::throw_closed();
+      std::string& buf = queue_detail::decode_buffer();
+      if (!receive_status(channel_.recv_bytes(buf, deadline, &closed_), eof_throws)) {
+        return std::nullopt;
+      }
       struct Trim {
         std::string& b;
         ~Trim() { queue_detail::trim_buffer(b); }

@@ -27,13 +27,19 @@
 //     slice without getting it checks that pid and takes a dead owner's lock
 //     over with one CAS (a robust mutex's EOWNERDEAD, at a third of the cost
 //     of glibc's robust mutexes, whose robust-list work was half of an
-//     uncontended put+get). Release is a store plus the one full fence the
-//     wake-up check needs anyway. Limits: a dead owner's pid reused by a live
+//     uncontended put+get). Release is one full barrier (a locked exchange on
+//     x86, elsewhere a store and a fence), which the wake-up check needs
+//     anyway. Limits: a dead owner's pid reused by a live
 //     process delays the take-over until that process ends; a thread
 //     cancelled inside send/recv (pthread_cancel) is not detected.
 //     Each side publishes its progress with ONE atomic 64-bit store (the
 //     "commit word": message count in the high half, record count in the
 //     low half), after writing a small journal of the values that follow it.
+//     The commit words (what the other side polls) have cache lines of
+//     their own, away from the locks and journals, so polling does not pull
+//     a side's lock line from its holder mid-operation. A whole record that
+//     does not wrap at the ring's end is written and read with one plain
+//     copy each way.
 //     A process killed anywhere is recovered by the next locker: if the
 //     commit store happened the side rolls forward, otherwise nothing it did
 //     is visible (bytes written past the tail are simply overwritten later).
