@@ -209,7 +209,11 @@ class Connection {
   static constexpr std::size_t kReadBuffer = 64 * 1024;
   static constexpr std::size_t kMaxKeptScratch = 1 << 20;
   // Messages from this size on are read into their destination directly.
-  static constexpr std::size_t kLargeMessage = 32 * 1024;
+  // Smaller ones (32 KiB included) are read ahead whole with their header in
+  // one read and copied: measured 0.4-0.65x of a raw pipe at 32 KiB with the
+  // direct path (a header read, then a payload readv, per message) and
+  // 0.76-0.89x with read-ahead.
+  static constexpr std::size_t kLargeMessage = 48 * 1024;
 
   void check_open() const;
   void check_readable() const;
