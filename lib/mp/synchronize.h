@@ -113,105 +113,93 @@ Deadline deadline_at(std::chrono::time_point<Clock, Duration> tp) {
 // OwnerDeadError for a takeover.
 bool lock_result(AcquireResult r);
 
+// LockOps gives Lock, RLock and Condition one set of CPython's acquire /
+// release and the standard Lockable / TimedLockable names, over the
+// MutexHandle each keeps in its `mutex_` (Derived befriends LockOps).
+//   * acquire() blocks until the lock is taken and returns true;
+//     acquire(false) takes it only if it is free now and says whether it
+//     did; acquire(timeout) waits at most about `timeout` (std::nullopt: no
+//     timeout) and returns false when it ran out. Throws OwnerDeadError (the
+//     lock is then held by the caller) when taken over from a dead process.
+//   * try_acquire() is acquire(false); lock/unlock/try_lock/try_lock_for/
+//     try_lock_until are the same operations under the standard's names.
+template <class Derived>
+class LockOps {
+ public:
+  bool acquire(bool block = true) { return lock_result(m().acquire(block, std::nullopt)); }
+  template <class Rep, class Period>
+  bool acquire(std::chrono::duration<Rep, Period> timeout) {
+    return lock_result(m().acquire(true, deadline_in(timeout)));
+  }
+  bool acquire(OptionalTimeout timeout) { return lock_result(m().acquire(true, deadline_opt(timeout))); }
+  bool try_acquire() { return acquire(false); }
+  void release() { m().release(); }
+
+  void lock() { acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return acquire(false); }
+  template <class Rep, class Period>
+  bool try_lock_for(std::chrono::duration<Rep, Period> d) { return acquire(d); }
+  template <class Clock, class Duration>
+  bool try_lock_until(std::chrono::time_point<Clock, Duration> tp) {
+    return lock_result(m().acquire(true, deadline_at(tp)));
+  }
+
+ private:
+  MutexHandle& m() { return static_cast<Derived*>(this)->mutex_; }
+};
+
 }  // namespace internal
 
 // Lock is a non-recursive mutual-exclusion lock (multiprocessing.Lock,
 // threading.Lock). Any thread of any process may release it, not just the
 // one that acquired it; the holder acquiring it again blocks (or fails,
 // without blocking).
-class Lock {
+class Lock : public internal::LockOps<Lock> {
  public:
   // Lock() creates an unlocked lock.
   Lock() : mutex_(false) {}
 
-  // acquire() blocks until the lock is taken and returns true;
-  // acquire(false) takes it only if it is free now and says whether it did.
-  // Throws OwnerDeadError (lock held by the caller) when taken over from a
-  // dead process.
-  bool acquire(bool block = true) {
-    return internal::lock_result(mutex_.acquire(block, std::nullopt));
-  }
-  // acquire(timeout) waits at most about `timeout`; false when it ran out.
-  // An optional timeout (std::nullopt: no timeout) is accepted everywhere a
-  // timeout is, in this header.
-  template <class Rep, class Period>
-  bool acquire(std::chrono::duration<Rep, Period> timeout) {
-    return internal::lock_result(mutex_.acquire(true, internal::deadline_in(timeout)));
-  }
-  bool acquire(internal::OptionalTimeout timeout) {
-    return internal::lock_result(mutex_.acquire(true, internal::deadline_opt(timeout)));
-  }
-  // try_acquire() is acquire(false).
-  bool try_acquire() { return acquire(false); }
-
+  // acquire(), acquire(false), acquire(timeout), try_acquire() and the
+  // Lockable / TimedLockable names: see internal::LockOps above. The holder
+  // acquiring again blocks (acquire(false) returns false).
+  //
   // release() frees the lock, whoever took it. Throws mp::RuntimeError
   // ("release unlocked lock") when it is not held.
-  void release() { mutex_.release(); }
 
   // locked() reports whether some thread holds the lock (a snapshot).
   bool locked() const noexcept { return mutex_.locked(); }
 
-  // Lockable / TimedLockable.
-  void lock() { acquire(); }
-  void unlock() { release(); }
-  bool try_lock() { return acquire(false); }
-  template <class Rep, class Period>
-  bool try_lock_for(std::chrono::duration<Rep, Period> d) { return acquire(d); }
-  template <class Clock, class Duration>
-  bool try_lock_until(std::chrono::time_point<Clock, Duration> tp) {
-    return internal::lock_result(mutex_.acquire(true, internal::deadline_at(tp)));
-  }
-
  private:
   friend class Condition;
+  friend class internal::LockOps<Lock>;
   internal::MutexHandle mutex_;
 };
 
 // RLock is a recursive lock (multiprocessing.RLock, threading.RLock): the
 // owning thread may acquire it again and must release it as many times.
 // Only the owner may release it.
-class RLock {
+class RLock : public internal::LockOps<RLock> {
  public:
   // RLock() creates an unlocked recursive lock.
   RLock() : mutex_(true) {}
 
-  // acquire() / acquire(false) / acquire(timeout) as Lock's; re-entry by the
-  // owner always succeeds at once and adds one level.
-  bool acquire(bool block = true) {
-    return internal::lock_result(mutex_.acquire(block, std::nullopt));
-  }
-  template <class Rep, class Period>
-  bool acquire(std::chrono::duration<Rep, Period> timeout) {
-    return internal::lock_result(mutex_.acquire(true, internal::deadline_in(timeout)));
-  }
-  bool acquire(internal::OptionalTimeout timeout) {
-    return internal::lock_result(mutex_.acquire(true, internal::deadline_opt(timeout)));
-  }
-  bool try_acquire() { return acquire(false); }
-
+  // acquire() / acquire(false) / acquire(timeout) and the Lockable names as
+  // Lock's (internal::LockOps); re-entry by the owner always succeeds at
+  // once and adds one level.
+  //
   // release() drops one level; the lock is free after the last. Throws
   // mp::RuntimeError ("cannot release un-acquired lock") when the caller is
   // not the owner.
-  void release() { mutex_.release(); }
 
   // is_owned() reports whether the calling thread holds the lock.
   bool is_owned() const noexcept { return mutex_.is_mine(); }
   // locked() reports whether any thread holds it (a snapshot).
   bool locked() const noexcept { return mutex_.locked(); }
 
-  // Lockable / TimedLockable.
-  void lock() { acquire(); }
-  void unlock() { release(); }
-  bool try_lock() { return acquire(false); }
-  template <class Rep, class Period>
-  bool try_lock_for(std::chrono::duration<Rep, Period> d) { return acquire(d); }
-  template <class Clock, class Duration>
-  bool try_lock_until(std::chrono::time_point<Clock, Duration> tp) {
-    return internal::lock_result(mutex_.acquire(true, internal::deadline_at(tp)));
-  }
-
  private:
   friend class Condition;
+  friend class internal::LockOps<RLock>;
   internal::MutexHandle mutex_;
 };
 
@@ -336,7 +324,7 @@ struct ConditionState {
 // false and takes none (CPython's sleeping/woken count design gives the same
 // guarantee; mp keeps the counts and a wake-up sequence number in shared
 // memory, under the condition's own lock).
-class Condition {
+class Condition : public internal::LockOps<Condition> {
  public:
   // Condition() uses a new RLock; Condition(lock) uses the given lock (a
   // handle: other copies of it lock the same thing).
@@ -344,27 +332,7 @@ class Condition {
   explicit Condition(Lock lock) : Condition(std::move(lock.mutex_), 0) {}
   explicit Condition(RLock lock) : Condition(std::move(lock.mutex_), 0) {}
 
-  // acquire / release / Lockable: the underlying lock's.
-  bool acquire(bool block = true) {
-    return internal::lock_result(mutex_.acquire(block, std::nullopt));
-  }
-  template <class Rep, class Period>
-  bool acquire(std::chrono::duration<Rep, Period> timeout) {
-    return internal::lock_result(mutex_.acquire(true, internal::deadline_in(timeout)));
-  }
-  bool acquire(internal::OptionalTimeout timeout) {
-    return internal::lock_result(mutex_.acquire(true, internal::deadline_opt(timeout)));
-  }
-  void release() { mutex_.release(); }
-  void lock() { acquire(); }
-  void unlock() { release(); }
-  bool try_lock() { return acquire(false); }
-  template <class Rep, class Period>
-  bool try_lock_for(std::chrono::duration<Rep, Period> d) { return acquire(d); }
-  template <class Clock, class Duration>
-  bool try_lock_until(std::chrono::time_point<Clock, Duration> tp) {
-    return internal::lock_result(mutex_.acquire(true, internal::deadline_at(tp)));
-  }
+  // acquire / release / Lockable: the underlying lock's (internal::LockOps).
 
   // wait() releases the lock (every level of an RLock), sleeps until
   // notified, re-acquires the lock to the same depth and returns true.
@@ -403,6 +371,7 @@ class Condition {
 
  private:
   friend class Barrier;
+  friend class internal::LockOps<Condition>;
   Condition(internal::MutexHandle mutex, int);
   bool wait_until(const internal::Deadline& deadline);
   template <class Pred>
