@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -135,6 +136,9 @@ struct ShmChannel::Header {
   // woken: it waits for a quarter of the ring, not for one record, so that
   // a full ring does not cost a wake-up per record consumed.
   std::atomic<std::uint64_t> space_wake_at{0};
+  // A receiver spinning for records holds this until its steady-clock
+  // deadline (ns); 0 or a past time: nobody spins.
+  alignas(64) std::atomic<std::uint64_t> spinner_until{0};
   alignas(64) std::atomic<std::uint32_t> tasks_done{0};
   alignas(64) std::atomic<std::uint32_t> registered_ever{0};
   std::atomic<std::uint32_t> registry_overflow{0};
@@ -775,6 +779,47 @@ Take take_locked(const Ring& r, Sink& sink, const Deadline& deadline) {
   }
 }
 
+// spin_for_records: a receiver that found the channel empty polls it for a
+// short while before sleeping, one receiver at a time. Without it, a
+// consumer that keeps up with its producer sleeps after nearly every
+// message and the producer pays a futex wake (an IPI, ~1-3 us here) for
+// each: measured 6-8 M msgs/s at 8 B instead of 13-14 M. Polling every
+// ~0.6 us (not continuously) keeps the consumer from pulling the
+// producer's commit line away on every put. The spinner's claim is a
+// steady-clock deadline, so a spinner killed mid-spin holds it no longer
+// than kSpinBudget; sched_yield every few polls lets a runnable producer
+// on this CPU go first (2 producers, 2 consumers on 2 cores).
+constexpr auto kSpinBudget = std::chrono::microseconds(50);
+constexpr int kPausesPerPoll = 32;
+constexpr int kPollsPerYield = 4;
+
+std::uint64_t ns_since_epoch(Clock::time_point t) noexcept {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+}
+
+std::uint64_t now_ns() noexcept { return ns_since_epoch(Clock::now()); }
+
+bool spin_for_records(Header* hh, const Deadline& deadline) noexcept {
+  const std::uint64_t now = now_ns();
+  std::uint64_t until = now + std::chrono::nanoseconds(kSpinBudget).count();
+  if (deadline) until = std::min(until, ns_since_epoch(*deadline));
+  std::uint64_t claim = hh->spinner_until.load(std::memory_order_relaxed);
+  if (claim > now || !hh->spinner_until.compare_exchange_strong(claim, until)) return false;
+  bool found = false;
+  for (int poll = 1; !found; ++poll) {
+    for (int i = 0; i < kPausesPerPoll; ++i) cpu_relax();
+    found = records_available(hh);
+    if (!found && poll % kPollsPerYield == 0) {
+      if (now_ns() >= until) break;
+      sched_yield();
+    }
+  }
+  std::uint64_t mine = until;
+  hh->spinner_until.compare_exchange_strong(mine, 0);
+  return found;
+}
+
 }  // namespace
 
 ChannelStatus ShmChannel::recv_bytes(std::string& out, const Deadline& deadline,
@@ -787,6 +832,7 @@ ChannelStatus ShmChannel::recv_bytes(std::string& out, const Deadline& deadline,
     const Take t = take_locked(r, sink, deadline);
     if (t == Take::kOk) return ChannelStatus::kOk;
     if (t == Take::kLockTimedOut || expired(deadline)) return ChannelStatus::kTimedOut;
+    if (spin_for_records(hh, deadline)) continue;
     const std::uint32_t gen = hh->registry_gen.load();
     const bool woken = sleep_on(hh->data_seq, [&] { return records_available(hh); },
                                 earlier(deadline, Clock::now() + kLivenessSlice));

@@ -59,8 +59,12 @@
 //     "waiters" bit so a producer pays a wake syscall only when a consumer
 //     sleeps (and a sleeper killed while waiting costs one extra wake, no
 //     more). A producer waiting for ring space is woken once a quarter of
-//     the ring is free, not per record. No spinning: measured, it did not
-//     help streaming on this 2-vCPU machine.
+//     the ring is free, not per record. A receiver that finds the channel
+//     empty first polls it for up to 50 us (every ~0.6 us, yielding the
+//     CPU every few polls, one receiver at a time): a consumer that keeps
+//     up with its producer would otherwise sleep after nearly every message
+//     and cost the producer a futex wake each time (measured at 8 B: 6-8 M
+//     messages/s without the poll, 13-14 M with it).
 //
 // Using it (what Queue does, and what a pool's channels would do)
 //   Create the ShmChannel before forking; every process then calls
