@@ -4,7 +4,7 @@ def benchmark_binaries(srcs):
     for src in srcs:
         native.cc_binary(
             name = src[:-len("_bench.cc")],
-            srcs = [src],
+            srcs = [src, "bench_util.h"],
             deps = [
                 "//lib/mp",
                 "@system//:benchmark",

@@ -24,7 +24,6 @@
 // faster than CPython's.
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/bench_util.h"
 #include "mp/connection.h"
 #include "mp/os.h"
 
@@ -155,48 +155,13 @@ void BM_PipePingPong_raw_pipe(benchmark::State& state) {
 
 // ---- one-way stream --------------------------------------------------------------
 
-// PinnedPair puts the writer (a forked child: call in_child() there) and the
-// reader (this process, until destruction) on two different CPUs when two
-// are allowed. Unpinned, the scheduler sometimes runs both on one CPU and a
-// stream then costs a context switch per message: that, not the code under
-// test, made run-to-run figures differ by up to 1.5x.
-class PinnedPair {
- public:
-  PinnedPair() {
-    if (sched_getaffinity(0, sizeof saved_, &saved_) != 0 || CPU_COUNT(&saved_) < 2) return;
-    int found = 0;
-    for (int c = 0; c < CPU_SETSIZE && found < 2; ++c) {
-      if (CPU_ISSET(c, &saved_)) cpus_[found++] = c;
-    }
-    pin(cpus_[0]);
-    active_ = true;
-  }
-  ~PinnedPair() {
-    if (active_) sched_setaffinity(0, sizeof saved_, &saved_);
-  }
-  void in_child() const {
-    if (active_) pin(cpus_[1]);
-  }
-
- private:
-  static void pin(int cpu) {
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
-    sched_setaffinity(0, sizeof one, &one);
-  }
-  cpu_set_t saved_;
-  int cpus_[2] = {0, 0};
-  bool active_ = false;
-};
-
 enum class MpRecv { kInto, kBytes };
 
 void stream_mp(benchmark::State& state, bool duplex, MpRecv how) {
   const auto size = static_cast<std::size_t>(state.range(0));
   const auto count = static_cast<std::size_t>(state.max_iterations);
   auto [r, w] = mp::Pipe(duplex);
-  PinnedPair pinned;
+  bench::PinnedPair pinned;
   pid_t pid = mp::fork();
   if (pid == 0) {
     pinned.in_child();
@@ -233,7 +198,7 @@ void stream_raw(benchmark::State& state, bool socket) {
   } else if (pipe2(fds, O_CLOEXEC) != 0) {
     std::abort();
   }
-  PinnedPair pinned;
+  bench::PinnedPair pinned;
   pid_t pid = mp::fork();
   if (pid == 0) {
     pinned.in_child();

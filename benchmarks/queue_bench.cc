@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/bench_util.h"
 #include "mp/internal/futex.h"
 #include "mp/internal/shm.h"
 #include "mp/os.h"
@@ -47,9 +48,10 @@ void kill_and_reap(const std::vector<pid_t>& pids) {
 }
 
 template <class F>
-pid_t spawn(F body) {
+pid_t spawn(F body, const bench::PinnedPair* pinned = nullptr) {
   pid_t pid = mp::fork();
   if (pid == 0) {
+    if (pinned) pinned->in_child();
     body();
     _exit(0);
   }
@@ -67,9 +69,10 @@ void BM_Queue_mp(benchmark::State& state) {
   const std::size_t size = static_cast<std::size_t>(state.range(0));
   mp::Queue<std::string> q(0, kRingBytes);
   const std::string msg(size, 'm');
+  bench::PinnedPair pinned;
   pid_t producer = spawn([&] {
     for (;;) q.put(msg);
-  });
+  }, &pinned);
   std::size_t bytes = 0;
   for (auto _ : state) {
     bytes += q.get().size();
@@ -139,13 +142,14 @@ void BM_Queue_pipe(benchmark::State& state) {
     state.SkipWithError("pipe failed");
     return;
   }
+  bench::PinnedPair pinned;
   pid_t producer = spawn([&] {
     ::close(fds[0]);
     std::string frame(8 + size, 'p');
     const std::uint64_t len = size;
     std::memcpy(frame.data(), &len, 8);
     for (;;) write_full(fds[1], frame.data(), frame.size());
-  });
+  }, &pinned);
   ::close(fds[1]);
   std::string buf;
   std::size_t bytes = 0;
@@ -291,10 +295,11 @@ void BM_Queue_raw_ring(benchmark::State& state) {
   const std::size_t size = static_cast<std::size_t>(state.range(0));
   mp::internal::SharedRegion region(sizeof(RawRing));
   auto* ring = new (region.data()) RawRing;
+  bench::PinnedPair pinned;
   pid_t producer = spawn([&] {
     const std::string msg(size, 'r');
     for (;;) ring->put(msg.data(), msg.size());
-  });
+  }, &pinned);
   std::string out;
   std::size_t bytes = 0;
   for (auto _ : state) {

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <tuple>
 #include <variant>
@@ -559,6 +560,26 @@ TEST(Connection, MovedConnectionKeepsItsDescriptorAndReadAhead) {
   EXPECT_TRUE(b.closed());
   EXPECT_TRUE(moved.poll());
   EXPECT_EQ(moved.recv<int>(), 2);
+}
+
+TEST(Connection, ALargeMessageGrowsASimplexPipeOnceAndSmallOnesDoNot) {
+  auto [r, w] = mp::Pipe(false);
+  const int initial = fcntl(w.fileno(), F_GETPIPE_SZ);
+  ASSERT_GT(initial, 0);
+  if (initial >= 128 * 1024) GTEST_SKIP() << "this system's pipes start at " << initial << " bytes";
+  const std::string small(16 * 1024 - 1, 's');
+  w.send_bytes(std::as_bytes(std::span(small)));
+  EXPECT_EQ(fcntl(w.fileno(), F_GETPIPE_SZ), initial) << "a message under 16 KiB grew the pipe";
+  EXPECT_EQ(r.recv_bytes(), small);
+  const std::string large(16 * 1024, 'l');
+  w.send_bytes(std::as_bytes(std::span(large)));
+  EXPECT_EQ(fcntl(w.fileno(), F_GETPIPE_SZ), 128 * 1024);
+  EXPECT_EQ(r.recv_bytes(), large);
+  // send(v) of a large value grows it too (on a fresh pipe).
+  auto [r2, w2] = mp::Pipe(false);
+  w2.send(std::vector<char>(20 * 1024, 'v'));
+  EXPECT_EQ(fcntl(w2.fileno(), F_GETPIPE_SZ), 128 * 1024);
+  EXPECT_EQ(r2.recv<std::vector<char>>().size(), 20u * 1024);
 }
 
 // ---- inherited ends ----------------------------------------------------------------

@@ -51,6 +51,23 @@
 // byte if it has at most 255 alternatives, else four), then the alternative.
 // pair / tuple / array of non-trivial elements: the elements in order.
 //
+// Why a codec of mp's own, not cereal or msgpack-cxx (both in Debian; we
+// read both before writing this one and benchmarked neither):
+//   * msgpack-cxx writes a self-describing format: a type tag on every
+//     value, and unpacking builds a msgpack::object tree that is then
+//     converted, a second pass and a copy. mp's two ends are the same
+//     binary, so tags and that pass buy nothing and cost time.
+//   * cereal's binary archive goes through std::ostream/istream. It has no
+//     memcpy path for user structs: each needs a serialize() function. A
+//     corrupt element count makes it resize before reading, so bad bytes
+//     can mean a huge allocation.
+//   * In neither does the compile error for a type that cannot be encoded
+//     name the innermost type at fault. Their static_asserts are fixed
+//     strings, so the type has to be dug out of the instantiation trace.
+// The format mp needs is simple: native layout, 64-bit counts, one memcpy
+// for trivially copyable data. Writing it was less code than wrapping either
+// library to get those guarantees.
+//
 // Extension point. To make a type encodable, specialise mp::codec_traits for
 // it (in namespace mp, before the first use that checks Encodable<T>):
 //

@@ -132,7 +132,8 @@ Connection::Connection(Connection&& other) noexcept
       rbuf_begin_(std::exchange(other.rbuf_begin_, 0)),
       rbuf_end_(std::exchange(other.rbuf_end_, 0)),
       ahead_(other.ahead_),
-      scratch_(std::move(other.scratch_)) {
+      scratch_(std::move(other.scratch_)),
+      pipe_grown_(other.pipe_grown_) {
   if (other.close_on_fork_) {
     other.unregister_close_on_fork();
     register_close_on_fork();
@@ -152,6 +153,7 @@ Connection& Connection::operator=(Connection&& other) noexcept {
     rbuf_end_ = std::exchange(other.rbuf_end_, 0);
     ahead_ = other.ahead_;
     scratch_ = std::move(other.scratch_);
+    pipe_grown_ = other.pipe_grown_;
     if (other.close_on_fork_) {
       other.unregister_close_on_fork();
       register_close_on_fork();
@@ -214,6 +216,13 @@ void Connection::check_writable() const {
 
 // ---- sending ------------------------------------------------------------------
 
+void Connection::grow_pipe() noexcept {
+  pipe_grown_ = true;
+  if (is_socket_) return;
+  const int now = ::fcntl(fd_, F_GETPIPE_SZ);
+  if (now > 0 && now < kGrownPipe) (void)::fcntl(fd_, F_SETPIPE_SZ, kGrownPipe);
+}
+
 void Connection::write_all(const void* head, std::size_t head_n, const void* tail, std::size_t tail_n) {
   iovec iov[2] = {{const_cast<void*>(head), head_n}, {const_cast<void*>(tail), tail_n}};
   iovec* v = iov;
@@ -268,6 +277,7 @@ void Connection::send_bytes(std::span<const std::byte> buffer, std::size_t offse
     if (n) std::memcpy(msg + kHeaderSize, buffer.data() + offset, n);
     write_all(msg, kHeaderSize + n, nullptr, 0);
   } else {
+    if (n >= kGrowPipeAt && !pipe_grown_) grow_pipe();
     write_all(&header, kHeaderSize, buffer.data() + offset, n);
   }
 }

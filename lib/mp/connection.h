@@ -44,13 +44,22 @@
 //     carrying the whole message (as CPython), which is consumed.
 //   * The receiving end reads ahead about one message (as large as the last
 //     one, into a buffer of at most 64 KiB), so a small message costs one
-//     read(2), not two; after a message of 32 KiB or more it reads ahead
+//     read(2), not two; after a message of 48 KiB or more it reads ahead
 //     only the next header, and large payloads go straight from the kernel
 //     into their destination. Read-ahead bytes belong to the process
 //     that read them: if a parent and its forked child both receive on
 //     copies of the same end, each gets an unpredictable share of the
 //     stream (CPython has the same race without read-ahead). Let one
 //     process own each receiving end.
+//   * The first message of 16 KiB or more sent into a pipe (simplex) grows
+//     the pipe from Linux's default 64 KiB to 128 KiB (F_SETPIPE_SZ, once,
+//     silently skipped if the system refuses). 64 KiB is 16 page slots. A
+//     32 KiB message with its 8-byte header takes 9, so two such messages
+//     never fit and the writer waits for the reader on each one: measured
+//     0.5x of raw 32 KiB writes on the default pipe, 0.9-1.1x on the grown
+//     one. Each grown pipe counts 32 pages, not 16, against the user's
+//     /proc/sys/fs/pipe-user-pages-soft. Pipes that carry only small
+//     messages are never grown.
 //
 // Inherited ends (CPython's users hang here). After fork() a child holds a
 // copy of every open end, and end-of-file reaches a reader only when *every*
@@ -136,6 +145,7 @@ class Connection {
     encode_into(scratch_, value);
     const std::uint64_t n = scratch_.size() - kHeaderSize;
     std::memcpy(scratch_.data(), &n, kHeaderSize);
+    if (n >= kGrowPipeAt && !pipe_grown_) grow_pipe();
     write_all(scratch_.data(), scratch_.size(), nullptr, 0);
     if (scratch_.capacity() > kMaxKeptScratch) std::string().swap(scratch_);
   }
@@ -221,6 +231,11 @@ class Connection {
 
   // write_all writes head[0, head_n) then tail[0, tail_n) completely.
   void write_all(const void* head, std::size_t head_n, const void* tail, std::size_t tail_n);
+  // Messages from kGrowPipeAt bytes on grow a pipe to kGrownPipe bytes (see
+  // the file comment); grow_pipe() does it once per end.
+  static constexpr std::size_t kGrowPipeAt = 16 * 1024;
+  static constexpr int kGrownPipe = 128 * 1024;
+  void grow_pipe() noexcept;
 
   // fill() reads what is available into the read-ahead buffer (blocking
   // until at least one byte or EOF); returns false at EOF.
@@ -270,6 +285,7 @@ class Connection {
   // or just a header after a large one; at most kReadBuffer.
   std::size_t ahead_ = kReadBuffer;
   std::string scratch_;  // send(v)'s encode buffer, reused
+  bool pipe_grown_ = false;  // grow_pipe() was tried on this end
 };
 
 // Pipe(duplex) returns a pair of connected Connections; see the file
