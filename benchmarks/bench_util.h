@@ -5,10 +5,13 @@
 
 namespace bench {
 
-// PinnedPair puts a forked peer (call in_child() in it) and this process
-// (until destruction) on two different CPUs when two are allowed. Unpinned, the scheduler sometimes runs both on one CPU and a
-// stream then costs a context switch per message: that, not the code under
-// test, made run-to-run figures differ by up to 1.5x.
+// PinnedPair puts this process (until destruction) and a forked peer (call
+// in_child() in it) on two different CPUs, when two are allowed, so that the
+// scheduler's placement does not change the figure from one run to the next:
+// unpinned, it sometimes runs both on one CPU and a stream then costs a
+// context switch per message (run-to-run spread up to 1.5x). Peers in one
+// suite are pinned alike, the CPython peer scripts included
+// (benchmarks/peers/gbench_json.py: PinnedPair).
 class PinnedPair {
  public:
   PinnedPair() {

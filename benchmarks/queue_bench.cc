@@ -16,6 +16,11 @@
 // CPython's multiprocessing.Queue on the same sizes: peers/queue_peer.py
 // (BM_Queue/cpython/<size>).
 //
+// Placement: in the 1:1 benchmarks (mp, pipe, raw_ring) the producer and the
+// consumer are pinned to two different CPUs (benchmarks/bench_util.h). The
+// 2p2c benchmark and the CPython peer are left to the scheduler: CPython's
+// producer has a feeder thread, which pinning would squeeze onto one CPU.
+//
 // Producers are forked before the timed loop, put forever, and are killed
 // with SIGKILL after it (mp's queue is built to survive exactly that).
 // Sizes are payload bytes; mp and pipe add an 8-byte length, as the ring.

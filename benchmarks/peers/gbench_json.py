@@ -35,6 +35,32 @@ def entry(name, iterations, elapsed, items=None, bytes_per_item=None, cpu=None):
     return record
 
 
+class PinnedPair:
+    """Pins this process and a child that calls in_child() to two different
+    CPUs, as the C++ suites' bench::PinnedPair does (benchmarks/bench_util.h);
+    restores this process's CPU set when the with-block ends. Does nothing
+    where fewer than two CPUs are allowed."""
+
+    def __init__(self):
+        self.saved = os.sched_getaffinity(0)
+        cpus = sorted(self.saved)
+        self.cpus = cpus[:2] if len(cpus) >= 2 else None
+
+    def __enter__(self):
+        if self.cpus:
+            os.sched_setaffinity(0, {self.cpus[0]})
+        return self
+
+    def __exit__(self, *exc):
+        if self.cpus:
+            os.sched_setaffinity(0, self.saved)
+        return False
+
+    def in_child(self):
+        if self.cpus:
+            os.sched_setaffinity(0, {self.cpus[1]})
+
+
 def emit(benchmarks):
     """Prints the records as one Google Benchmark JSON document."""
     doc = {

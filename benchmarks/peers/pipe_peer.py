@@ -6,13 +6,15 @@ a child over multiprocessing.Pipe() (fork start method).
 BM_PipeStream/cpython/<size>: one-way send_bytes from a child over
 Pipe(duplex=False), received with recv_bytes_into into a preallocated
 buffer (CPython's cheapest receive), sizes 8 B .. 1 MiB as in the C++ suite.
+Placement as in the C++ suite: stream ends pinned to two CPUs, ping-pong
+left to the scheduler.
 Prints Google Benchmark JSON to stdout; finishes well under 20 s
 (MP_PEER_MIN_TIME seconds per benchmark, default 0.4).
 """
 import multiprocessing as mproc
 import time
 
-from gbench_json import emit, entry, min_time
+from gbench_json import PinnedPair, emit, entry, min_time
 
 SIZES = [8, 64, 512, 4096, 32768, 262144, 1048576]
 
@@ -50,7 +52,8 @@ def ping_pong(ctx, min_time):
     return n, elapsed
 
 
-def sender(conn, other_end, size, count):
+def sender(conn, other_end, size, count, pinned):
+    pinned.in_child()
     other_end.close()
     msg = b"m" * size
     conn.send_bytes(b"")  # ready: the parent starts its clock after this
@@ -60,8 +63,13 @@ def sender(conn, other_end, size, count):
 
 
 def stream_once(ctx, size, count):
+    with PinnedPair() as pinned:
+        return stream_once_pinned(ctx, size, count, pinned)
+
+
+def stream_once_pinned(ctx, size, count, pinned):
     r, w = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=sender, args=(w, r, size, count))
+    p = ctx.Process(target=sender, args=(w, r, size, count, pinned))
     p.start()
     w.close()
     buf = bytearray(size)
