@@ -20,6 +20,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <variant>
 #include <vector>
@@ -411,6 +412,28 @@ TEST(Connection, PollForeverReturnsWhenAChildSends) {
   EXPECT_TRUE(b.poll(std::nullopt));
   EXPECT_EQ(b.recv<std::string>(), "late");
   EXPECT_EQ(reap(pid), 0);
+}
+
+// A receive that finds nothing polls briefly (sockets) and then must block:
+// a message that comes long after that still arrives, and so does EOF.
+TEST(Connection, RecvBlocksPastItsShortPollForALateMessageThenSeesEndOfFile) {
+  for (bool duplex : {true, false}) {
+    auto [r, w] = mp::Pipe(duplex);
+    pid_t pid = fork_child([&] {
+      r.close();
+      std::this_thread::sleep_for(100ms);
+      w.send(std::string("late"));
+      std::this_thread::sleep_for(100ms);
+      return 0;  // w closes at exit
+    });
+    w.close();
+    Stopwatch sw;
+    EXPECT_EQ(r.recv<std::string>(), "late");
+    EXPECT_GE(sw.elapsed(), 80ms);
+    EXPECT_THROW(r.recv<std::string>(), mp::EOFError);
+    EXPECT_GE(sw.elapsed(), 160ms);
+    EXPECT_EQ(reap(pid), 0);
+  }
 }
 
 TEST(Connection, PollIsTrueAtEndOfFile) {
