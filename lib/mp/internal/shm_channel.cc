@@ -784,14 +784,16 @@ Take take_locked(const Ring& r, Sink& sink, const Deadline& deadline) {
 // consumer that keeps up with its producer sleeps after nearly every
 // message and the producer pays a futex wake (an IPI, ~1-3 us here) for
 // each: measured 6-8 M msgs/s at 8 B instead of 13-14 M. Polling every
-// ~0.6 us (not continuously) keeps the consumer from pulling the
-// producer's commit line away on every put. The spinner's claim is a
-// steady-clock deadline, so a spinner killed mid-spin holds it no longer
-// than kSpinBudget; sched_yield every few polls lets a runnable producer
-// on this CPU go first (2 producers, 2 consumers on 2 cores).
+// ~2.4 us (128 pauses of ~19 ns here), not continuously, keeps the consumer
+// from pulling the producer's commit line away on every put (every ~0.6 us
+// measured 5-10% slower; a futex wake-up takes far longer than 2.4 us
+// anyway). The spinner's claim is a steady-clock deadline, so a spinner
+// killed mid-spin holds it no longer than kSpinBudget; sched_yield every
+// other poll lets a runnable producer on this CPU go first (2 producers,
+// 2 consumers on 2 cores).
 constexpr auto kSpinBudget = std::chrono::microseconds(50);
-constexpr int kPausesPerPoll = 32;
-constexpr int kPollsPerYield = 4;
+constexpr int kPausesPerPoll = 128;
+constexpr int kPollsPerYield = 2;
 
 std::uint64_t ns_since_epoch(Clock::time_point t) noexcept {
   return static_cast<std::uint64_t>(
