@@ -83,6 +83,17 @@ struct NoLock {};
 namespace internal {
 template <class L>
 inline constexpr bool kHasLock = !std::is_same_v<L, NoLock>;
+
+// hold(lock) holds `lock` until the returned guard goes out of scope; for
+// NoLock it holds nothing.
+template <class L>
+auto hold(L& lock) {
+  if constexpr (kHasLock<L>) {
+    return std::unique_lock<L>(lock);
+  } else {
+    return 0;
+  }
+}
 }  // namespace internal
 
 // Value<T, L> is one T in shared memory, guarded by a lock of type L
@@ -130,13 +141,7 @@ class Value {
   }
 
  private:
-  auto locked() const {
-    if constexpr (internal::kHasLock<L>) {
-      return std::unique_lock<L>(lock_);
-    } else {
-      return 0;
-    }
-  }
+  auto locked() const { return internal::hold(lock_); }
 
   std::shared_ptr<internal::SharedRegion> region_;
   T* value_;
@@ -223,13 +228,7 @@ class Array {
     data_ = static_cast<T*>(region_->data());  // zero bytes from mmap
     size_ = n;
   }
-  auto locked() const {
-    if constexpr (internal::kHasLock<L>) {
-      return std::unique_lock<L>(lock_);
-    } else {
-      return 0;
-    }
-  }
+  auto locked() const { return internal::hold(lock_); }
 
   std::shared_ptr<internal::SharedRegion> region_;
   T* data_ = nullptr;
