@@ -207,7 +207,7 @@ void futex_pingpong(benchmark::State& state, int spin) {
   auto await_value = [spin](std::atomic<uint32_t>& w, uint32_t want) {
     for (int i = 0; i < spin; ++i) {
       if (w.load(std::memory_order_acquire) == want) return;
-      mp::internal::spin_pause();
+      mp::internal::cpu_relax();
     }
     for (;;) {
       uint32_t v = w.load(std::memory_order_acquire);

@@ -102,7 +102,7 @@ bool Event::wait_until(const internal::Deadline& deadline) {
   auto& flag = state_->flag;
   if (flag.load(std::memory_order_acquire)) return true;
   for (int i = 0; i < internal::kEventSpin; ++i) {
-    internal::spin_pause();
+    internal::cpu_relax();
     if (flag.load(std::memory_order_acquire)) return true;
   }
   for (;;) {

@@ -45,6 +45,16 @@ Deadline deadline_after(std::optional<std::chrono::duration<Rep, Period>> timeou
          std::chrono::duration_cast<std::chrono::steady_clock::duration>(t);
 }
 
+// cpu_relax is the spin-loop hint for the bounded spins that precede a
+// futex sleep (pause on x86, yield on ARM).
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 // expired reports whether a deadline has passed (never, for no deadline).
 inline bool expired(const Deadline& d) {
   return d && std::chrono::steady_clock::now() >= *d;

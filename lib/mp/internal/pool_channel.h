@@ -39,6 +39,8 @@
 #include <string>
 #include <string_view>
 
+#include "mp/internal/futex.h"
+
 namespace mp::internal::pool {
 
 inline constexpr std::size_t kCacheLine = 64;
@@ -132,15 +134,6 @@ struct Channels {
     return base + layout.slot_offset(slot) + round_up(sizeof(ResultControl), 4096);
   }
 };
-
-// cpu_relax is the spin-loop hint.
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
 
 // spin_yield lets another runnable process have the CPU during a spin: on
 // an oversubscribed machine the peer being waited for may need this CPU.

@@ -197,14 +197,6 @@ constexpr std::uint32_t kOwnerMask = (1u << 22) - 1;  // pid_max <= 2^22
 constexpr std::uint32_t kGenerationOne = 1u << 22;
 constexpr int kLockSpins = 64;
 
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 std::uint32_t owned_by_me(std::uint32_t v) noexcept {
   return ((v + kGenerationOne) & ~kOwnerMask) | static_cast<std::uint32_t>(self_pid());
 }

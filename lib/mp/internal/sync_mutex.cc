@@ -117,7 +117,7 @@ AcquireResult MutexHandle::lock_slow(bool block, const Deadline& deadline) {
       return AcquireResult::kAcquired;
     }
     if (w & MutexState::kWaiters) break;  // others already sleep: join them
-    spin_pause();
+    cpu_relax();
   }
 
   for (;;) {

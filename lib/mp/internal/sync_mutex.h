@@ -105,11 +105,4 @@ class MutexHandle {
   bool recursive_ = false;
 };
 
-// spin_pause is a CPU relax hint for bounded spins before sleeping.
-inline void spin_pause() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
 }  // namespace mp::internal
