@@ -2,8 +2,35 @@
 #pragma once
 
 #include <sched.h>
+#include <unistd.h>
+
+#include <cstddef>
 
 namespace bench {
+
+// write_full writes all n bytes at p; false if a write fails (peer gone).
+inline bool write_full(int fd, const void* p, std::size_t n) {
+  auto* c = static_cast<const char*>(p);
+  while (n) {
+    const ssize_t w = ::write(fd, c, n);
+    if (w <= 0) return false;
+    c += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+// read_full reads exactly n bytes into p; false at end of file or on error.
+inline bool read_full(int fd, void* p, std::size_t n) {
+  auto* c = static_cast<char*>(p);
+  while (n) {
+    const ssize_t r = ::read(fd, c, n);
+    if (r <= 0) return false;
+    c += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
 
 // PinnedPair puts this process (until destruction) and a forked peer (call
 // in_child() in it) on two different CPUs, when two are allowed, so that the

@@ -46,26 +46,6 @@ void reap(pid_t pid) {
   waitpid(pid, &status, 0);
 }
 
-bool write_full(int fd, const char* p, std::size_t n) {
-  while (n) {
-    ssize_t w = ::write(fd, p, n);
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
-
-bool read_full(int fd, char* p, std::size_t n) {
-  while (n) {
-    ssize_t r = ::read(fd, p, n);
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
-
 // ---- ping-pong ----------------------------------------------------------------
 
 void BM_PipePingPong_mp(benchmark::State& state) {
@@ -207,14 +187,14 @@ void stream_raw(benchmark::State& state, bool socket) {
     ::close(fds[0]);
     std::string msg(size, 'm');
     for (std::size_t i = 0; i < count; ++i) {
-      if (!write_full(fds[1], msg.data(), size)) break;
+      if (!bench::write_full(fds[1], msg.data(), size)) break;
     }
     _exit(0);
   }
   ::close(fds[1]);
   std::vector<char> buf(size);
   for (auto _ : state) {
-    if (!read_full(fds[0], buf.data(), size)) {
+    if (!bench::read_full(fds[0], buf.data(), size)) {
       state.SkipWithError("raw stream failed");
       break;
     }

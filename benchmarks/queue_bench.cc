@@ -119,27 +119,6 @@ void BM_Queue_mp_2p2c(benchmark::State& state) {
 
 // ---- pipe ----------------------------------------------------------------------------
 
-bool read_full(int fd, void* p, std::size_t n) {
-  auto* c = static_cast<char*>(p);
-  while (n) {
-    ssize_t r = ::read(fd, c, n);
-    if (r <= 0) return false;
-    c += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
-
-void write_full(int fd, const void* p, std::size_t n) {
-  auto* c = static_cast<const char*>(p);
-  while (n) {
-    ssize_t r = ::write(fd, c, n);
-    if (r <= 0) _exit(1);
-    c += r;
-    n -= static_cast<std::size_t>(r);
-  }
-}
-
 void BM_Queue_pipe(benchmark::State& state) {
   const std::size_t size = static_cast<std::size_t>(state.range(0));
   int fds[2];
@@ -153,16 +132,17 @@ void BM_Queue_pipe(benchmark::State& state) {
     std::string frame(8 + size, 'p');
     const std::uint64_t len = size;
     std::memcpy(frame.data(), &len, 8);
-    for (;;) write_full(fds[1], frame.data(), frame.size());
+    while (bench::write_full(fds[1], frame.data(), frame.size())) {
+    }
   }, &pinned);
   ::close(fds[1]);
   std::string buf;
   std::size_t bytes = 0;
   for (auto _ : state) {
     std::uint64_t len = 0;
-    if (!read_full(fds[0], &len, 8)) break;
+    if (!bench::read_full(fds[0], &len, 8)) break;
     buf.resize(len);
-    if (!read_full(fds[0], buf.data(), len)) break;
+    if (!bench::read_full(fds[0], buf.data(), len)) break;
     bytes += len;
   }
   kill_and_reap({producer});
