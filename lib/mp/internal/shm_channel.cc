@@ -3,7 +3,9 @@
 #include "mp/internal/liveness.h"
 
 #include <fcntl.h>
+#include <linux/membarrier.h>
 #include <pthread.h>
+#include <sys/syscall.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -38,17 +40,26 @@ struct RecordHeader {
 };
 static_assert(sizeof(RecordHeader) == kRecordHeader);
 
-// A commit word: complete messages in the high half, records in the low half.
+// A commit word: a message count in the high half and a ring position in
+// the low half. Positions count 8-byte units modulo 2^32 (records are
+// 8-aligned), which covers any ring up to 32 GiB: a byte offset is
+// (units * 8) & mask, and a distance is the unsigned 32-bit difference.
+// Producer: {messages published, tail}; consumer: {messages consumed, head}.
+constexpr std::uint64_t kUnit = 8;
 constexpr std::uint32_t msgs_of(std::uint64_t w) { return static_cast<std::uint32_t>(w >> 32); }
-constexpr std::uint32_t recs_of(std::uint64_t w) { return static_cast<std::uint32_t>(w); }
-constexpr std::uint64_t advance(std::uint64_t w, std::uint32_t kind) {
-  std::uint64_t msgs = msgs_of(w) + ((kind & kEnd) ? 1u : 0u);
-  std::uint64_t recs = static_cast<std::uint32_t>(recs_of(w) + 1u);
-  return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(msgs)) << 32) | recs;
+constexpr std::uint32_t pos_of(std::uint64_t w) { return static_cast<std::uint32_t>(w); }
+constexpr std::uint64_t byte_pos(std::uint32_t units) { return std::uint64_t{units} * kUnit; }
+// advance is `w` after one record of `units` units and kind `kind`.
+constexpr std::uint64_t advance(std::uint64_t w, std::uint32_t units, std::uint32_t kind) {
+  const std::uint32_t msgs = msgs_of(w) + ((kind & kEnd) ? 1u : 0u);
+  return (std::uint64_t{msgs} << 32) | static_cast<std::uint32_t>(pos_of(w) + units);
 }
 
 constexpr std::uint64_t record_size(std::uint64_t payload) {
   return kRecordHeader + ((payload + 7) & ~std::uint64_t{7});
+}
+constexpr std::uint32_t record_units(std::uint64_t payload) {
+  return static_cast<std::uint32_t>(record_size(payload) / kUnit);
 }
 
 // A producer-table entry: start time (low 32 bits) << 32 | pid; 0 is free.
@@ -72,18 +83,68 @@ void wake_unconditionally(std::atomic<std::uint32_t>& seq) noexcept {
   futex_wake_all(&seq);
 }
 
-// sleep_on sleeps on `seq` until woken or `until`, unless ready() holds
-// once this sleeper is announced. Returns false on timeout.
-template <class Ready>
-bool sleep_on(std::atomic<std::uint32_t>& seq, Ready ready, const Deadline& until) {
-  std::uint32_t v = seq.fetch_or(kWaiters) | kWaiters;  // seq_cst RMW
-  if (ready()) return true;
-  return futex_wait_until(&seq, v, until);
-}
-
 Deadline earlier(const Deadline& a, Clock::time_point b) {
   if (!a || b < *a) return b;
   return a;
+}
+
+// ---- asymmetric fences ----------------------------------------------------------
+// A producer publishes a message, then checks for sleeping receivers (and
+// frees its lock, then checks for sleeping lockers): a store, then a load,
+// which need a full fence between them (Dekker) so that a receiver going to
+// sleep at that moment is not missed. That fence was a third of the cost of
+// a put. With membarrier(2) the producer orders the two with a compiler
+// barrier only, and a receiver (or locker) about to sleep, after announcing
+// itself, forces a barrier on every CPU running a registered process
+// (MEMBARRIER_CMD_GLOBAL_EXPEDITED: 1-20 us here), so that it pays, and
+// only when it sleeps. A producer registers its process before its first
+// send. Without the syscall (old kernel, seccomp) producers use full fences;
+// a sleeper whose heavy fence fails caps its sleep at kFenceless.
+constexpr auto kFenceless = std::chrono::milliseconds(1);
+
+long membarrier(int cmd) noexcept { return syscall(__NR_membarrier, cmd, 0u, 0); }
+
+// kernel_has_heavy_fence: membarrier(GLOBAL_EXPEDITED) is available.
+bool kernel_has_heavy_fence() noexcept {
+  static const bool ok = [] {
+    const long q = membarrier(MEMBARRIER_CMD_QUERY);
+    const long need = MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED;
+    return q >= 0 && (q & need) == need;
+  }();
+  return ok;
+}
+
+// heavy_fence: a full barrier on every CPU that runs a registered process.
+bool heavy_fence() noexcept { return membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0; }
+
+// The process whose registration succeeded (this pid) or failed (-pid).
+std::atomic<pid_t> light_fence_pid{0};
+
+[[gnu::noinline]] bool register_light_fences(pid_t me) noexcept {
+  const bool ok = membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+  light_fence_pid.store(ok ? me : -me, std::memory_order_relaxed);
+  return ok;
+}
+
+// light_fences_for: this process (pid `me`) may publish with a compiler
+// barrier in place of a full fence.
+inline bool light_fences_for(pid_t me) noexcept {
+  const pid_t v = light_fence_pid.load(std::memory_order_relaxed);
+  if (v == me) return true;
+  if (v == -me) return false;
+  return register_light_fences(me);
+}
+
+// sleep_on sleeps on `seq` until woken or `until`, unless ready() holds
+// once this sleeper is announced. `heavy`: the waker publishes with light
+// fences, so the announcement is followed by a heavy one. Returns false on
+// timeout.
+template <class Ready>
+bool sleep_on(std::atomic<std::uint32_t>& seq, Ready ready, Deadline until, bool heavy = false) {
+  std::uint32_t v = seq.fetch_or(kWaiters) | kWaiters;  // seq_cst RMW
+  if (heavy && !heavy_fence()) until = earlier(until, Clock::now() + kFenceless);
+  if (ready()) return true;
+  return futex_wait_until(&seq, v, until);
 }
 
 }  // namespace
@@ -92,34 +153,34 @@ Deadline earlier(const Deadline& a, Clock::time_point b) {
 
 namespace {
 
-// Fields of one side are written only under that side's lock. All are
-// atomics because another process may read them after the writer died.
-// Each side is two cache lines: the fields the other side reads on its hot
-// path (the producer's commit word; the consumer's commit word and head)
-// alone on the first, the lock, journal and hints on the second, so that
-// the other side's reads do not pull the lock's line away from its holder
-// in the middle of an operation (measured: see benchmarks/queue_bench.cc).
+// Each side's whole state is its commit word, so that one atomic operation
+// moves it and nothing needs repair after a process dies mid-operation. The
+// producer's is stored under the producer lock; the consumer's is claimed
+// by compare-and-swap (a consumer takes a whole message without a lock).
+// Each side is two cache lines: the commit word, which the other side
+// polls, alone on the first; the lock and the hints on the second, so that
+// polling does not pull the lock's line from its holder mid-operation.
 struct alignas(64) ProducerSide {
-  std::atomic<std::uint64_t> commit{0};          // the commit word
+  std::atomic<std::uint64_t> commit{0};          // {messages published, tail}
   alignas(64) std::atomic<std::uint32_t> lock{0};  // owner pid and generation, see lock_side
-  std::atomic<std::uint32_t> lock_waiters{0};    // 1: someone may sleep on `lock`
-  std::atomic<std::uint64_t> tail{0};            // next write position
-  std::atomic<std::uint64_t> pending_commit{0};  // journal: commit about to be made
-  std::atomic<std::uint64_t> pending_tail{0};    // journal: tail after it
-  std::atomic<std::uint64_t> cached_head{0};     // hint: consumer head last seen
-  std::atomic<std::uint64_t> cached_got{0};      // hint: consumer commit last seen
+  std::atomic<std::uint32_t> lock_seq{0};        // lockers sleep here, see SideLock
+  // Hint, written under the producer lock: the consumer commit word last
+  // seen. It trails the real one by less than the ring (it is refreshed
+  // whenever it shows too little room), so 32-bit distances stay exact.
+  std::atomic<std::uint64_t> seen_consumer{0};
 };
 
 struct alignas(64) ConsumerSide {
-  std::atomic<std::uint64_t> commit{0};
-  std::atomic<std::uint64_t> head{0};
+  std::atomic<std::uint64_t> commit{0};  // {messages consumed, head}
+  // Held by a consumer reassembling a streamed message (and by whoever
+  // skips the chunks of a message whose receiver died).
   alignas(64) std::atomic<std::uint32_t> lock{0};
-  std::atomic<std::uint32_t> lock_waiters{0};
-  std::atomic<std::uint32_t> last_kind{kBegin | kEnd};  // of the last consumed record
-  std::atomic<std::uint32_t> pending_last_kind{kBegin | kEnd};
-  std::atomic<std::uint64_t> pending_commit{0};
-  std::atomic<std::uint64_t> pending_head{0};
-  std::atomic<std::uint64_t> cached_put{0};  // hint: producer commit last seen
+  std::atomic<std::uint32_t> lock_seq{0};
+  // Hint, written by any consumer: the producer commit word last seen, so
+  // that a consumer that is behind does not pull the producer's line away
+  // on every message. Consumers refresh it whenever their head reaches it,
+  // so it never trails the head by more than what is in flight.
+  std::atomic<std::uint64_t> seen_producer{0};
 };
 
 }  // namespace
@@ -128,6 +189,9 @@ struct ShmChannel::Header {
   std::uint64_t capacity;  // immutable
   std::uint64_t mask;      // immutable
   std::uint32_t max_messages;  // immutable
+  // Immutable: producers may publish with light fences, so sleepers on
+  // data_seq and on the producer lock make heavy ones (asymmetric fences).
+  bool asymmetric;
   ProducerSide p;
   ConsumerSide c;
   alignas(64) std::atomic<std::uint32_t> data_seq{0};   // receivers sleep here
@@ -135,7 +199,7 @@ struct ShmChannel::Header {
   // The consumer head at which a sender sleeping for ring space wants to be
   // woken: it waits for a quarter of the ring, not for one record, so that
   // a full ring does not cost a wake-up per record consumed.
-  std::atomic<std::uint64_t> space_wake_at{0};
+  std::atomic<std::uint32_t> space_wake_at{0};  // a head position
   // A receiver spinning for records holds this until its steady-clock
   // deadline (ns); 0 or a past time: nobody spins.
   alignas(64) std::atomic<std::uint64_t> spinner_until{0};
@@ -162,23 +226,10 @@ void notify_data_after_fence(Header* h) noexcept {
 
 void notify_space_after_fence(Header* h) noexcept {
   const std::uint32_t v = h->space_seq.load(std::memory_order_relaxed);
-  if ((v & kWaiters) &&
-      h->c.head.load(std::memory_order_relaxed) >= h->space_wake_at.load(std::memory_order_relaxed)) {
-    wake_seq(h->space_seq, v);
-  }
-}
-
-void recover_producer(Header* h) noexcept {
-  ProducerSide& p = h->p;
-  if (p.commit.load() == p.pending_commit.load()) p.tail.store(p.pending_tail.load());
-}
-
-void recover_consumer(Header* h) noexcept {
-  ConsumerSide& c = h->c;
-  if (c.commit.load() == c.pending_commit.load()) {
-    c.head.store(c.pending_head.load());
-    c.last_kind.store(c.pending_last_kind.load());
-  }
+  if (!(v & kWaiters)) return;
+  const std::uint32_t head = pos_of(h->c.commit.load(std::memory_order_relaxed));
+  const std::uint32_t wake_at = h->space_wake_at.load(std::memory_order_relaxed);
+  if (static_cast<std::int32_t>(head - wake_at) >= 0) wake_seq(h->space_seq, v);
 }
 
 // The side locks. A lock word holds the owner's pid in its low 22 bits (0:
@@ -187,10 +238,10 @@ void recover_consumer(Header* h) noexcept {
 // hold it went to sleep on. It is held only inside send/recv, by a thread
 // that cannot exit there, so "the owner died" is "the owner process died":
 // a waiter that slept a liveness slice checks the owner's pid (a zombie is
-// dead) and, if it is gone, takes the lock over with one CAS and repairs
-// the side from its journal (the EOWNERDEAD recovery of a robust pthread
-// mutex, without its robust-list cost: that cost was half of an uncontended
-// put+get). A pid reused by a live process delays the take-over until that
+// dead) and, if it is gone, takes the lock over with one CAS (the
+// EOWNERDEAD of a robust pthread mutex, without its robust-list cost: that
+// cost was half of an uncontended put+get). Nothing needs repair: a side's
+// state is its commit word, moved by one atomic operation. A pid reused by a live process delays the take-over until that
 // process exits; it cannot let two owners in. Release is one full barrier
 // (an exchange on x86), which the caller's wake-up check needs anyway.
 constexpr std::uint32_t kOwnerMask = (1u << 22) - 1;  // pid_max <= 2^22
@@ -206,9 +257,14 @@ bool owner_dead(std::uint32_t word) noexcept {
   return owner != 0 && owner != self_pid() && !process_alive(owner, 0);
 }
 
+// A side's lock: its word, and the sequence word its waiters sleep on
+// (announced with kWaiters and advanced by a release that sees it, so that
+// no waiter's announcement is lost). `heavy`: the lock is released with a
+// light fence (the producer lock, see "asymmetric fences").
 struct SideLock {
   std::atomic<std::uint32_t>& word;
-  std::atomic<std::uint32_t>& waiters;
+  std::atomic<std::uint32_t>& seq;
+  bool heavy = false;
 };
 
 bool try_acquire(std::atomic<std::uint32_t>& word) noexcept {
@@ -218,22 +274,17 @@ bool try_acquire(std::atomic<std::uint32_t>& word) noexcept {
 }
 
 // try_take takes the lock if it is free or its owner died; false otherwise.
-bool try_take(SideLock l, Header* h, void (*recover)(Header*)) {
+bool try_take(SideLock l) {
   if (try_acquire(l.word)) return true;
   std::uint32_t v = l.word.load(std::memory_order_relaxed);
-  if ((v & kOwnerMask) != 0 && owner_dead(v) &&
-      l.word.compare_exchange_strong(v, owned_by_me(v), std::memory_order_acquire)) {
-    recover(h);
-    return true;
-  }
-  return false;
+  return (v & kOwnerMask) != 0 && owner_dead(v) &&
+         l.word.compare_exchange_strong(v, owned_by_me(v), std::memory_order_acquire);
 }
 
-// lock_side takes a side's lock, repairing the side if its previous owner
-// died. Returns false if `deadline` passed first. A deadline already passed
+// lock_side takes a side's lock, taking it over if its owner died.
+// Returns false if `deadline` passed first. A deadline already passed
 // still allows kLockGrace for a holder in the middle of a copy.
-[[gnu::noinline]] bool lock_side_slow(SideLock l, Header* h, void (*recover)(Header*),
-                                      const Deadline& deadline) {
+[[gnu::noinline]] bool lock_side_slow(SideLock l, const Deadline& deadline) {
   for (int i = 0; i < kLockSpins; ++i) {
     cpu_relax();
     if (try_acquire(l.word)) return true;
@@ -246,41 +297,43 @@ bool try_take(SideLock l, Header* h, void (*recover)(Header*)) {
       if (l.word.compare_exchange_strong(v, owned_by_me(v), std::memory_order_acquire)) return true;
       continue;
     }
-    l.waiters.store(1, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (l.word.load(std::memory_order_relaxed) != v) continue;
-    if (futex_wait_until(&l.word, v, earlier(lock_deadline, Clock::now() + ShmChannel::kLivenessSlice))) {
+    if (sleep_on(l.seq, [&] { return l.word.load(std::memory_order_relaxed) != v; },
+                 earlier(lock_deadline, Clock::now() + ShmChannel::kLivenessSlice), l.heavy)) {
       continue;
     }
     if (l.word.load(std::memory_order_relaxed) == v && owner_dead(v) &&
         l.word.compare_exchange_strong(v, owned_by_me(v), std::memory_order_acquire)) {
-      recover(h);
       return true;
     }
     if (expired(lock_deadline)) return false;
   }
 }
 
-inline bool lock_side(SideLock l, Header* h, void (*recover)(Header*), const Deadline& deadline) {
-  return try_acquire(l.word) || lock_side_slow(l, h, recover, deadline);
+inline bool lock_side(SideLock l, const Deadline& deadline) {
+  return try_acquire(l.word) || lock_side_slow(l, deadline);
 }
 
-// release_side frees the lock with one full barrier: after it the
-// caller may check for sleepers of its own (notify_*_after_fence).
-void release_side(SideLock l) noexcept {
+// release_side frees the lock and wakes its waiters. `light`: with a
+// compiler barrier (the waiters make heavy fences), else with one full
+// barrier. After it the caller may check for sleepers of its own
+// (notify_*_after_fence), under the same kind of fence.
+void release_side(SideLock l, bool light = false) noexcept {
   const std::uint32_t freed = l.word.load(std::memory_order_relaxed) & ~kOwnerMask;
+  if (light) {
+    l.word.store(freed, std::memory_order_release);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  } else {
 #if defined(__x86_64__) || defined(__i386__)
-  // A locked exchange is a full barrier on x86 and costs less than the
-  // store + mfence that the portable form compiles to.
-  l.word.exchange(freed, std::memory_order_seq_cst);
+    // A locked exchange is a full barrier on x86 and costs less than the
+    // store + mfence that the portable form compiles to.
+    l.word.exchange(freed, std::memory_order_seq_cst);
 #else
-  l.word.store(freed, std::memory_order_release);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+    l.word.store(freed, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
 #endif
-  if (l.waiters.load(std::memory_order_relaxed)) {
-    l.waiters.store(0, std::memory_order_relaxed);
-    futex_wake_all(&l.word);
   }
+  const std::uint32_t v = l.seq.load(std::memory_order_relaxed);
+  if (v & kWaiters) wake_seq(l.seq, v);
 }
 
 // Unlock releases a side's lock at scope exit, then wakes the other side's
@@ -289,11 +342,12 @@ struct Unlock {
   enum Notify { kNone, kData, kSpace };
   SideLock lock;
   Header* h;
+  bool light = false;  // see release_side
   bool active = true;
   Notify notify = kNone;
   ~Unlock() {
     if (!active) return;
-    release_side(lock);
+    release_side(lock, light);
     if (notify == kData) notify_data_after_fence(h);
     if (notify == kSpace) notify_space_after_fence(h);
   }
@@ -312,6 +366,7 @@ ShmChannel::ShmChannel(std::size_t capacity, std::uint32_t max_messages) {
   hh->capacity = cap;
   hh->mask = cap - 1;
   hh->max_messages = max_messages;
+  hh->asymmetric = kernel_has_heavy_fence();
   for (auto& slot : hh->producers) slot.store(0);
 }
 
@@ -334,9 +389,10 @@ std::size_t ShmChannel::capacity() const noexcept { return h()->capacity; }
 std::uint32_t ShmChannel::max_messages() const noexcept { return h()->max_messages; }
 
 std::size_t ShmChannel::bytes_used() const noexcept {
-  const std::uint64_t head = h()->c.head.load(std::memory_order_acquire);
-  const std::uint64_t tail = h()->p.tail.load(std::memory_order_acquire);
-  return tail > head ? static_cast<std::size_t>(tail - head) : 0;
+  // Head first: the tail read after it is not behind it.
+  const std::uint32_t head = pos_of(h()->c.commit.load(std::memory_order_acquire));
+  const std::uint32_t tail = pos_of(h()->p.commit.load(std::memory_order_acquire));
+  return static_cast<std::size_t>(byte_pos(tail - head));
 }
 
 std::size_t ShmChannel::size() const noexcept {
@@ -414,8 +470,9 @@ struct Ring {
   Header* h;
   std::byte* base;
 
-  // Records are 8-aligned and the ring a power of two, so an 8-byte field
-  // at an 8-aligned position never wraps: copied inline (headers, lengths).
+  // Positions here are bytes (byte_pos of a commit word's units). Records
+  // are 8-aligned and the ring a power of two, so an 8-byte field at an
+  // 8-aligned position never wraps: copied inline (headers, lengths).
   void write8(std::uint64_t pos, const void* src) const noexcept {
     std::memcpy(base + (pos & h->mask), src, 8);
   }
@@ -442,22 +499,27 @@ struct Ring {
   }
 
   // Producer side, under the producer lock.
-  std::uint64_t free_bytes() const noexcept {
-    return h->capacity - (h->p.tail.load(std::memory_order_relaxed) -
-                          h->p.cached_head.load(std::memory_order_relaxed));
+  std::uint64_t free_bytes(std::uint64_t consumer) const noexcept {
+    const std::uint32_t tail = pos_of(h->p.commit.load(std::memory_order_relaxed));
+    return h->capacity - byte_pos(tail - pos_of(consumer));
+  }
+  // seen_consumer returns the hint; refresh re-reads the consumer's word.
+  std::uint64_t seen_consumer() const noexcept {
+    return h->p.seen_consumer.load(std::memory_order_relaxed);
+  }
+  std::uint64_t refresh() const noexcept {
+    const std::uint64_t c = h->c.commit.load(std::memory_order_acquire);
+    h->p.seen_consumer.store(c, std::memory_order_relaxed);
+    return c;
   }
   bool has_space(std::uint64_t need) const noexcept {
-    if (free_bytes() >= need) return true;
-    h->p.cached_head.store(h->c.head.load(std::memory_order_acquire), std::memory_order_relaxed);
-    return free_bytes() >= need;
+    return free_bytes(seen_consumer()) >= need || free_bytes(refresh()) >= need;
   }
   bool has_slot() const noexcept {
     const std::uint32_t max = h->max_messages;
     if (max == 0) return true;
     const std::uint32_t put = msgs_of(h->p.commit.load(std::memory_order_relaxed));
-    if (put - msgs_of(h->p.cached_got.load(std::memory_order_relaxed)) < max) return true;
-    h->p.cached_got.store(h->c.commit.load(std::memory_order_acquire), std::memory_order_relaxed);
-    return put - msgs_of(h->p.cached_got.load(std::memory_order_relaxed)) < max;
+    return put - msgs_of(seen_consumer()) < max || put - msgs_of(refresh()) < max;
   }
   // wait_space waits under the producer lock until cond() holds. need == 0
   // waits for a message slot (woken by every consumption); otherwise for
@@ -468,53 +530,37 @@ struct Ring {
     while (!cond()) {
       if (expired(deadline)) return ChannelStatus::kTimedOut;
       if (cancel && cancel->load()) return ChannelStatus::kCancelled;
-      std::uint64_t wake_at = 0;
+      // The head position at which the wait is over: tail + target - capacity.
+      std::uint32_t wake_at = pos_of(h->c.commit.load(std::memory_order_relaxed));
       if (need != 0) {
         const std::uint64_t target = std::min<std::uint64_t>(
             h->capacity, std::max<std::uint64_t>(need, h->capacity / 4));
-        const std::uint64_t tail = h->p.tail.load(std::memory_order_relaxed);
-        wake_at = tail + target > h->capacity ? tail + target - h->capacity : 0;
+        wake_at = pos_of(h->p.commit.load(std::memory_order_relaxed)) -
+                  static_cast<std::uint32_t>((h->capacity - target) / kUnit);
       }
       h->space_wake_at.store(wake_at, std::memory_order_relaxed);
       sleep_on(h->space_seq, cond, deadline);
     }
     return ChannelStatus::kOk;
   }
+  // tail is where the next record goes (bytes).
+  std::uint64_t tail() const noexcept {
+    return byte_pos(pos_of(h->p.commit.load(std::memory_order_relaxed)));
+  }
+  // publish makes the record just written visible: the commit point.
   void publish(std::uint64_t rec_bytes, std::uint32_t kind) const noexcept {
-    ProducerSide& p = h->p;
-    const std::uint64_t tail = p.tail.load(std::memory_order_relaxed) + rec_bytes;
-    const std::uint64_t commit = advance(p.commit.load(std::memory_order_relaxed), kind);
-    p.pending_tail.store(tail, std::memory_order_relaxed);
-    p.pending_commit.store(commit, std::memory_order_relaxed);
-    p.commit.store(commit, std::memory_order_release);  // the commit point
-    p.tail.store(tail, std::memory_order_relaxed);
-  }
-
-  // Consumer side, under the consumer lock.
-  bool record_ready() const noexcept {
-    ConsumerSide& c = h->c;
-    const std::uint32_t got = recs_of(c.commit.load(std::memory_order_relaxed));
-    if (recs_of(c.cached_put.load(std::memory_order_relaxed)) != got) return true;
-    c.cached_put.store(h->p.commit.load(std::memory_order_acquire), std::memory_order_relaxed);
-    return recs_of(c.cached_put.load(std::memory_order_relaxed)) != got;
-  }
-  void consume(std::uint64_t rec_bytes, std::uint32_t kind) const noexcept {
-    ConsumerSide& c = h->c;
-    const std::uint64_t head = c.head.load(std::memory_order_relaxed) + rec_bytes;
-    const std::uint64_t commit = advance(c.commit.load(std::memory_order_relaxed), kind);
-    c.pending_head.store(head, std::memory_order_relaxed);
-    c.pending_last_kind.store(kind, std::memory_order_relaxed);
-    c.pending_commit.store(commit, std::memory_order_relaxed);
-    c.commit.store(commit, std::memory_order_release);  // the commit point
-    c.head.store(head, std::memory_order_release);
-    c.last_kind.store(kind, std::memory_order_relaxed);
+    const std::uint64_t w = h->p.commit.load(std::memory_order_relaxed);
+    h->p.commit.store(advance(w, static_cast<std::uint32_t>(rec_bytes / kUnit), kind),
+                      std::memory_order_release);
   }
 };
 
-// Lock-free check used by sleepers that do not hold the consumer lock.
+// records_available: the producer has published past the consumers' head.
+// The consumer word is read first: the producer word read after it is not
+// behind it, so "different" means "ahead".
 bool records_available(Header* hh) noexcept {
-  return recs_of(hh->p.commit.load(std::memory_order_acquire)) !=
-         recs_of(hh->c.commit.load(std::memory_order_acquire));
+  const std::uint64_t got = hh->c.commit.load(std::memory_order_acquire);
+  return pos_of(hh->p.commit.load(std::memory_order_acquire)) != pos_of(got);
 }
 
 }  // namespace
@@ -577,9 +623,9 @@ ChannelStatus ShmChannel::send_parts(const void* head, std::size_t head_size, co
     register_producer(hh, me);
     registered_pid_ = me;
   }
-  const SideLock lock{hh->p.lock, hh->p.lock_waiters};
-  if (!lock_side(lock, hh, recover_producer, deadline)) return ChannelStatus::kTimedOut;
-  Unlock unlock{lock, hh};  // released early when a stream is abandoned
+  const SideLock lock{hh->p.lock, hh->p.lock_seq, hh->asymmetric};
+  if (!lock_side(lock, deadline)) return ChannelStatus::kTimedOut;
+  Unlock unlock{lock, hh, hh->asymmetric && light_fences_for(me)};  // released early when a stream is abandoned
   const Ring r{hh, ring()};
 
   ChannelStatus st = r.wait_space([&] { return r.has_slot(); }, 0, deadline, cancel);
@@ -589,7 +635,7 @@ ChannelStatus ShmChannel::send_parts(const void* head, std::size_t head_size, co
   if (whole <= hh->capacity / 2) {
     st = r.wait_space([&] { return r.has_space(whole); }, whole, deadline, cancel);
     if (st != ChannelStatus::kOk) return st;
-    const std::uint64_t tail = hh->p.tail.load(std::memory_order_relaxed);
+    const std::uint64_t tail = r.tail();
     const RecordHeader rh{static_cast<std::uint32_t>(size), kBegin | kEnd};
     const std::size_t off = tail & hh->mask;
     if (off + whole <= hh->capacity) {
@@ -628,7 +674,7 @@ ChannelStatus ShmChannel::send_parts(const void* head, std::size_t head_size, co
       }
       return st;
     }
-    std::uint64_t pos = hh->p.tail.load(std::memory_order_relaxed);
+    std::uint64_t pos = r.tail();
     const RecordHeader rh{static_cast<std::uint32_t>(payload), kind};
     r.write8(pos, &rh);
     pos += kRecordHeader;
@@ -651,7 +697,9 @@ ChannelStatus ShmChannel::send_parts(const void* head, std::size_t head_size, co
 
 namespace {
 
-enum class Take { kOk, kEmpty, kLockTimedOut };
+// kNeedLock: the record at the head is a chunk of a streamed message (or
+// of one whose receiver died), taken under the consumer lock.
+enum class Take { kOk, kEmpty, kLockTimedOut, kNeedLock };
 
 // wait_next_chunk waits, holding the consumer lock, for the next chunk of a
 // message being streamed. False when the stream was abandoned (its producer
@@ -659,12 +707,12 @@ enum class Take { kOk, kEmpty, kLockTimedOut };
 bool wait_next_chunk(const Ring& r) {
   Header* hh = r.h;
   for (;;) {
-    sleep_on(hh->data_seq, [&] { return r.record_ready(); },
-             Clock::now() + ShmChannel::kLivenessSlice);
-    if (r.record_ready()) return true;
-    const SideLock producer{hh->p.lock, hh->p.lock_waiters};
-    if (!try_take(producer, hh, recover_producer)) continue;  // a live producer is at work
-    const bool ready = r.record_ready();
+    sleep_on(hh->data_seq, [&] { return records_available(hh); },
+             Clock::now() + ShmChannel::kLivenessSlice, hh->asymmetric);
+    if (records_available(hh)) return true;
+    const SideLock producer{hh->p.lock, hh->p.lock_seq, hh->asymmetric};
+    if (!try_take(producer)) continue;  // a live producer is at work
+    const bool ready = records_available(hh);
     release_side(producer);
     return ready;
   }
@@ -711,63 +759,147 @@ struct Sink {
   }
 };
 
+// Receiving. Consumers claim records by compare-and-swap on the consumer
+// commit word, after copying them out: a claim fails if another consumer
+// moved the head first (the copy is then discarded and the next record
+// tried), and a consumer killed before its claim leaves the record where it
+// was. Bytes read at a head that has meanwhile moved may already be
+// overwritten; they are never trusted unless the claim succeeds, and a
+// header or length is checked against the commit word before it is used.
+//
+// A whole message (one BEGIN|END record) is taken without a lock
+// (take_fast). Chunks of a streamed message are taken under the consumer
+// lock (take_locked), whose holder alone claims chunks, so one receiver
+// reassembles each message; a chunk found at the head by a new lock holder
+// (no BEGIN) is the rest of a message whose receiver died: skipped.
+
+// Head is the consumer word a receive started from, and the record there.
+struct Head {
+  std::uint64_t got;  // the consumer commit word
+  RecordHeader rh;
+};
+
+enum class Peek { kRecord, kEmpty, kMoved };
+
+// published_past: whether the producer has published records past `head`,
+// from the consumers' hint when it says so, else from the producer's word.
+bool published_past(Header* hh, std::uint32_t head) noexcept {
+  const std::uint32_t seen = pos_of(hh->c.seen_producer.load(std::memory_order_acquire));
+  const auto ahead = static_cast<std::int32_t>(seen - head);
+  if (ahead > 0 && static_cast<std::uint64_t>(ahead) <= hh->capacity / kUnit) return true;
+  const std::uint64_t put = hh->p.commit.load(std::memory_order_acquire);
+  if (pos_of(put) == head) return false;
+  hh->c.seen_producer.store(put, std::memory_order_release);
+  return true;
+}
+
+// peek reads the consumer word and the record header at its head.
+Peek peek(const Ring& r, Head& at) {
+  Header* hh = r.h;
+  at.got = hh->c.commit.load(std::memory_order_acquire);
+  if (!published_past(hh, pos_of(at.got))) return Peek::kEmpty;
+  r.read8(byte_pos(pos_of(at.got)), &at.rh);
+  const std::uint64_t len_max = at.rh.kind == (kBegin | kEnd) ? hh->capacity / 2 - kRecordHeader
+                                                             : hh->capacity / 4;
+  if (at.rh.len <= len_max && (at.rh.kind & ~(kBegin | kEnd)) == 0) return Peek::kRecord;
+  if (hh->c.commit.load(std::memory_order_acquire) != at.got) return Peek::kMoved;
+  throw std::runtime_error(fmt::format("mp: queue ring corrupt at offset {} (len {}, kind {})",
+                                       byte_pos(pos_of(at.got)) & hh->mask, at.rh.len, at.rh.kind));
+}
+
+// claim moves the consumer word past the record at `at` if no one did
+// first. A full barrier: the caller may check for sleepers right after.
+bool claim(Header* hh, Head& at) noexcept {
+  return hh->c.commit.compare_exchange_strong(
+      at.got, advance(at.got, record_units(at.rh.len), at.rh.kind), std::memory_order_acq_rel);
+}
+
+// take_whole copies the whole message at `at` into `sink` and claims it.
+bool take_whole(const Ring& r, Sink& sink, Head& at) {
+  Header* hh = r.h;
+  const std::uint64_t pos = byte_pos(pos_of(at.got)) + kRecordHeader;
+  const std::size_t off = pos & hh->mask;
+  const std::size_t len = at.rh.len;
+  if (off + len <= hh->capacity) {
+    sink.take_whole(r.base + off, len);  // does not wrap (nearly always)
+  } else {
+    sink.start(len);
+    sink.append(r, pos, len);
+  }
+  return claim(hh, at);
+}
+
+// take_fast takes the message at the head if it is whole, without a lock.
+Take take_fast(const Ring& r, Sink& sink) {
+  Head at;
+  for (;;) {
+    switch (peek(r, at)) {
+      case Peek::kEmpty:
+        return Take::kEmpty;
+      case Peek::kMoved:
+        continue;
+      case Peek::kRecord:
+        break;
+    }
+    if (at.rh.kind != (kBegin | kEnd)) return Take::kNeedLock;
+    if (take_whole(r, sink, at)) {
+      notify_space_after_fence(r.h);  // the claim was a full barrier
+      return Take::kOk;
+    }
+  }
+}
+
 Take take_locked(const Ring& r, Sink& sink, const Deadline& deadline) {
   Header* hh = r.h;
   ConsumerSide& c = hh->c;
-  const SideLock lock{c.lock, c.lock_waiters};
-  if (!lock_side(lock, hh, recover_consumer, deadline)) return Take::kLockTimedOut;
+  const SideLock lock{c.lock, c.lock_seq};
+  if (!lock_side(lock, deadline)) return Take::kLockTimedOut;
   Unlock unlock{lock, hh};
-  enum { kIdle, kReceiving, kSkipping } state =
-      (c.last_kind.load(std::memory_order_relaxed) & kEnd) ? kIdle : kSkipping;
+  bool receiving = false;
+  Head at;
   for (;;) {
-    if (!r.record_ready()) {
-      if (state != kReceiving) return Take::kEmpty;
+    const Peek p = peek(r, at);
+    if (p == Peek::kMoved) continue;
+    if (p == Peek::kEmpty) {
+      if (!receiving) return Take::kEmpty;
       if (wait_next_chunk(r)) continue;
-      // The stream was abandoned: drop what we have of it.
-      sink.out.clear();
-      c.pending_last_kind.store(kBegin | kEnd);
-      c.last_kind.store(kBegin | kEnd);
+      sink.out.clear();  // the stream was abandoned: drop what we have of it
       return Take::kEmpty;
     }
-    const std::uint64_t head = c.head.load(std::memory_order_relaxed);
-    RecordHeader rh;
-    r.read8(head, &rh);
-    if (rh.len > hh->capacity - kRecordHeader || (rh.kind & ~(kBegin | kEnd)) != 0) {
-      throw std::runtime_error(
-          fmt::format("mp: queue ring corrupt at offset {} (len {}, kind {})", head, rh.len, rh.kind));
-    }
-    std::uint64_t pos = head + kRecordHeader;
-    std::size_t len = rh.len;
-    const std::size_t off = head & hh->mask;
-    if (rh.kind == (kBegin | kEnd) && off + kRecordHeader + len <= hh->capacity) {
-      // A whole message that does not wrap (nearly always): one copy out.
-      sink.take_whole(r.base + off + kRecordHeader, len);
-      r.consume(record_size(len), rh.kind);
+    if (at.rh.kind & kBegin) receiving = false;  // a partial message before it was abandoned
+    if (at.rh.kind == (kBegin | kEnd)) {
+      if (!take_whole(r, sink, at)) continue;
       unlock.notify = Unlock::kSpace;  // after the release's fence
       return Take::kOk;
     }
-    if (rh.kind & kBegin) {
-      // (A partial message before a BEGIN was abandoned: start() drops it.)
-      std::uint64_t total = len;
-      if (!(rh.kind & kEnd)) {
-        r.read8(pos, &total);
-        pos += sizeof total;
-        len -= sizeof total;
-      }
+    // A chunk: only the holder of this lock claims chunks, so the claim
+    // fails only if the head moved before the header was read (then the
+    // header may be stale: checked before any length is trusted).
+    std::uint64_t pos = byte_pos(pos_of(at.got)) + kRecordHeader;
+    std::size_t len = at.rh.len;
+    const std::size_t out_before = sink.out.size();
+    const std::size_t prefix_before = sink.prefix_got;
+    if (at.rh.kind & kBegin) {
+      std::uint64_t total;
+      r.read8(pos, &total);
+      if (len < sizeof total || c.commit.load(std::memory_order_acquire) != at.got) continue;
       sink.start(total);
-      sink.append(r, pos, len);
-      state = kReceiving;
-    } else if (state == kReceiving) {
+      sink.append(r, pos + sizeof total, len - sizeof total);
+    } else if (receiving) {
       sink.append(r, pos, len);
     }  // else: the rest of a message whose receiver died, or of an abandoned one
-    r.consume(record_size(rh.len), rh.kind);
-    if ((rh.kind & kEnd) && state == kReceiving) {
+    if (!claim(hh, at)) {
+      sink.out.resize(out_before);
+      sink.prefix_got = prefix_before;
+      continue;
+    }
+    if (at.rh.kind & kBegin) receiving = true;
+    if ((at.rh.kind & kEnd) && receiving) {
       unlock.notify = Unlock::kSpace;  // after the release's fence
       return Take::kOk;
     }
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    notify_space_after_fence(hh);
-    if (rh.kind & kEnd) state = kIdle;
+    notify_space_after_fence(hh);  // the claim was a full barrier
+    if (at.rh.kind & kEnd) receiving = false;
   }
 }
 
@@ -823,13 +955,14 @@ ChannelStatus ShmChannel::recv_bytes(std::string& out, const Deadline& deadline,
   const Ring r{hh, ring()};
   Sink sink{out, static_cast<std::byte*>(prefix), prefix ? prefix_size : 0};
   for (;;) {
-    const Take t = take_locked(r, sink, deadline);
+    Take t = take_fast(r, sink);
+    if (t == Take::kNeedLock) t = take_locked(r, sink, deadline);
     if (t == Take::kOk) return ChannelStatus::kOk;
     if (t == Take::kLockTimedOut || expired(deadline)) return ChannelStatus::kTimedOut;
     if (spin_for_records(hh, deadline)) continue;
     const std::uint32_t gen = hh->registry_gen.load();
     const bool woken = sleep_on(hh->data_seq, [&] { return records_available(hh); },
-                                earlier(deadline, Clock::now() + kLivenessSlice));
+                                earlier(deadline, Clock::now() + kLivenessSlice), hh->asymmetric);
     if (records_available(hh)) continue;
     if (cancel && cancel->load()) return ChannelStatus::kCancelled;
     if (!deadline && (!woken || gen != hh->registry_gen.load()) && all_producers_gone(hh) &&
