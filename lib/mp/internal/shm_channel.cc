@@ -539,7 +539,9 @@ struct Ring {
                   static_cast<std::uint32_t>((h->capacity - target) / kUnit);
       }
       h->space_wake_at.store(wake_at, std::memory_order_relaxed);
-      sleep_on(h->space_seq, cond, deadline);
+      // In slices: a consumer killed between freeing space and waking
+      // sleepers leaves nobody to wake this one.
+      sleep_on(h->space_seq, cond, earlier(deadline, Clock::now() + ShmChannel::kLivenessSlice));
     }
     return ChannelStatus::kOk;
   }
@@ -997,7 +999,10 @@ bool ShmChannel::join(const Deadline& deadline) {
   for (;;) {
     const std::uint32_t done = hh->tasks_done.load();
     if (msgs_of(hh->p.commit.load(std::memory_order_acquire)) == done) return true;
-    if (!futex_wait_until(&hh->tasks_done, done, deadline)) {
+    // In slices: a consumer killed between counting a task done and waking
+    // joiners leaves nobody to wake this one.
+    if (!futex_wait_until(&hh->tasks_done, done, earlier(deadline, Clock::now() + kLivenessSlice)) &&
+        expired(deadline)) {
       return msgs_of(hh->p.commit.load(std::memory_order_acquire)) == hh->tasks_done.load();
     }
   }
