@@ -709,8 +709,12 @@ enum class Take { kOk, kEmpty, kLockTimedOut, kNeedLock };
 bool wait_next_chunk(const Ring& r) {
   Header* hh = r.h;
   for (;;) {
+    // No heavy fence: a streaming producer publishes each chunk with a full
+    // one (a heavy fence per chunk wait cost ~20% at 1 MiB here). A whole
+    // message published lightly by another producer after this stream was
+    // abandoned is seen within the slice.
     sleep_on(hh->data_seq, [&] { return records_available(hh); },
-             Clock::now() + ShmChannel::kLivenessSlice, hh->asymmetric);
+             Clock::now() + ShmChannel::kLivenessSlice);
     if (records_available(hh)) return true;
     const SideLock producer{hh->p.lock, hh->p.lock_seq, hh->asymmetric};
     if (!try_take(producer)) continue;  // a live producer is at work

@@ -12,59 +12,70 @@
 //
 // How it is built (the invariants recovery relies on)
 //   * One anonymous MAP_SHARED region: a header page, then a power-of-two
-//     byte ring. Nothing is named, so nothing can leak in /dev/shm, and no fd
-//     is held.
+//     byte ring (at most 1 GiB). Nothing is named, so nothing can leak in
+//     /dev/shm, and no fd is held.
 //   * Records: an 8-byte header {len, kind} then the payload, padded to 8.
 //     kind has a BEGIN and an END bit. A message that fits in half the ring
-//     is one BEGIN|END record. A larger one is streamed as a BEGIN chunk
-//     (whose first 8 payload bytes hold the total length), middle chunks and
-//     an END chunk; the producer holds the producer lock for the whole stream
-//     and one consumer holds the consumer lock while it reassembles, so the
-//     chunks of two messages never interleave.
-//   * Two locks in the header, one serialising producers and one consumers
-//     (so one producer and one consumer never contend). A lock word holds
-//     its owner's pid and a generation; a waiter that sleeps a liveness
-//     slice without getting it checks that pid and takes a dead owner's lock
-//     over with one CAS (a robust mutex's EOWNERDEAD, at a third of the cost
-//     of glibc's robust mutexes, whose robust-list work was half of an
-//     uncontended put+get). Release is one full barrier (a locked exchange on
-//     x86, elsewhere a store and a fence), which the wake-up check needs
-//     anyway. Limits: a dead owner's pid reused by a live
-//     process delays the take-over until that process ends; a thread
-//     cancelled inside send/recv (pthread_cancel) is not detected.
-//     Each side publishes its progress with ONE atomic 64-bit store (the
-//     "commit word": message count in the high half, record count in the
-//     low half), after writing a small journal of the values that follow it.
+//     is one BEGIN|END record (a "whole" message). A larger one is streamed
+//     as a BEGIN chunk (whose first 8 payload bytes hold the total length),
+//     middle chunks and an END chunk; the producer holds the producer lock
+//     for the whole stream and one consumer holds the consumer lock while
+//     it reassembles, so the chunks of two messages never interleave.
+//   * Each side's whole state is ONE atomic 64-bit commit word: a message
+//     count in the high half, a ring position in the low half (8-byte units
+//     modulo 2^32). Producer: {published, tail}; consumer: {consumed, head}.
+//     Moving a side is one atomic operation, so a process killed anywhere
+//     leaves either nothing visible or the finished step: nothing to repair.
 //     The commit words (what the other side polls) have cache lines of
-//     their own, away from the locks and journals, so polling does not pull
-//     a side's lock line from its holder mid-operation. A whole record that
-//     does not wrap at the ring's end is written and read with one plain
-//     copy each way.
-//     A process killed anywhere is recovered by the next locker: if the
-//     commit store happened the side rolls forward, otherwise nothing it did
-//     is visible (bytes written past the tail are simply overwritten later).
-//     A lock is held only inside send/recv by a thread that cannot exit
-//     there, so owner death means process death.
-//   * A consumer copies a record out *before* committing its consumption, so
-//     a consumer killed mid-copy of a whole record leaves the message for the
-//     next consumer. A consumer killed while reassembling a streamed message
-//     has consumed its first chunks: that message is lost (exactly as one
-//     whose receiver dies right after receiving it) and the next consumer
-//     discards the rest of its chunks; no other message is touched.
+//     their own, away from the locks and hints.
+//   * Producers serialise on the producer lock: write the record past the
+//     tail, store the producer word (the commit point), release.
+//   * Consumers take a whole message WITHOUT a lock: copy it out, then claim
+//     it by compare-and-swap of the consumer word. A claim that fails (another
+//     consumer moved the head) discards the copy and tries the next record;
+//     a consumer killed before its claim leaves the message for the next.
+//     Bytes read at a head that has moved meanwhile may be overwritten: they
+//     count only if the claim succeeds, and a header or length is checked
+//     against the consumer word before it is used.
+//   * Chunks are claimed the same way, but only by the holder of the
+//     consumer lock, so one receiver reassembles each streamed message. A
+//     consumer killed while reassembling has consumed its first chunks: that
+//     message is lost (exactly as one whose receiver dies right after
+//     receiving it); the next lock holder finds a chunk without BEGIN at the
+//     head and discards the rest of that message; no other is touched.
 //   * A producer killed (or timed out) mid-stream leaves an unfinished
 //     message: its chunks are discarded by the consumer, which notices either
 //     the next message's BEGIN or that the producer lock is free (the
 //     streaming producer holds it until END) while no chunk is left.
+//   * The side locks: a lock word holds its owner's pid and a generation; a
+//     waiter that sleeps a liveness slice without getting it checks that
+//     pid and takes a dead owner's lock over with one CAS (a robust mutex's
+//     EOWNERDEAD, at a third of the cost of glibc's robust mutexes, whose
+//     robust-list work was half of an uncontended put+get). Limits: a dead
+//     owner's pid reused by a live process delays the take-over until that
+//     process ends; a thread cancelled inside send/recv (pthread_cancel) is
+//     not detected.
 //   * Blocking is a futex on a sequence word per direction, with a
 //     "waiters" bit so a producer pays a wake syscall only when a consumer
-//     sleeps (and a sleeper killed while waiting costs one extra wake, no
-//     more). A producer waiting for ring space is woken once a quarter of
-//     the ring is free, not per record. A receiver that finds the channel
-//     empty first polls it for up to 50 us (every ~2.4 us, yielding the
-//     CPU every other poll, one receiver at a time): a consumer that keeps
-//     up with its producer would otherwise sleep after nearly every message
-//     and cost the producer a futex wake each time (measured at 8 B: 6-8 M
-//     messages/s without the poll, 13-14 M with it).
+//     sleeps. A producer waiting for ring space is woken once a quarter of
+//     the ring is free, not per record. Every sleeper re-checks at least
+//     every kLivenessSlice, so a peer killed between its progress and its
+//     wake-up call delays the others by at most that. A receiver that finds
+//     the channel empty first polls it for up to 50 us (every ~2.4 us,
+//     yielding the CPU every other poll, one receiver at a time): a consumer
+//     that keeps up with its producer would otherwise sleep after nearly
+//     every message and cost the producer a futex wake each time (measured
+//     at 8 B: 6-8 M messages/s without the poll, 13-14 M with it).
+//   * Asymmetric fences: a producer checks for sleepers after publishing
+//     with a compiler barrier only, not a full fence; a receiver (or a
+//     producer waiting for the producer lock) about to sleep pays instead,
+//     with membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) after announcing
+//     itself. Producers register for it before their first send. Without
+//     the syscall producers use full fences (and a sleeper whose membarrier
+//     fails re-checks every millisecond).
+//   Per message, uncontended: a put is one lock CAS and plain stores, a get
+//   one CAS; the single-producer raw ring in benchmarks/queue_bench.cc pays
+//   one full fence per side.
 //
 // Using it (what Queue does, and what a pool's channels would do)
 //   Create the ShmChannel before forking; every process then calls
@@ -121,8 +132,9 @@ class ShmChannel {
   static constexpr std::size_t kDefaultCapacity = std::size_t{1} << 20;
   // kMaxProducers is the size of the producer table used for EOF detection.
   static constexpr int kMaxProducers = 64;
-  // kLivenessSlice bounds how long a blocked receive goes without checking
-  // producer liveness (EOF) or whether a streaming producer died.
+  // kLivenessSlice bounds how long a blocked call goes without re-checking
+  // its condition: producer liveness (EOF), a dead lock owner or streaming
+  // producer, or progress whose wake-up its maker died before sending.
   static constexpr std::chrono::milliseconds kLivenessSlice{100};
 
   // Creates a channel whose ring holds `capacity` bytes (rounded up to a
