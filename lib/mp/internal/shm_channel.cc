@@ -789,12 +789,17 @@ enum class Peek { kRecord, kEmpty, kMoved };
 
 // published_past: whether the producer has published records past `head`,
 // from the consumers' hint when it says so, else from the producer's word.
-bool published_past(Header* hh, std::uint32_t head) noexcept {
-  const std::uint32_t seen = pos_of(hh->c.seen_producer.load(std::memory_order_acquire));
-  const auto ahead = static_cast<std::int32_t>(seen - head);
-  if (ahead > 0 && static_cast<std::uint64_t>(ahead) <= hh->capacity / kUnit) return true;
+// The hint is trusted only if it is ahead of `got` by no more than the ring
+// holds, in position and in messages: a hint stored late by a consumer that
+// was preempted for 2^32 units of traffic could otherwise look ahead.
+bool published_past(Header* hh, std::uint64_t got) noexcept {
+  const std::uint64_t seen = hh->c.seen_producer.load(std::memory_order_acquire);
+  const auto ahead = static_cast<std::int32_t>(pos_of(seen) - pos_of(got));
+  const auto more = static_cast<std::int32_t>(msgs_of(seen) - msgs_of(got));
+  const auto most = static_cast<std::int64_t>(hh->capacity / kUnit);
+  if (ahead > 0 && ahead <= most && more >= 0 && more <= most) return true;
   const std::uint64_t put = hh->p.commit.load(std::memory_order_acquire);
-  if (pos_of(put) == head) return false;
+  if (pos_of(put) == pos_of(got)) return false;
   hh->c.seen_producer.store(put, std::memory_order_release);
   return true;
 }
@@ -803,7 +808,7 @@ bool published_past(Header* hh, std::uint32_t head) noexcept {
 Peek peek(const Ring& r, Head& at) {
   Header* hh = r.h;
   at.got = hh->c.commit.load(std::memory_order_acquire);
-  if (!published_past(hh, pos_of(at.got))) return Peek::kEmpty;
+  if (!published_past(hh, at.got)) return Peek::kEmpty;
   r.read8(byte_pos(pos_of(at.got)), &at.rh);
   const std::uint64_t len_max = at.rh.kind == (kBegin | kEnd) ? hh->capacity / 2 - kRecordHeader
                                                              : hh->capacity / 4;
