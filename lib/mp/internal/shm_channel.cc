@@ -812,7 +812,11 @@ Peek peek(const Ring& r, Head& at) {
   r.read8(byte_pos(pos_of(at.got)), &at.rh);
   const std::uint64_t len_max = at.rh.kind == (kBegin | kEnd) ? hh->capacity / 2 - kRecordHeader
                                                              : hh->capacity / 4;
-  if (at.rh.len <= len_max && (at.rh.kind & ~(kBegin | kEnd)) == 0) return Peek::kRecord;
+  const bool begins_stream = at.rh.kind == kBegin;  // its payload starts with the total length
+  if (at.rh.len <= len_max && (at.rh.kind & ~(kBegin | kEnd)) == 0 &&
+      !(begins_stream && at.rh.len < sizeof(std::uint64_t))) {
+    return Peek::kRecord;
+  }
   if (hh->c.commit.load(std::memory_order_acquire) != at.got) return Peek::kMoved;
   throw std::runtime_error(fmt::format("mp: queue ring corrupt at offset {} (len {}, kind {})",
                                        byte_pos(pos_of(at.got)) & hh->mask, at.rh.len, at.rh.kind));
@@ -893,7 +897,7 @@ Take take_locked(const Ring& r, Sink& sink, const Deadline& deadline) {
     if (at.rh.kind & kBegin) {
       std::uint64_t total;
       r.read8(pos, &total);
-      if (len < sizeof total || c.commit.load(std::memory_order_acquire) != at.got) continue;
+      if (c.commit.load(std::memory_order_acquire) != at.got) continue;  // `total` may be stale
       sink.start(total);
       sink.append(r, pos + sizeof total, len - sizeof total);
     } else if (receiving) {
