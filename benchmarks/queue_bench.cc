@@ -12,6 +12,11 @@
 //                             consumers; items counts both)
 //   BM_QueuePutGet/{mp,raw_ring}/<size>  put then get in one thread: the
 //                             bare cost of the code path, no peer, no waits
+//   BM_QueueSides/{mp,raw_ring}/<size>   one thread puts a batch, then gets
+//                             it: counters put_ns and get_ns are each side's
+//                             own cost per message, which bounds a stream
+//                             when cross-core transfers are cheap (the VM's
+//                             fast regime, reports/README.md)
 //
 // CPython's multiprocessing.Queue on the same sizes: peers/queue_peer.py
 // (BM_Queue/cpython/<size>).
@@ -29,7 +34,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -328,6 +335,51 @@ void BM_QueuePutGet_raw_ring(benchmark::State& state) {
   set_counters(state, state.iterations());
 }
 
+// ---- one thread, one side at a time: put a batch, then get it ----------------------
+// Each side's own cost per message, without the other side's cache traffic
+// (what bounds a stream when cross-core transfers are cheap).
+
+template <class Put, class Get>
+void sides(benchmark::State& state, Put put, Get get) {
+  // A batch fills at most half the ring, so that put never waits.
+  const int kBatch = static_cast<int>(
+      std::min<std::size_t>(512, kRingBytes / 2 / (static_cast<std::size_t>(state.range(0)) + 24)));
+  double put_s = 0, get_s = 0;
+  for (auto _ : state) {
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < kBatch; ++i) put();
+    auto t1 = std::chrono::steady_clock::now();
+    for (int i = 0; i < kBatch; ++i) get();
+    auto t2 = std::chrono::steady_clock::now();
+    put_s += std::chrono::duration<double>(t1 - t0).count();
+    get_s += std::chrono::duration<double>(t2 - t1).count();
+  }
+  const double n = static_cast<double>(state.iterations()) * kBatch;
+  state.counters["put_ns"] = put_s / n * 1e9;
+  state.counters["get_ns"] = get_s / n * 1e9;
+  set_counters(state, static_cast<std::int64_t>(n));
+}
+
+void BM_QueueSides_mp(benchmark::State& state) {
+  const std::size_t size = static_cast<std::size_t>(state.range(0));
+  mp::Queue<std::string> q(0, kRingBytes);
+  const std::string msg(size, 'm');
+  std::size_t bytes = 0;
+  sides(state, [&] { q.put(msg); }, [&] { bytes += q.get().size(); });
+  benchmark::DoNotOptimize(bytes);
+}
+
+void BM_QueueSides_raw_ring(benchmark::State& state) {
+  const std::size_t size = static_cast<std::size_t>(state.range(0));
+  mp::internal::SharedRegion region(sizeof(RawRing));
+  auto* ring = new (region.data()) RawRing;
+  const std::string msg(size, 'r');
+  std::string out;
+  std::size_t bytes = 0;
+  sides(state, [&] { ring->put(msg.data(), msg.size()); }, [&] { ring->get(out); bytes += out.size(); });
+  benchmark::DoNotOptimize(bytes);
+}
+
 void sizes(benchmark::internal::Benchmark* b) {
   for (int s : {8, 64, 4096, 65536, 1 << 20}) b->Arg(s);
   b->UseRealTime();
@@ -342,5 +394,8 @@ BENCHMARK(BM_Queue_mp_2p2c)->Name("BM_Queue/mp_2p2c")->Apply(sizes);
 
 BENCHMARK(BM_QueuePutGet_mp)->Name("BM_QueuePutGet/mp")->Arg(8)->Arg(64)->Arg(4096);
 BENCHMARK(BM_QueuePutGet_raw_ring)->Name("BM_QueuePutGet/raw_ring")->Arg(8)->Arg(64)->Arg(4096);
+
+BENCHMARK(BM_QueueSides_mp)->Name("BM_QueueSides/mp")->Arg(8)->Arg(64)->Arg(4096);
+BENCHMARK(BM_QueueSides_raw_ring)->Name("BM_QueueSides/raw_ring")->Arg(8)->Arg(64)->Arg(4096);
 
 BENCHMARK_MAIN();
