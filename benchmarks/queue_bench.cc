@@ -7,12 +7,14 @@
 //   BM_Queue/raw_ring/<size>  a minimal single-producer single-consumer byte
 //                             ring in shared memory (1 MiB, same as mp's),
 //                             futex wake on empty/full: the practical limit
+//   BM_Queue/mp_into/<size>   BM_Queue/mp received with get_into() into one
+//                             reused string, as raw_ring's consumer does
 //   BM_Queue/mp_2p2c/<size>   mp::Queue with 2 producer and 2 consumer
 //                             processes (the benchmark process is one of the
 //                             consumers; items counts both)
 //   BM_QueuePutGet/{mp,raw_ring}/<size>  put then get in one thread: the
 //                             bare cost of the code path, no peer, no waits
-//   BM_QueueSides/{mp,raw_ring}/<size>   one thread puts a batch, then gets
+//   BM_QueueSides/{mp,mp_into,raw_ring}/<size>  one thread puts a batch, then gets
 //                             it: counters put_ns and get_ns are each side's
 //                             own cost per message, which bounds a stream
 //                             when cross-core transfers are cheap (the VM's
@@ -88,6 +90,27 @@ void BM_Queue_mp(benchmark::State& state) {
   std::size_t bytes = 0;
   for (auto _ : state) {
     bytes += q.get().size();
+  }
+  kill_and_reap({producer});
+  if (bytes != size * state.iterations()) state.SkipWithError("wrong sizes received");
+  set_counters(state, state.iterations());
+}
+
+// mp_into: the same, received with get_into() into one reused string, as
+// raw_ring's consumer does (no allocation per item).
+void BM_Queue_mp_into(benchmark::State& state) {
+  const std::size_t size = static_cast<std::size_t>(state.range(0));
+  mp::Queue<std::string> q(0, kRingBytes);
+  const std::string msg(size, 'm');
+  bench::PinnedPair pinned;
+  pid_t producer = spawn([&] {
+    for (;;) q.put(msg);
+  }, &pinned);
+  std::string out;
+  std::size_t bytes = 0;
+  for (auto _ : state) {
+    q.get_into(out);
+    bytes += out.size();
   }
   kill_and_reap({producer});
   if (bytes != size * state.iterations()) state.SkipWithError("wrong sizes received");
@@ -369,6 +392,16 @@ void BM_QueueSides_mp(benchmark::State& state) {
   benchmark::DoNotOptimize(bytes);
 }
 
+void BM_QueueSides_mp_into(benchmark::State& state) {
+  const std::size_t size = static_cast<std::size_t>(state.range(0));
+  mp::Queue<std::string> q(0, kRingBytes);
+  const std::string msg(size, 'm');
+  std::string out;
+  std::size_t bytes = 0;
+  sides(state, [&] { q.put(msg); }, [&] { q.get_into(out); bytes += out.size(); });
+  benchmark::DoNotOptimize(bytes);
+}
+
 void BM_QueueSides_raw_ring(benchmark::State& state) {
   const std::size_t size = static_cast<std::size_t>(state.range(0));
   mp::internal::SharedRegion region(sizeof(RawRing));
@@ -391,11 +424,13 @@ BENCHMARK(BM_Queue_mp)->Name("BM_Queue/mp")->Apply(sizes);
 BENCHMARK(BM_Queue_pipe)->Name("BM_Queue/pipe")->Apply(sizes);
 BENCHMARK(BM_Queue_raw_ring)->Name("BM_Queue/raw_ring")->Apply(sizes);
 BENCHMARK(BM_Queue_mp_2p2c)->Name("BM_Queue/mp_2p2c")->Apply(sizes);
+BENCHMARK(BM_Queue_mp_into)->Name("BM_Queue/mp_into")->Apply(sizes);
 
 BENCHMARK(BM_QueuePutGet_mp)->Name("BM_QueuePutGet/mp")->Arg(8)->Arg(64)->Arg(4096);
 BENCHMARK(BM_QueuePutGet_raw_ring)->Name("BM_QueuePutGet/raw_ring")->Arg(8)->Arg(64)->Arg(4096);
 
 BENCHMARK(BM_QueueSides_mp)->Name("BM_QueueSides/mp")->Arg(8)->Arg(64)->Arg(4096);
+BENCHMARK(BM_QueueSides_mp_into)->Name("BM_QueueSides/mp_into")->Arg(8)->Arg(64)->Arg(4096);
 BENCHMARK(BM_QueueSides_raw_ring)->Name("BM_QueueSides/raw_ring")->Arg(8)->Arg(64)->Arg(4096);
 
 BENCHMARK_MAIN();

@@ -134,6 +134,36 @@ TEST(Queue, GetWithTimeoutReturnsAnItemPutBeforeTheTimeout) {
   EXPECT_EQ(q.get(1s), 7);
 }
 
+TEST(Queue, GetIntoReusesTheCallersStringAndRaisesAsGet) {
+  mp::Queue<std::string> q;
+  mp::Process child(kDaemon, [&] {
+    for (int i = 0; i < 3; ++i) q.put(pattern(100 + i, i));
+  });
+  child.start();
+  std::string out;
+  out.reserve(1000);
+  const char* buffer = out.data();
+  for (int i = 0; i < 3; ++i) {
+    q.get_into(out, 5s);
+    EXPECT_EQ(out, pattern(100 + i, i));
+    EXPECT_EQ(out.data(), buffer) << "get_into allocated a new buffer";
+  }
+  child.join();
+  Stopwatch sw;
+  EXPECT_THROW(q.get_into(out, 100ms), mp::Empty);
+  EXPECT_GE(sw.elapsed(), 90ms);
+  EXPECT_TRUE(out.empty());
+  mp::Queue<std::vector<int>> v;
+  v.put({1, 2, 3});
+  std::vector<int> got{9};
+  v.get_into(got);
+  EXPECT_EQ(got, (std::vector<int>{1, 2, 3}));
+  EXPECT_THROW(v.get_into(got, 0ms), mp::Empty);
+  EXPECT_EQ(got, (std::vector<int>{1, 2, 3})) << "a failed get_into changed a non-string out";
+  q.close();
+  EXPECT_THROW(q.get_into(out), mp::ValueError);
+}
+
 TEST(Queue, GetNowaitRaisesEmptyAtOnce) {
   mp::Queue<int> q;
   Stopwatch sw;
