@@ -79,7 +79,10 @@ void set_counters(benchmark::State& state, std::int64_t items) {
 
 // ---- mp ------------------------------------------------------------------------------
 
-void BM_Queue_mp(benchmark::State& state) {
+// mp_stream: one pinned producer process puts forever; the benchmark's
+// process takes each item with `receive(q)`, which returns its size.
+template <class Receive>
+void mp_stream(benchmark::State& state, Receive receive) {
   const std::size_t size = static_cast<std::size_t>(state.range(0));
   mp::Queue<std::string> q(0, kRingBytes);
   const std::string msg(size, 'm');
@@ -89,32 +92,25 @@ void BM_Queue_mp(benchmark::State& state) {
   }, &pinned);
   std::size_t bytes = 0;
   for (auto _ : state) {
-    bytes += q.get().size();
+    bytes += receive(q);
   }
   kill_and_reap({producer});
   if (bytes != size * state.iterations()) state.SkipWithError("wrong sizes received");
   set_counters(state, state.iterations());
 }
 
+void BM_Queue_mp(benchmark::State& state) {
+  mp_stream(state, [](mp::Queue<std::string>& q) { return q.get().size(); });
+}
+
 // mp_into: the same, received with get_into() into one reused string, as
 // raw_ring's consumer does (no allocation per item).
 void BM_Queue_mp_into(benchmark::State& state) {
-  const std::size_t size = static_cast<std::size_t>(state.range(0));
-  mp::Queue<std::string> q(0, kRingBytes);
-  const std::string msg(size, 'm');
-  bench::PinnedPair pinned;
-  pid_t producer = spawn([&] {
-    for (;;) q.put(msg);
-  }, &pinned);
   std::string out;
-  std::size_t bytes = 0;
-  for (auto _ : state) {
+  mp_stream(state, [&out](mp::Queue<std::string>& q) {
     q.get_into(out);
-    bytes += out.size();
-  }
-  kill_and_reap({producer});
-  if (bytes != size * state.iterations()) state.SkipWithError("wrong sizes received");
-  set_counters(state, state.iterations());
+    return out.size();
+  });
 }
 
 void BM_Queue_mp_2p2c(benchmark::State& state) {
