@@ -226,6 +226,8 @@ void Connection::grow_pipe() noexcept {
 }
 
 void Connection::write_all(const void* head, std::size_t head_n, const void* tail, std::size_t tail_n) {
+  // Every message comes through here whole, its header included.
+  if (!pipe_grown_ && head_n + tail_n >= kHeaderSize + kGrowPipeAt) grow_pipe();
   iovec iov[2] = {{const_cast<void*>(head), head_n}, {const_cast<void*>(tail), tail_n}};
   iovec* v = iov;
   int count = tail_n ? 2 : 1;
@@ -279,7 +281,6 @@ void Connection::send_bytes(std::span<const std::byte> buffer, std::size_t offse
     if (n) std::memcpy(msg + kHeaderSize, buffer.data() + offset, n);
     write_all(msg, kHeaderSize + n, nullptr, 0);
   } else {
-    if (n >= kGrowPipeAt && !pipe_grown_) grow_pipe();
     write_all(&header, kHeaderSize, buffer.data() + offset, n);
   }
 }

@@ -151,7 +151,6 @@ class Connection {
     encode_into(scratch_, value);
     const std::uint64_t n = scratch_.size() - kHeaderSize;
     std::memcpy(scratch_.data(), &n, kHeaderSize);
-    if (n >= kGrowPipeAt && !pipe_grown_) grow_pipe();
     write_all(scratch_.data(), scratch_.size(), nullptr, 0);
     if (scratch_.capacity() > kMaxKeptScratch) std::string().swap(scratch_);
   }
@@ -235,10 +234,11 @@ class Connection {
   void check_readable() const;
   void check_writable() const;
 
-  // write_all writes head[0, head_n) then tail[0, tail_n) completely.
+  // write_all writes one whole message, head[0, head_n) then tail[0,
+  // tail_n), completely (growing a pipe first for a large one).
   void write_all(const void* head, std::size_t head_n, const void* tail, std::size_t tail_n);
-  // Messages from kGrowPipeAt bytes on grow a pipe to kGrownPipe bytes (see
-  // the file comment); grow_pipe() does it once per end.
+  // Messages of kGrowPipeAt payload bytes or more grow a pipe to kGrownPipe
+  // bytes (see the file comment); grow_pipe() does it once per end.
   static constexpr std::size_t kGrowPipeAt = 16 * 1024;
   static constexpr int kGrownPipe = 128 * 1024;
   void grow_pipe() noexcept;
