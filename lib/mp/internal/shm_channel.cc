@@ -75,6 +75,13 @@ void wake_seq(std::atomic<std::uint32_t>& seq, std::uint32_t v) noexcept {
   futex_wake_all(&seq);
 }
 
+// wake_announced wakes the sleepers of `seq` if any announced themselves
+// (the caller's fence, full or light, orders this after its progress).
+void wake_announced(std::atomic<std::uint32_t>& seq) noexcept {
+  const std::uint32_t v = seq.load(std::memory_order_relaxed);
+  if (v & kWaiters) wake_seq(seq, v);
+}
+
 // wake_unconditionally wakes every sleeper on `seq` (rare paths).
 void wake_unconditionally(std::atomic<std::uint32_t>& seq) noexcept {
   std::uint32_t v = seq.load(std::memory_order_relaxed);
@@ -219,10 +226,7 @@ using Header = ShmChannel::Header;
 // caller made a full fence after publishing its progress (Dekker with
 // sleep_on's RMW). Receivers wake on any message; a sender waiting for ring
 // space only once its wake-up point (space_wake_at) is reached.
-void notify_data_after_fence(Header* h) noexcept {
-  const std::uint32_t v = h->data_seq.load(std::memory_order_relaxed);
-  if (v & kWaiters) wake_seq(h->data_seq, v);
-}
+void notify_data_after_fence(Header* h) noexcept { wake_announced(h->data_seq); }
 
 void notify_space_after_fence(Header* h) noexcept {
   const std::uint32_t v = h->space_seq.load(std::memory_order_relaxed);
@@ -332,8 +336,7 @@ void release_side(SideLock l, bool light = false) noexcept {
     std::atomic_thread_fence(std::memory_order_seq_cst);
 #endif
   }
-  const std::uint32_t v = l.seq.load(std::memory_order_relaxed);
-  if (v & kWaiters) wake_seq(l.seq, v);
+  wake_announced(l.seq);
 }
 
 // Unlock releases a side's lock at scope exit, then wakes the other side's
