@@ -4,7 +4,8 @@
 // timeout), get_nowait(), close(); SimpleQueue (put, get, empty, close);
 // JoinableQueue (task_done, join); queue.Empty and queue.Full. Plus what mp
 // promises beyond CPython (see mp/queue.h): exact qsize, survival of SIGKILL
-// at any point, EOFError once every producer is gone, messages of any size.
+// at any point, EOFError once every producer is gone, BrokenPipeError for a
+// blocked put once every consumer is, messages of any size.
 #include "mp/queue.h"
 
 #include <dirent.h>
@@ -879,6 +880,196 @@ TEST(Queue, NonblockingAndTimedGetsRaiseEmptyNotEOFError) {
   EXPECT_THROW(q.get(), mp::EOFError);
 }
 
+// ---- no consumer left: BrokenPipeError ----------------------------------------------------
+
+// BlockedPut runs put(v) (no timeout) in a thread of this process and
+// records how it ended; finish() makes sure the thread ends (by taking
+// items, which makes room) before joining it.
+template <class T>
+class BlockedPut {
+ public:
+  enum Outcome { kBlocked, kBrokenPipe, kReturned, kOther };
+  BlockedPut(mp::Queue<T>& q, T v) : q_(q), t_([this, v] {
+    try {
+      q_.put(v);
+      outcome_ = kReturned;
+    } catch (const mp::BrokenPipeError& e) {
+      what_ = e.what();
+      outcome_ = kBrokenPipe;
+    } catch (...) {
+      outcome_ = kOther;
+    }
+  }) {}
+  ~BlockedPut() { finish(); }
+  Outcome outcome() const { return outcome_.load(); }
+  // wait_ended waits up to 10 s for put() to end.
+  bool wait_ended() { return wait_until([&] { return outcome() != kBlocked; }); }
+  const std::string& what() {
+    finish();
+    return what_;
+  }
+  void finish() {
+    if (!t_.joinable()) return;
+    while (outcome() == kBlocked) q_.try_get(10ms);
+    t_.join();
+  }
+
+ private:
+  mp::Queue<T>& q_;
+  std::atomic<Outcome> outcome_{kBlocked};
+  std::string what_;
+  std::thread t_;
+};
+
+TEST(Queue, PutBlockedOnAFullQueueWhoseConsumersAllDiedRaisesBrokenPipeError) {
+  mp::Queue<int> q(1);
+  Signal got;
+  mp::Process consumer(kDaemon, [&] {
+    EXPECT_EQ(q.get(), 1);
+    got.notify();
+    for (;;) pause();
+  });
+  consumer.start();
+  q.put(1);
+  ASSERT_TRUE(got.wait());
+  q.put(2);  // the queue is full
+  BlockedPut<int> put(q, 3);
+  std::this_thread::sleep_for(350ms);  // past a few liveness checks
+  EXPECT_EQ(put.outcome(), BlockedPut<int>::kBlocked) << "put() ended while its consumer lived";
+  Stopwatch sw;
+  consumer.kill();
+  consumer.join();
+  ASSERT_TRUE(put.wait_ended());
+  EXPECT_LT(sw.elapsed(), 1500ms);
+  ASSERT_EQ(put.outcome(), BlockedPut<int>::kBrokenPipe);
+  EXPECT_EQ(put.what(),
+            "queue is full and every process that got from it has exited or closed it: "
+            "nothing was put");
+  // Nothing was put and nothing lost: a new consumer finds the queue as it was.
+  EXPECT_EQ(q.qsize(), 1u);
+  EXPECT_EQ(q.get(1s), 2);
+  q.put(3);
+  EXPECT_EQ(q.get(1s), 3);
+}
+
+TEST(Queue, PutBlockedWhenTheOnlyConsumerClosesItsQueueRaisesBrokenPipeErrorAtOnce) {
+  mp::Queue<int> q(1);
+  Signal got, go, done;
+  mp::Process consumer(kDaemon, [&] {
+    q.get();
+    got.notify();
+    go.wait();
+    q.close();
+    done.wait();
+  });
+  consumer.start();
+  q.put(1);
+  ASSERT_TRUE(got.wait());
+  q.put(2);
+  BlockedPut<int> put(q, 3);
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(put.outcome(), BlockedPut<int>::kBlocked);
+  Stopwatch sw;
+  go.notify();
+  ASSERT_TRUE(put.wait_ended());
+  EXPECT_LT(sw.elapsed(), 1000ms);
+  EXPECT_EQ(put.outcome(), BlockedPut<int>::kBrokenPipe);
+  done.notify();
+  consumer.join();
+}
+
+TEST(Queue, StreamedPutWhoseConsumersAllDiedRaisesBrokenPipeErrorAndIsDiscardedWhole) {
+  mp::Queue<std::string> q(0, 1 << 16);
+  Signal got;
+  mp::Process consumer(kDaemon, [&] {
+    q.get();
+    got.notify();
+    for (;;) pause();
+  });
+  consumer.start();
+  q.put("first");
+  ASSERT_TRUE(got.wait());
+  q.put("second");
+  BlockedPut<std::string> put(q, pattern(1u << 20, 7));  // fills the ring mid-stream
+  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
+  consumer.kill();
+  consumer.join();
+  ASSERT_TRUE(put.wait_ended());
+  ASSERT_EQ(put.outcome(), BlockedPut<std::string>::kBrokenPipe);
+  EXPECT_EQ(q.get(1s), "second");
+  EXPECT_EQ(q.try_get(300ms), std::nullopt);  // the chunks already sent are dropped
+  EXPECT_EQ(q.channel().bytes_used(), 0u);
+  q.put("after");
+  EXPECT_EQ(q.get(1s), "after");
+}
+
+TEST(Queue, PutBlockedOnAQueueNobodyHasGotFromWaitsForAConsumer) {
+  mp::Queue<int> q(1);
+  q.put(1);
+  BlockedPut<int> put(q, 2);
+  std::this_thread::sleep_for(350ms);  // past a few liveness checks
+  EXPECT_EQ(put.outcome(), BlockedPut<int>::kBlocked);
+  mp::Process consumer(kDaemon, [&] {
+    if (q.get() != 1) mp::exit(1);
+  });
+  consumer.start();
+  consumer.join();
+  EXPECT_EQ(consumer.exitcode(), 0);
+  ASSERT_TRUE(put.wait_ended());
+  EXPECT_EQ(put.outcome(), BlockedPut<int>::kReturned);  // room was made before it left
+  EXPECT_EQ(q.get(1s), 2);
+}
+
+TEST(Queue, PutWhileAnotherConsumerLivesDoesNotRaiseBrokenPipeError) {
+  mp::Queue<int> q(1);
+  Signal got, done;
+  mp::Process survivor(kDaemon, [&] {
+    q.get();
+    got.notify();
+    done.wait();
+  });
+  mp::Process victim(kDaemon, [&] {
+    q.get();
+    got.notify();
+    for (;;) pause();
+  });
+  survivor.start();
+  victim.start();
+  q.put(1);
+  q.put(2);
+  ASSERT_TRUE(got.wait());
+  ASSERT_TRUE(got.wait());
+  q.put(3);
+  victim.kill();
+  victim.join();
+  EXPECT_THROW(q.put(4, 400ms), mp::Full);  // past a few liveness checks
+  BlockedPut<int> put(q, 4);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(put.outcome(), BlockedPut<int>::kBlocked);
+  done.notify();
+  survivor.join();
+  ASSERT_TRUE(put.wait_ended());
+  EXPECT_EQ(put.outcome(), BlockedPut<int>::kBrokenPipe);
+}
+
+TEST(Queue, TimedAndNonblockingPutsRaiseFullNotBrokenPipeError) {
+  mp::Queue<int> q(1);
+  mp::Process consumer(kDaemon, [&] { q.get(); });
+  q.put(1);
+  consumer.start();
+  consumer.join();
+  q.put(2);
+  EXPECT_THROW(q.put_nowait(3), mp::Full);
+  EXPECT_FALSE(q.try_put(3));
+  Stopwatch sw;
+  EXPECT_THROW(q.put(3, 300ms), mp::Full);
+  EXPECT_GE(sw.elapsed(), 250ms);
+  BlockedPut<int> put(q, 3);  // without a timeout: the error
+  ASSERT_TRUE(put.wait_ended());
+  EXPECT_EQ(put.outcome(), BlockedPut<int>::kBrokenPipe);
+  EXPECT_EQ(q.get(1s), 2);
+}
+
 // ---- nothing leaks ----------------------------------------------------------------------
 
 // maps_mention reports whether this process maps a file whose path
@@ -999,6 +1190,43 @@ TEST(JoinableQueue, AProducerKilledMidPutLeavesNoPhantomTask) {
   producer.join();
   EXPECT_EQ(q.unfinished_tasks(), 0u);
   EXPECT_TRUE(q.join(1s));
+}
+
+TEST(JoinableQueue, JoinRaisesBrokenPipeErrorWhenEveryConsumerIsGoneWithTasksUnfinished) {
+  mp::JoinableQueue<int> q;
+  for (int i = 0; i < 3; ++i) q.put(i);
+  mp::Process worker(kDaemon, [&] {
+    q.get();
+    q.task_done();
+    q.get();  // exits holding this one, task not done
+  });
+  worker.start();
+  worker.join();
+  EXPECT_EQ(q.unfinished_tasks(), 2u);
+  Stopwatch sw;
+  std::atomic<bool> ended{false};
+  std::string what;
+  std::thread joiner([&] {
+    try {
+      q.join();
+    } catch (const mp::BrokenPipeError& e) {
+      what = e.what();
+    }
+    ended = true;
+  });
+  if (!wait_until([&] { return ended.load(); })) {
+    while (q.unfinished_tasks() > 0) q.task_done();  // let the joiner go
+  }
+  joiner.join();
+  EXPECT_LT(sw.elapsed(), 1500ms);
+  EXPECT_EQ(what,
+            "JoinableQueue.join(): 2 task(s) unfinished and every process that got from "
+            "the queue has exited or closed it");
+  EXPECT_FALSE(q.join(100ms));  // a timed join just times out
+  EXPECT_EQ(q.get(1s), 2);      // nothing lost: this process finishes the work
+  q.task_done();
+  q.task_done();
+  q.join();
 }
 
 // ---- the tutorials' programs ----------------------------------------------------------------

@@ -32,6 +32,18 @@ void throw_eof() {
   throw EOFError("queue is empty and every process that put to it has exited or closed it");
 }
 
+void throw_no_consumers() {
+  throw BrokenPipeError(
+      "queue is full and every process that got from it has exited or closed it: "
+      "nothing was put");
+}
+void throw_join_no_consumers(std::uint32_t unfinished) {
+  throw BrokenPipeError(fmt::format(
+      "JoinableQueue.join(): {} task(s) unfinished and every process that got from the "
+      "queue has exited or closed it",
+      unfinished));
+}
+
 void throw_bad_length(std::uint64_t encoded, std::size_t received) {
   throw CodecError(fmt::format(
       "mp codec: corrupt input: string length {} but {} bytes received (decoding std::string)",

@@ -69,8 +69,21 @@
 //     outlived one generation of producers sees EOF even if the next is
 //     about to start — give get() a timeout where producers come and go.
 //     get(timeout), get_nowait and try_get never throw EOFError: they throw
-//     Empty (return nullopt) as CPython. A put() blocked on a full ring whose
-//     consumers all died is not woken: give it a timeout.
+//     Empty (return nullopt) as CPython.
+//   * No consumer left: put() without a timeout, blocked because the queue
+//     (or its ring) is full, throws mp::BrokenPipeError and delivers nothing
+//     once every process that has got from the queue (get, get_into,
+//     try_get, any form) has died, closed its handle or destroyed it (and
+//     at least one has got): nobody is left to make room. Noticed as EOF
+//     is: a close at once, a death within about 100 ms. Likewise
+//     JoinableQueue::join() without a timeout, while tasks are unfinished.
+//     CPython hangs forever in both. The same caveats as for EOF: a
+//     process that never got is not counted (a queue nobody has got from
+//     yet just blocks), a process that both gets and puts never sees its
+//     own puts fail, and a producer that outlived one generation of
+//     consumers sees the error even if the next is about to start — give
+//     put() a timeout where consumers come and go (put(v, timeout),
+//     put_nowait and try_put never throw BrokenPipeError).
 //   * Once a consumer has started reassembling a streamed item it finishes
 //     it even past its timeout (the producer is streaming, so this is a
 //     matter of copying), so get(timeout) may return late rather than drop
@@ -116,6 +129,8 @@ void trim_buffer(std::string& b) noexcept;
 [[noreturn]] void throw_empty();
 [[noreturn]] void throw_full();
 [[noreturn]] void throw_eof();
+[[noreturn]] void throw_no_consumers();
+[[noreturn]] void throw_join_no_consumers(std::uint32_t unfinished);
 [[noreturn]] void throw_bad_length(std::uint64_t encoded, std::size_t received);
 
 template <class Rep, class Period>
@@ -152,13 +167,19 @@ class Queue {
   }
   Queue(const Queue&) = delete;
   Queue& operator=(const Queue&) = delete;
-  // The destructor retires this process as a producer (see close()); the
+  // The destructor retires this process as a producer and as a consumer
+  // (see close()); the
   // shared ring lives on while any process still maps it.
   virtual ~Queue() {
-    if (channel_.valid() && !closed_.load()) channel_.retire_producer();
+    if (channel_.valid() && !closed_.load()) {
+      channel_.retire_producer();
+      channel_.retire_consumer();
+    }
   }
 
   // put(v) appends v, blocking while the queue (or its ring) is full.
+  // Throws mp::BrokenPipeError, delivering nothing, if it is blocked and
+  // every process that has got from the queue is gone (see the top).
   void put(const T& v) { put_until(v, std::nullopt); }
 
   // put(v, timeout) throws mp::Full if there was no room within `timeout`.
@@ -228,6 +249,7 @@ class Queue {
   void close() noexcept {
     if (closed_.exchange(true)) return;
     channel_.retire_producer();
+    channel_.retire_consumer();
     channel_.wake_all();
   }
   // closed() tells whether close() was called through this object.
@@ -272,6 +294,7 @@ class Queue {
       queue_detail::trim_buffer(buf);
     }
     if (st == queue_detail::ChannelStatus::kCancelled) queue_detail::throw_closed();
+    if (st == queue_detail::ChannelStatus::kBrokenPipe) queue_detail::throw_no_consumers();
     return st == queue_detail::ChannelStatus::kOk;
   }
 
@@ -317,6 +340,7 @@ class Queue {
         if (eof_throws) queue_detail::throw_eof();
         return false;
       case queue_detail::ChannelStatus::kTimedOut:
+      case queue_detail::ChannelStatus::kBrokenPipe:  // send and join only
         return false;
     }
     return false;
@@ -405,12 +429,21 @@ class JoinableQueue : public Queue<T> {
   }
 
   // join() blocks until every item put has been marked task_done().
-  void join() { this->channel().join(std::nullopt); }
+  // Throws mp::BrokenPipeError if tasks are unfinished and every process
+  // that has got from the queue is gone (nobody is left to finish them;
+  // CPython's join() hangs forever there).
+  void join() {
+    if (this->channel().join(std::nullopt) == queue_detail::ChannelStatus::kBrokenPipe) {
+      queue_detail::throw_join_no_consumers(this->channel().unfinished_tasks());
+    }
+  }
 
-  // join(timeout) is join() that gives up after `timeout`: false then.
+  // join(timeout) is join() that gives up after `timeout`: false then. It
+  // never throws BrokenPipeError (the caller chose its bound).
   template <class Rep, class Period>
   bool join(std::chrono::duration<Rep, Period> timeout) {
-    return this->channel().join(queue_detail::deadline_in(timeout));
+    return this->channel().join(queue_detail::deadline_in(timeout)) ==
+           queue_detail::ChannelStatus::kOk;
   }
 
   // unfinished_tasks() is the number of items put and not yet task_done().

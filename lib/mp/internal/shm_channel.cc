@@ -62,8 +62,8 @@ constexpr std::uint32_t record_units(std::uint64_t payload) {
   return static_cast<std::uint32_t>(record_size(payload) / kUnit);
 }
 
-// A producer-table entry: start time (low 32 bits) << 32 | pid; 0 is free.
-std::uint64_t producer_key(pid_t pid, std::uint64_t start) {
+// A registry entry: start time (low 32 bits) << 32 | pid; 0 is free.
+std::uint64_t member_key(pid_t pid, std::uint64_t start) {
   return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(start)) << 32) |
          static_cast<std::uint32_t>(pid);
 }
@@ -190,6 +190,19 @@ struct alignas(64) ConsumerSide {
   std::atomic<std::uint64_t> seen_producer{0};
 };
 
+// Registry is the table of the processes that have used one side of the
+// channel (pid and start time): a producer from its first send, a consumer
+// from its first receive. It tells a blocked receiver that every producer
+// is gone (end of input) and a blocked sender that every consumer is
+// (broken pipe). A process leaves it when it retires or is found dead.
+struct Registry {
+  alignas(64) std::atomic<std::uint32_t> registered_ever{0};
+  std::atomic<std::uint32_t> overflow{0};  // more live members than slots: no detection
+  std::atomic<std::uint32_t> gen{0};       // bumped on retire
+  std::atomic<std::uint64_t> slots[ShmChannel::kMaxProducers] = {};
+};
+static_assert(ShmChannel::kMaxProducers == ShmChannel::kMaxConsumers);
+
 }  // namespace
 
 struct ShmChannel::Header {
@@ -211,10 +224,8 @@ struct ShmChannel::Header {
   // deadline (ns); 0 or a past time: nobody spins.
   alignas(64) std::atomic<std::uint64_t> spinner_until{0};
   alignas(64) std::atomic<std::uint32_t> tasks_done{0};
-  alignas(64) std::atomic<std::uint32_t> registered_ever{0};
-  std::atomic<std::uint32_t> registry_overflow{0};
-  std::atomic<std::uint32_t> registry_gen{0};  // bumped on retire
-  std::atomic<std::uint64_t> producers[kMaxProducers];
+  Registry producers;
+  Registry consumers;
 };
 static_assert(sizeof(ShmChannel::Header) <= kHeaderBytes);
 
@@ -370,17 +381,19 @@ ShmChannel::ShmChannel(std::size_t capacity, std::uint32_t max_messages) {
   hh->mask = cap - 1;
   hh->max_messages = max_messages;
   hh->asymmetric = kernel_has_heavy_fence();
-  for (auto& slot : hh->producers) slot.store(0);
 }
 
 ShmChannel::~ShmChannel() = default;
 
 ShmChannel::ShmChannel(ShmChannel&& o) noexcept
-    : region_(std::move(o.region_)), registered_pid_(o.registered_pid_.exchange(0)) {}
+    : region_(std::move(o.region_)),
+      producer_pid_(o.producer_pid_.exchange(0)),
+      consumer_pid_(o.consumer_pid_.exchange(0)) {}
 
 ShmChannel& ShmChannel::operator=(ShmChannel&& o) noexcept {
   region_ = std::move(o.region_);
-  registered_pid_ = o.registered_pid_.exchange(0);
+  producer_pid_ = o.producer_pid_.exchange(0);
+  consumer_pid_ = o.consumer_pid_.exchange(0);
   return *this;
 }
 
@@ -406,18 +419,18 @@ std::size_t ShmChannel::size() const noexcept {
   return n > 0 ? static_cast<std::size_t>(n) : 0;
 }
 
-// ---- identity and the producer table ---------------------------------------
+// ---- identity and the registries ----------------------------------------------
 
 namespace {
 
-void register_producer(Header* hh, pid_t pid) noexcept {
-  const std::uint64_t key = producer_key(pid, self_start_time());
-  hh->registered_ever.store(1);
-  for (auto& slot : hh->producers) {
+void enrol(Registry& reg, pid_t pid) noexcept {
+  const std::uint64_t key = member_key(pid, self_start_time());
+  reg.registered_ever.store(1);
+  for (auto& slot : reg.slots) {
     if (slot.load() == key) return;
   }
   for (int pass = 0; pass < 2; ++pass) {
-    for (auto& slot : hh->producers) {
+    for (auto& slot : reg.slots) {
       std::uint64_t cur = slot.load();
       if (cur != 0 && pass == 1 &&
           !process_alive(static_cast<pid_t>(static_cast<std::uint32_t>(cur)), cur >> 32)) {
@@ -427,13 +440,13 @@ void register_producer(Header* hh, pid_t pid) noexcept {
       if (cur == 0 && slot.compare_exchange_strong(cur, key)) return;
     }
   }
-  hh->registry_overflow.store(1);  // too many live producers: no EOF detection
+  reg.overflow.store(1);  // too many live members: no detection
 }
 
-// all_producers_gone: at least one process registered and none is alive.
-bool all_producers_gone(Header* hh) noexcept {
-  if (!hh->registered_ever.load() || hh->registry_overflow.load()) return false;
-  for (auto& slot : hh->producers) {
+// all_gone: at least one process enrolled and none is alive.
+bool all_gone(Registry& reg) noexcept {
+  if (!reg.registered_ever.load() || reg.overflow.load()) return false;
+  for (auto& slot : reg.slots) {
     std::uint64_t cur = slot.load();
     if (cur == 0) continue;
     if (process_alive(static_cast<pid_t>(static_cast<std::uint32_t>(cur)), cur >> 32)) return false;
@@ -442,20 +455,32 @@ bool all_producers_gone(Header* hh) noexcept {
   return true;
 }
 
-}  // namespace
-
-void ShmChannel::retire_producer() noexcept {
-  Header* hh = h();
+// retire: the calling process leaves `reg` if `enrolled` says it is in it.
+// True if it was.
+bool retire(Registry& reg, std::atomic<pid_t>& enrolled) noexcept {
   const pid_t me = self_pid();
-  if (registered_pid_ != me) return;  // this process never sent through this handle
-  const std::uint64_t key = producer_key(me, self_start_time());
-  for (auto& slot : hh->producers) {
+  if (enrolled != me) return false;  // this process never used this side through this handle
+  const std::uint64_t key = member_key(me, self_start_time());
+  for (auto& slot : reg.slots) {
     std::uint64_t cur = key;
     slot.compare_exchange_strong(cur, 0);
   }
-  registered_pid_ = 0;
-  hh->registry_gen.fetch_add(1);
-  wake_receivers();
+  enrolled = 0;
+  reg.gen.fetch_add(1);
+  return true;
+}
+
+}  // namespace
+
+void ShmChannel::retire_producer() noexcept {
+  if (retire(h()->producers, producer_pid_)) wake_receivers();
+}
+
+void ShmChannel::retire_consumer() noexcept {
+  Header* hh = h();
+  if (!retire(hh->consumers, consumer_pid_)) return;
+  wake_unconditionally(hh->space_seq);
+  futex_wake_all(&hh->tasks_done);
 }
 
 void ShmChannel::wake_receivers() noexcept { wake_unconditionally(h()->data_seq); }
@@ -543,8 +568,15 @@ struct Ring {
       }
       h->space_wake_at.store(wake_at, std::memory_order_relaxed);
       // In slices: a consumer killed between freeing space and waking
-      // sleepers leaves nobody to wake this one.
-      sleep_on(h->space_seq, cond, earlier(deadline, Clock::now() + ShmChannel::kLivenessSlice));
+      // sleepers leaves nobody to wake this one, and a sender without a
+      // deadline checks that someone is left to make room at all.
+      const std::uint32_t gen = h->consumers.gen.load();
+      const bool woken = sleep_on(h->space_seq, cond,
+                                  earlier(deadline, Clock::now() + ShmChannel::kLivenessSlice));
+      if (!deadline && (!woken || gen != h->consumers.gen.load()) && !cond() &&
+          all_gone(h->consumers)) {
+        return ChannelStatus::kBrokenPipe;
+      }
     }
     return ChannelStatus::kOk;
   }
@@ -624,9 +656,9 @@ ChannelStatus ShmChannel::send_parts(const void* head, std::size_t head_size, co
   const std::size_t size = msg.size();
   Header* hh = h();
   const pid_t me = self_pid();
-  if (registered_pid_ != me) {
-    register_producer(hh, me);
-    registered_pid_ = me;
+  if (producer_pid_ != me) {
+    enrol(hh->producers, me);
+    producer_pid_ = me;
   }
   const SideLock lock{hh->p.lock, hh->p.lock_seq, hh->asymmetric};
   if (!lock_side(lock, deadline)) return ChannelStatus::kTimedOut;
@@ -972,18 +1004,23 @@ ChannelStatus ShmChannel::recv_bytes(std::string& out, const Deadline& deadline,
   Header* hh = h();
   const Ring r{hh, ring()};
   Sink sink{out, static_cast<std::byte*>(prefix), prefix ? prefix_size : 0};
+  const pid_t me = self_pid();
+  if (consumer_pid_ != me) {
+    enrol(hh->consumers, me);
+    consumer_pid_ = me;
+  }
   for (;;) {
     Take t = take_fast(r, sink);
     if (t == Take::kNeedLock) t = take_locked(r, sink, deadline);
     if (t == Take::kOk) return ChannelStatus::kOk;
     if (t == Take::kLockTimedOut || expired(deadline)) return ChannelStatus::kTimedOut;
     if (spin_for_records(hh, deadline)) continue;
-    const std::uint32_t gen = hh->registry_gen.load();
+    const std::uint32_t gen = hh->producers.gen.load();
     const bool woken = sleep_on(hh->data_seq, [&] { return records_available(hh); },
                                 earlier(deadline, Clock::now() + kLivenessSlice), hh->asymmetric);
     if (records_available(hh)) continue;
     if (cancel && cancel->load()) return ChannelStatus::kCancelled;
-    if (!deadline && (!woken || gen != hh->registry_gen.load()) && all_producers_gone(hh) &&
+    if (!deadline && (!woken || gen != hh->producers.gen.load()) && all_gone(hh->producers) &&
         !records_available(hh)) {
       return ChannelStatus::kEof;
     }
@@ -1010,16 +1047,25 @@ std::uint32_t ShmChannel::unfinished_tasks() const noexcept {
   return msgs_of(h()->p.commit.load(std::memory_order_acquire)) - done;
 }
 
-bool ShmChannel::join(const Deadline& deadline) {
+ChannelStatus ShmChannel::join(const Deadline& deadline) {
   Header* hh = h();
+  auto finished = [hh] {
+    return msgs_of(hh->p.commit.load(std::memory_order_acquire)) == hh->tasks_done.load();
+  };
   for (;;) {
     const std::uint32_t done = hh->tasks_done.load();
-    if (msgs_of(hh->p.commit.load(std::memory_order_acquire)) == done) return true;
+    if (msgs_of(hh->p.commit.load(std::memory_order_acquire)) == done) return ChannelStatus::kOk;
     // In slices: a consumer killed between counting a task done and waking
-    // joiners leaves nobody to wake this one.
-    if (!futex_wait_until(&hh->tasks_done, done, earlier(deadline, Clock::now() + kLivenessSlice)) &&
-        expired(deadline)) {
-      return msgs_of(hh->p.commit.load(std::memory_order_acquire)) == hh->tasks_done.load();
+    // joiners leaves nobody to wake this one, and a join without a deadline
+    // checks that someone is left to finish the tasks at all.
+    const std::uint32_t gen = hh->consumers.gen.load();
+    const bool woken =
+        futex_wait_until(&hh->tasks_done, done, earlier(deadline, Clock::now() + kLivenessSlice));
+    if (finished()) return ChannelStatus::kOk;
+    if (!woken && expired(deadline)) return ChannelStatus::kTimedOut;
+    if (!deadline && (!woken || gen != hh->consumers.gen.load()) && all_gone(hh->consumers) &&
+        !finished()) {
+      return ChannelStatus::kBrokenPipe;
     }
   }
 }

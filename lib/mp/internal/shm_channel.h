@@ -97,8 +97,18 @@
 //   from its first send, so a consumer that outlives every producer it has
 //   seen gets kEof even if another is about to start: use a deadline there.
 //   More than kMaxProducers live senders turns detection off.
-//   Producers blocked on a full ring whose consumers died are not woken:
-//   they need a timeout.
+//
+// Broken pipe (what a producer blocked on a full channel is told)
+//   The mirror image: every process that receives registers in a second
+//   table, from its first receive (timed or not). A send WITHOUT a deadline
+//   blocked on a full channel (ring or max_messages) returns kBrokenPipe
+//   once at least one process has received and every such process has
+//   retired (retire_consumer(), also called by Queue::close() and ~Queue())
+//   or died, checked when the sender is woken by a retirement and at least
+//   every kLivenessSlice; join() without a deadline likewise, while tasks
+//   are unfinished. Nothing is delivered then: a streamed message whose
+//   sender gives up is abandoned as on a timeout. A sender with a deadline
+//   just times out. More than kMaxConsumers live receivers turns it off.
 //
 // Thread safety: every member is safe to call from any thread of any process
 // sharing the region. Construction must happen before the fork.
@@ -124,6 +134,8 @@ enum class ChannelStatus {
   kTimedOut,  // the deadline passed first (for a past deadline: would block)
   kEof,       // receive only: empty and every registered producer is gone
   kCancelled, // the caller's cancel flag was set (checked when woken)
+  kBrokenPipe,  // send and join only: full (or unfinished) and every
+                // registered consumer is gone
 };
 
 class ShmChannel {
@@ -132,6 +144,8 @@ class ShmChannel {
   static constexpr std::size_t kDefaultCapacity = std::size_t{1} << 20;
   // kMaxProducers is the size of the producer table used for EOF detection.
   static constexpr int kMaxProducers = 64;
+  // kMaxConsumers is the size of the consumer table (broken-pipe detection).
+  static constexpr int kMaxConsumers = 64;
   // kLivenessSlice bounds how long a blocked call goes without re-checking
   // its condition: producer liveness (EOF), a dead lock owner or streaming
   // producer, or progress whose wake-up its maker died before sending.
@@ -154,7 +168,8 @@ class ShmChannel {
   // means nothing was delivered: a message streamed in chunks whose deadline
   // passed mid-stream is abandoned and discarded by the consumer.
   // A blocked send also ends, with kCancelled, when `*cancel` is true once it
-  // is woken (set the flag, then call wake_all()).
+  // is woken (set the flag, then call wake_all()), and without a deadline
+  // with kBrokenPipe when every registered consumer is gone (see the top).
   ChannelStatus send_bytes(const void* data, std::size_t size, const Deadline& deadline,
                            const std::atomic<bool>* cancel = nullptr);
 
@@ -196,6 +211,10 @@ class ShmChannel {
   // handle (nothing happens if it never sent through it). Wakes blocked
   // receivers so that they can see end of input.
   void retire_producer() noexcept;
+  // retire_consumer says this process will receive no more through this
+  // handle (nothing happens if it never received through it). Wakes
+  // blocked senders and joiners so that they can see a broken pipe.
+  void retire_consumer() noexcept;
 
   // wake_receivers wakes every blocked receiver (they re-check their state);
   // wake_all wakes blocked senders too.
@@ -204,10 +223,11 @@ class ShmChannel {
 
   // Task accounting for JoinableQueue: unfinished = messages ever sent -
   // tasks done. task_done() returns false (and changes nothing) when nothing
-  // is unfinished. join() waits until nothing is unfinished; false if the
-  // deadline passed first.
+  // is unfinished. join() waits until nothing is unfinished (kOk), or the
+  // deadline passed first (kTimedOut), or, without a deadline, every
+  // registered consumer is gone with tasks unfinished (kBrokenPipe).
   bool task_done() noexcept;
-  bool join(const Deadline& deadline);
+  ChannelStatus join(const Deadline& deadline);
   std::uint32_t unfinished_tasks() const noexcept;
 
   struct Header;  // the shared layout, defined in shm_channel.cc
@@ -217,9 +237,11 @@ class ShmChannel {
   std::byte* ring() const noexcept;
 
   SharedRegion region_;
-  // The process that registered as a producer through this handle (a forked
-  // child's copy still names the parent, so the child registers itself).
-  std::atomic<pid_t> registered_pid_{0};
+  // The processes that registered as a producer / consumer through this
+  // handle (a forked child's copy still names the parent, so the child
+  // registers itself).
+  std::atomic<pid_t> producer_pid_{0};
+  std::atomic<pid_t> consumer_pid_{0};
 };
 
 }  // namespace mp::internal
