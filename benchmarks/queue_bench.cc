@@ -7,6 +7,9 @@
 //   BM_Queue/raw_ring/<size>  a minimal single-producer single-consumer byte
 //                             ring in shared memory (1 MiB, same as mp's),
 //                             futex wake on empty/full: the practical limit
+//   BM_Queue/raw_ring_alloc/<size>  raw_ring received into a new string per
+//                             message, as mp's get() must return one: what
+//                             that contract costs the practical limit
 //   BM_Queue/mp_into/<size>   BM_Queue/mp received with get_into() into one
 //                             reused string, as raw_ring's consumer does
 //   BM_Queue/mp_2p2c/<size>   mp::Queue with 2 producer and 2 consumer
@@ -14,7 +17,7 @@
 //                             consumers; items counts both)
 //   BM_QueuePutGet/{mp,raw_ring}/<size>  put then get in one thread: the
 //                             bare cost of the code path, no peer, no waits
-//   BM_QueueSides/{mp,mp_into,raw_ring}/<size>  one thread puts a batch, then gets
+//   BM_QueueSides/{mp,mp_into,raw_ring,raw_ring_alloc}/<size>  one thread puts a batch, then gets
 //                             it: counters put_ns and get_ns are each side's
 //                             own cost per message, which bounds a stream
 //                             when cross-core transfers are cheap (the VM's
@@ -295,6 +298,13 @@ struct RawRing {
       done += k;
     }
   }
+  // take is get() into a new string, as mp::Queue::get() returns one (its
+  // resize() zero-fills the bytes before they are copied: ~1 ns at 64 B).
+  std::string take() {
+    std::string out;
+    get(out);
+    return out;
+  }
   void copy_out(std::uint64_t pos, void* p, std::size_t n) const {
     const std::size_t off = pos & kMask, first = std::min<std::size_t>(n, kRingBytes - off);
     std::memcpy(p, data + off, first);
@@ -302,7 +312,10 @@ struct RawRing {
   }
 };
 
-void BM_Queue_raw_ring(benchmark::State& state) {
+// raw_stream: one pinned producer process puts forever; the benchmark's
+// process takes each message with `receive(ring)`, which returns its size.
+template <class Receive>
+void raw_stream(benchmark::State& state, Receive receive) {
   const std::size_t size = static_cast<std::size_t>(state.range(0));
   mp::internal::SharedRegion region(sizeof(RawRing));
   auto* ring = new (region.data()) RawRing;
@@ -311,15 +324,25 @@ void BM_Queue_raw_ring(benchmark::State& state) {
     const std::string msg(size, 'r');
     for (;;) ring->put(msg.data(), msg.size());
   }, &pinned);
-  std::string out;
   std::size_t bytes = 0;
   for (auto _ : state) {
-    ring->get(out);
-    bytes += out.size();
+    bytes += receive(*ring);
   }
   kill_and_reap({producer});
   if (bytes != size * state.iterations()) state.SkipWithError("wrong sizes received");
   set_counters(state, state.iterations());
+}
+
+void BM_Queue_raw_ring(benchmark::State& state) {
+  std::string out;
+  raw_stream(state, [&out](RawRing& ring) {
+    ring.get(out);
+    return out.size();
+  });
+}
+
+void BM_Queue_raw_ring_alloc(benchmark::State& state) {
+  raw_stream(state, [](RawRing& ring) { return ring.take().size(); });
 }
 
 // ---- one thread: the cost of a put+get pair without a peer --------------------------
@@ -409,6 +432,16 @@ void BM_QueueSides_raw_ring(benchmark::State& state) {
   benchmark::DoNotOptimize(bytes);
 }
 
+void BM_QueueSides_raw_ring_alloc(benchmark::State& state) {
+  const std::size_t size = static_cast<std::size_t>(state.range(0));
+  mp::internal::SharedRegion region(sizeof(RawRing));
+  auto* ring = new (region.data()) RawRing;
+  const std::string msg(size, 'r');
+  std::size_t bytes = 0;
+  sides(state, [&] { ring->put(msg.data(), msg.size()); }, [&] { bytes += ring->take().size(); });
+  benchmark::DoNotOptimize(bytes);
+}
+
 void sizes(benchmark::internal::Benchmark* b) {
   for (int s : {8, 64, 4096, 65536, 1 << 20}) b->Arg(s);
   b->UseRealTime();
@@ -419,6 +452,7 @@ void sizes(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_Queue_mp)->Name("BM_Queue/mp")->Apply(sizes);
 BENCHMARK(BM_Queue_pipe)->Name("BM_Queue/pipe")->Apply(sizes);
 BENCHMARK(BM_Queue_raw_ring)->Name("BM_Queue/raw_ring")->Apply(sizes);
+BENCHMARK(BM_Queue_raw_ring_alloc)->Name("BM_Queue/raw_ring_alloc")->Apply(sizes);
 BENCHMARK(BM_Queue_mp_2p2c)->Name("BM_Queue/mp_2p2c")->Apply(sizes);
 BENCHMARK(BM_Queue_mp_into)->Name("BM_Queue/mp_into")->Apply(sizes);
 
@@ -428,5 +462,6 @@ BENCHMARK(BM_QueuePutGet_raw_ring)->Name("BM_QueuePutGet/raw_ring")->Arg(8)->Arg
 BENCHMARK(BM_QueueSides_mp)->Name("BM_QueueSides/mp")->Arg(8)->Arg(64)->Arg(4096);
 BENCHMARK(BM_QueueSides_mp_into)->Name("BM_QueueSides/mp_into")->Arg(8)->Arg(64)->Arg(4096);
 BENCHMARK(BM_QueueSides_raw_ring)->Name("BM_QueueSides/raw_ring")->Arg(8)->Arg(64)->Arg(4096);
+BENCHMARK(BM_QueueSides_raw_ring_alloc)->Name("BM_QueueSides/raw_ring_alloc")->Arg(8)->Arg(64)->Arg(4096);
 
 BENCHMARK_MAIN();
