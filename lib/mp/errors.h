@@ -74,7 +74,9 @@ class EOFError : public Error {
 };
 
 // BrokenPipeError: a send to a peer that closed its end. mp never lets
-// SIGPIPE kill the program; the write fails with this error instead.
+// SIGPIPE kill the program; the write fails with this error instead. Also
+// a Queue put() or JoinableQueue join() without a timeout, blocked with
+// every consumer of the queue gone (mp/queue.h).
 class BrokenPipeError : public Error {
  public:
   using Error::Error;

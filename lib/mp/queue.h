@@ -391,7 +391,8 @@ class SimpleQueue {
   explicit SimpleQueue(std::size_t ring_bytes = internal::ShmChannel::kDefaultCapacity)
       : q_(0, ring_bytes) {}
 
-  // put(v) appends v (blocks only while the ring is full).
+  // put(v) appends v (blocks only while the ring is full; throws
+  // mp::BrokenPipeError as Queue::put() if every consumer is gone then).
   void put(const T& v) { q_.put(v); }
   // get() removes and returns the oldest item, blocking until there is one;
   // throws mp::EOFError as Queue::get().
