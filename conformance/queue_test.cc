@@ -978,6 +978,47 @@ TEST(Queue, PutBlockedWhenTheOnlyConsumerClosesItsQueueRaisesBrokenPipeErrorAtOn
   consumer.join();
 }
 
+TEST(Queue, EveryPutBlockedWhenTheConsumersDieRaisesBrokenPipeError) {
+  // Three blocked puts: two threads here and another process. One waits in
+  // the ring, the others for the producer lock behind it; all are told.
+  mp::Queue<int> q(1);
+  Signal got;
+  mp::Process consumer(kDaemon, [&] {
+    q.get();
+    got.notify();
+    for (;;) pause();
+  });
+  consumer.start();
+  q.put(1);
+  ASSERT_TRUE(got.wait());
+  q.put(2);
+  mp::Process other(kDaemon, [&] {
+    try {
+      q.put(30);
+    } catch (const mp::BrokenPipeError&) {
+      mp::exit(7);
+    }
+    mp::exit(1);
+  });
+  other.start();
+  BlockedPut<int> first(q, 3);
+  BlockedPut<int> second(q, 4);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(first.outcome(), BlockedPut<int>::kBlocked);
+  EXPECT_EQ(second.outcome(), BlockedPut<int>::kBlocked);
+  consumer.kill();
+  consumer.join();
+  ASSERT_TRUE(first.wait_ended());
+  ASSERT_TRUE(second.wait_ended());
+  EXPECT_EQ(first.outcome(), BlockedPut<int>::kBrokenPipe);
+  EXPECT_EQ(second.outcome(), BlockedPut<int>::kBrokenPipe);
+  other.join(10s);
+  ASSERT_FALSE(other.is_alive()) << "a put in another process was left blocked";
+  EXPECT_EQ(other.exitcode(), 7);
+  EXPECT_EQ(q.qsize(), 1u);
+  EXPECT_EQ(q.get(1s), 2);
+}
+
 TEST(Queue, StreamedPutWhoseConsumersAllDiedRaisesBrokenPipeErrorAndIsDiscardedWhole) {
   mp::Queue<std::string> q(0, 1 << 16);
   Signal got;
