@@ -524,6 +524,27 @@ TEST(ParentProcess, InTheChildHasTheParentsPidAndName) {
   p.join();
 }
 
+TEST(ParentProcess, InAGrandchildIsTheChildAndNamesNest) {
+  Channel ch;
+  mp::Process p([&ch] {
+    mp::Process grandchild([&ch] {
+      const mp::ParentProcess* parent = mp::parent_process();
+      ch.send(fmt::format("{} {} {}", parent ? parent->name() : "none",
+                          parent ? parent->pid() : 0, mp::current_process().name()));
+      mp::Process great;  // named after the grandchild
+      ch.send(great.name());
+    });
+    grandchild.start();
+    grandchild.join();
+  });
+  int n = number_of(p.name());
+  p.start();
+  EXPECT_EQ(ch.recv(), fmt::format("Process-{} {} Process-{}:1", n, *p.pid(), n));
+  EXPECT_EQ(ch.recv(), fmt::format("Process-{}:1:1", n));
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
 TEST(ParentProcess, IsAliveTurnsFalseWhenTheParentDies) {
   Channel ch;
   Signal child_ready;

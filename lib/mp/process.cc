@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -47,6 +48,10 @@ struct ChildState {
   ChildState* child_next = nullptr;
   std::shared_ptr<ChildState> self_ref;  // keeps a registered child alive
 
+  // Written by start() before the fork, for the child to point at.
+  std::string child_prefix;  // the child's name prefix, "Process-3:"
+  std::string parent_name;   // the name the child reports for its parent
+
   std::mutex mu;  // guards everything below
   std::string name;
   bool daemon = false;
@@ -72,6 +77,12 @@ int sys_pidfd_send_signal(int pidfd, int sig) {
   return static_cast<int>(syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
 }
 
+// top_name_prefix is the name prefix of a process that is not an mp child.
+const std::string& top_name_prefix() {
+  static const std::string* prefix = new std::string("Process-");  // leaked: used at exit
+  return *prefix;
+}
+
 // Globals is the per-process state of the process module (and the
 // lifecycle registry). After fork the child re-arms it (see the atfork
 // handlers below). It is page-aligned and smaller than a page, so a child
@@ -80,11 +91,16 @@ struct alignas(4096) Globals {
   internal::LifecycleState lifecycle;
   std::mutex mu;                       // guards the fields below
   pid_t pid = ::getpid();              // this process (getpid() is a syscall)
-  std::string name_prefix = "Process-";  // "Process-" or "Process-3:1:"
+  // "Process-", or in a child its ChildState's child_prefix ("Process-3:1:").
+  const std::string* name_prefix = &top_name_prefix();
   int counter = 1;                     // next Process-N number
   Process* current = nullptr;          // null: the MainProcess object
   bool daemonic = false;               // this process is a daemon child
   ChildState* children = nullptr;      // started children, maybe unreaped
+  // Set once this process has started a child: until then its end has no
+  // children to sweep, and a forked child takes no lock (each lock's code
+  // and page cost a child one more fault).
+  std::atomic<bool> started_any{false};
   ChildState* all = nullptr;           // every live ChildState
   int self_pidfd = -1;                 // a pidfd of this process, for children
   bool forking_child = false;          // Process::start is forking
@@ -109,7 +125,7 @@ Globals& globals() {
           // only their pidfds are closed here, without writing to them.
           Globals& self = globals();
           new (&self.mu) std::mutex;
-          new (&self.lifecycle.mu) std::mutex;
+          new (&self.lifecycle.mu) internal::SpinLock;
           self.lifecycle.done = false;
           pid_t parent = self.pid;
           self.pid = ::getpid();
@@ -117,6 +133,7 @@ Globals& globals() {
             if (s->creator_pid == parent && s->pidfd >= 0) ::close(s->pidfd);
           }
           self.children = nullptr;
+          self.started_any.store(false, std::memory_order_relaxed);
           // The inherited self-pidfd watches the parent: mp children keep it
           // as parent_process()'s sentinel; other forks close it.
           if (self.self_pidfd >= 0 && !self.forking_child) ::close(self.self_pidfd);
@@ -208,6 +225,7 @@ void send_signal(ChildState& s, int sig) {
 
 // Links a started child into the registry (g.mu held).
 void register_child(Globals& g, const std::shared_ptr<ChildState>& s) {
+  g.started_any.store(true, std::memory_order_release);
   s->self_ref = s;
   s->child_prev = nullptr;
   s->child_next = g.children;
@@ -257,6 +275,7 @@ std::vector<std::shared_ptr<ChildState>> sweep_children() {
 
 // CPython's _exit_function: terminate daemonic children, join the rest.
 void finalize_children() {
+  if (!globals().started_any.load(std::memory_order_acquire)) return;
   auto alive = sweep_children();
   for (auto& c : alive) {
     bool daemon;
@@ -346,7 +365,7 @@ Process::Process(ProcessOptions options) : state_(new_state()) {
   if (options.name) {
     state_->name = std::move(*options.name);
   } else {
-    state_->name = fmt::format("{}{}", g.name_prefix, n);
+    state_->name = fmt::format("{}{}", *g.name_prefix, n);
   }
   state_->daemon = options.daemon.value_or(g.daemonic);
 }
@@ -420,10 +439,13 @@ void Process::start() {
 
   // Everything the child needs is prepared here, so that the child writes
   // as few pages as possible (each costs a copy-on-write fault).
-  std::string child_prefix = g.name_prefix;
-  child_prefix += std::to_string(s.number);
-  child_prefix += ':';
-  current_process();  // create the MainProcess object here, not in each child
+  // The strings the child needs are made here, in its ChildState, for it to
+  // point at: a child that copied them would run memcpy, one more page of
+  // libc to fault in.
+  s.child_prefix = *g.name_prefix;
+  s.child_prefix += std::to_string(s.number);
+  s.child_prefix += ':';
+  s.parent_name = current_process().name();  // also creates MainProcess here, not in each child
   pid_t pid;
   try {
     pid = mp::fork();
@@ -432,7 +454,7 @@ void Process::start() {
     g.forking_child = false;
     throw;
   }
-  if (pid == 0) bootstrap_child(parent_pidfd, child_prefix);
+  if (pid == 0) bootstrap_child(parent_pidfd);
   {
     std::lock_guard lock(g.mu);
     g.forking_child = false;
@@ -449,15 +471,15 @@ void Process::start() {
   register_child(g, state_);
 }
 
-void Process::bootstrap_child(int parent_pidfd, std::string& name_prefix) {
+void Process::bootstrap_child(int parent_pidfd) {
   Globals& g = globals();
   // The child has one thread until run() starts more, and g.mu was re-armed
   // at fork: no lock is taken (a lock would touch one more page).
-  g.parent.name_ = current_process().name();
+  g.parent.name_ = &state_->parent_name;
   g.parent.pid_ = ::getppid();
   g.parent.pidfd_ = parent_pidfd;
   g.has_parent = true;
-  g.name_prefix.swap(name_prefix);
+  g.name_prefix = &state_->child_prefix;
   g.counter = 1;
   g.current = this;
   g.daemonic = state_->daemon;

@@ -203,7 +203,7 @@ class Process {
   explicit Process(MainTag);
 
   void check_not_closed() const;
-  [[noreturn]] void bootstrap_child(int parent_pidfd, std::string& name_prefix);
+  [[noreturn]] void bootstrap_child(int parent_pidfd);
   bool is_current() const;
 
   std::function<void()> target_;
@@ -214,7 +214,7 @@ class Process {
 // name and pid, and whether it is still alive (watched through a pidfd).
 class ParentProcess {
  public:
-  const std::string& name() const noexcept { return name_; }
+  const std::string& name() const noexcept { return *name_; }
   pid_t pid() const noexcept { return pid_; }
   // is_alive() turns false when the parent ends.
   bool is_alive() const;
@@ -224,7 +224,9 @@ class ParentProcess {
  private:
   friend class Process;
   friend struct ParentAccess;
-  std::string name_;
+  // Points into the ChildState the parent prepared before the fork (see
+  // Process::start), so the child copies no string.
+  const std::string* name_ = nullptr;
   pid_t pid_ = 0;
   int pidfd_ = -1;
 };

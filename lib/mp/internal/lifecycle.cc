@@ -34,25 +34,22 @@ void add_finalizer(void (*fn)(), FinalizerPhase phase) noexcept {
 
 void finalize_process() noexcept {
   LifecycleState& s = lifecycle_state();
-  // Copied to the stack, not to the heap: this runs at the end of every
-  // forked child, where each heap page written costs a fault.
-  void (*fns[LifecycleState::kMaxFinalizers])();
-  FinalizerPhase phases[LifecycleState::kMaxFinalizers];
+  // The duties are run from the registry itself, not from a copy: entries
+  // are only ever appended, so the first n stay as they are once `done` is
+  // set, and a copy (a memcpy) would pull one more page of libc into every
+  // forked child at its end (~25 us a fault here).
   std::size_t n = 0;
   {
     std::lock_guard lock(s.mu);
     if (s.done) return;
     s.done = true;
-    for (; n < s.count; ++n) {
-      fns[n] = s.fns[n];
-      phases[n] = s.phases[n];
-    }
+    n = s.count;
   }
-  for (FinalizerPhase phase : {FinalizerPhase::kThreads, FinalizerPhase::kChildren}) {
+  for (int phase = 0; phase <= static_cast<int>(FinalizerPhase::kChildren); ++phase) {
     for (std::size_t i = n; i > 0; --i) {
-      if (phases[i - 1] != phase) continue;
+      if (static_cast<int>(s.phases[i - 1]) != phase) continue;
       try {
-        fns[i - 1]();
+        s.fns[i - 1]();
       } catch (...) {
       }
     }
