@@ -25,8 +25,8 @@ namespace mp::internal {
 // kChildren duty.
 enum class FinalizerPhase : int { kThreads = 0, kChildren = 1 };
 
-// SpinLock guards LifecycleState: held only to register a duty or to copy
-// the list, so it is never held long. Its code is inline: a forked child
+// SpinLock guards LifecycleState: held only to register a duty or to mark
+// the list done, so it is never held long. Its code is inline: a forked child
 // that ends takes it, and std::mutex would pull pthread_mutex_lock's page
 // of libc into every child (one more fault, ~25 us here).
 class SpinLock {
