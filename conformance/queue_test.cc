@@ -921,18 +921,35 @@ class BlockedPut {
   std::thread t_;
 };
 
-TEST(Queue, PutBlockedOnAFullQueueWhoseConsumersAllDiedRaisesBrokenPipeError) {
-  mp::Queue<int> q(1);
-  Signal got;
-  mp::Process consumer(kDaemon, [&] {
-    EXPECT_EQ(q.get(), 1);
+// gets_once is a consumer's body: it gets one item from `q`, says so through
+// `got`, then waits to be killed (so that it counts as a consumer until then).
+template <class T>
+auto gets_once(mp::Queue<T>& q, Signal& got) {
+  return [&q, &got] {
+    q.get();
     got.notify();
     for (;;) pause();
-  });
-  consumer.start();
-  q.put(1);
-  ASSERT_TRUE(got.wait());
-  q.put(2);  // the queue is full
+  };
+}
+
+// FullWithOneConsumer: a queue of one item that a child process has got from
+// (so it counts as a consumer until it is killed), full again.
+struct FullWithOneConsumer {
+  mp::Queue<int> q{1};
+  Signal got;
+  mp::Process consumer{kDaemon, gets_once(q, got)};
+  FullWithOneConsumer() {
+    consumer.start();
+    q.put(1);
+    EXPECT_TRUE(got.wait());
+    q.put(2);  // full
+  }
+};
+
+TEST(Queue, PutBlockedOnAFullQueueWhoseConsumersAllDiedRaisesBrokenPipeError) {
+  FullWithOneConsumer full;
+  auto& q = full.q;
+  auto& consumer = full.consumer;
   BlockedPut<int> put(q, 3);
   std::this_thread::sleep_for(350ms);  // past a few liveness checks
   EXPECT_EQ(put.outcome(), BlockedPut<int>::kBlocked) << "put() ended while its consumer lived";
@@ -981,17 +998,9 @@ TEST(Queue, PutBlockedWhenTheOnlyConsumerClosesItsQueueRaisesBrokenPipeErrorAtOn
 TEST(Queue, EveryPutBlockedWhenTheConsumersDieRaisesBrokenPipeError) {
   // Three blocked puts: two threads here and another process. One waits in
   // the ring, the others for the producer lock behind it; all are told.
-  mp::Queue<int> q(1);
-  Signal got;
-  mp::Process consumer(kDaemon, [&] {
-    q.get();
-    got.notify();
-    for (;;) pause();
-  });
-  consumer.start();
-  q.put(1);
-  ASSERT_TRUE(got.wait());
-  q.put(2);
+  FullWithOneConsumer full;
+  auto& q = full.q;
+  auto& consumer = full.consumer;
   mp::Process other(kDaemon, [&] {
     try {
       q.put(30);
@@ -1022,11 +1031,7 @@ TEST(Queue, EveryPutBlockedWhenTheConsumersDieRaisesBrokenPipeError) {
 TEST(Queue, StreamedPutWhoseConsumersAllDiedRaisesBrokenPipeErrorAndIsDiscardedWhole) {
   mp::Queue<std::string> q(0, 1 << 16);
   Signal got;
-  mp::Process consumer(kDaemon, [&] {
-    q.get();
-    got.notify();
-    for (;;) pause();
-  });
+  mp::Process consumer(kDaemon, gets_once(q, got));
   consumer.start();
   q.put("first");
   ASSERT_TRUE(got.wait());
