@@ -402,44 +402,49 @@ void sides(benchmark::State& state, Put put, Get get) {
   set_counters(state, static_cast<std::int64_t>(n));
 }
 
-void BM_QueueSides_mp(benchmark::State& state) {
-  const std::size_t size = static_cast<std::size_t>(state.range(0));
+// mp_sides / raw_sides: sides() on a new mp queue / raw ring, each message
+// taken with `receive`, which returns its size (as mp_stream / raw_stream).
+template <class Receive>
+void mp_sides(benchmark::State& state, Receive receive) {
   mp::Queue<std::string> q(0, kRingBytes);
-  const std::string msg(size, 'm');
+  const std::string msg(static_cast<std::size_t>(state.range(0)), 'm');
   std::size_t bytes = 0;
-  sides(state, [&] { q.put(msg); }, [&] { bytes += q.get().size(); });
+  sides(state, [&] { q.put(msg); }, [&] { bytes += receive(q); });
   benchmark::DoNotOptimize(bytes);
+}
+
+template <class Receive>
+void raw_sides(benchmark::State& state, Receive receive) {
+  mp::internal::SharedRegion region(sizeof(RawRing));
+  auto* ring = new (region.data()) RawRing;
+  const std::string msg(static_cast<std::size_t>(state.range(0)), 'r');
+  std::size_t bytes = 0;
+  sides(state, [&] { ring->put(msg.data(), msg.size()); }, [&] { bytes += receive(*ring); });
+  benchmark::DoNotOptimize(bytes);
+}
+
+void BM_QueueSides_mp(benchmark::State& state) {
+  mp_sides(state, [](mp::Queue<std::string>& q) { return q.get().size(); });
 }
 
 void BM_QueueSides_mp_into(benchmark::State& state) {
-  const std::size_t size = static_cast<std::size_t>(state.range(0));
-  mp::Queue<std::string> q(0, kRingBytes);
-  const std::string msg(size, 'm');
   std::string out;
-  std::size_t bytes = 0;
-  sides(state, [&] { q.put(msg); }, [&] { q.get_into(out); bytes += out.size(); });
-  benchmark::DoNotOptimize(bytes);
+  mp_sides(state, [&out](mp::Queue<std::string>& q) {
+    q.get_into(out);
+    return out.size();
+  });
 }
 
 void BM_QueueSides_raw_ring(benchmark::State& state) {
-  const std::size_t size = static_cast<std::size_t>(state.range(0));
-  mp::internal::SharedRegion region(sizeof(RawRing));
-  auto* ring = new (region.data()) RawRing;
-  const std::string msg(size, 'r');
   std::string out;
-  std::size_t bytes = 0;
-  sides(state, [&] { ring->put(msg.data(), msg.size()); }, [&] { ring->get(out); bytes += out.size(); });
-  benchmark::DoNotOptimize(bytes);
+  raw_sides(state, [&out](RawRing& ring) {
+    ring.get(out);
+    return out.size();
+  });
 }
 
 void BM_QueueSides_raw_ring_alloc(benchmark::State& state) {
-  const std::size_t size = static_cast<std::size_t>(state.range(0));
-  mp::internal::SharedRegion region(sizeof(RawRing));
-  auto* ring = new (region.data()) RawRing;
-  const std::string msg(size, 'r');
-  std::size_t bytes = 0;
-  sides(state, [&] { ring->put(msg.data(), msg.size()); }, [&] { bytes += ring->take().size(); });
-  benchmark::DoNotOptimize(bytes);
+  raw_sides(state, [](RawRing& ring) { return ring.take().size(); });
 }
 
 void sizes(benchmark::internal::Benchmark* b) {
