@@ -470,6 +470,17 @@ bool retire(Registry& reg, std::atomic<pid_t>& enrolled) noexcept {
   return true;
 }
 
+// side_gone: a wait without a deadline, which slept a whole liveness slice
+// (`woken` false) or saw a retirement in `reg` (its generation moved from
+// `gen`), finds every member of `reg` gone while `ready()` still fails. The
+// condition is checked after the members, so that progress made just
+// before the last one left still counts.
+template <class Ready>
+bool side_gone(Registry& reg, std::uint32_t gen, bool woken, const Deadline& deadline,
+               Ready ready) {
+  return !deadline && (!woken || gen != reg.gen.load()) && all_gone(reg) && !ready();
+}
+
 }  // namespace
 
 void ShmChannel::retire_producer() noexcept {
@@ -573,10 +584,7 @@ struct Ring {
       const std::uint32_t gen = h->consumers.gen.load();
       const bool woken = sleep_on(h->space_seq, cond,
                                   earlier(deadline, Clock::now() + ShmChannel::kLivenessSlice));
-      if (!deadline && (!woken || gen != h->consumers.gen.load()) && !cond() &&
-          all_gone(h->consumers)) {
-        return ChannelStatus::kBrokenPipe;
-      }
+      if (side_gone(h->consumers, gen, woken, deadline, cond)) return ChannelStatus::kBrokenPipe;
     }
     return ChannelStatus::kOk;
   }
@@ -1020,8 +1028,7 @@ ChannelStatus ShmChannel::recv_bytes(std::string& out, const Deadline& deadline,
                                 earlier(deadline, Clock::now() + kLivenessSlice), hh->asymmetric);
     if (records_available(hh)) continue;
     if (cancel && cancel->load()) return ChannelStatus::kCancelled;
-    if (!deadline && (!woken || gen != hh->producers.gen.load()) && all_gone(hh->producers) &&
-        !records_available(hh)) {
+    if (side_gone(hh->producers, gen, woken, deadline, [&] { return records_available(hh); })) {
       return ChannelStatus::kEof;
     }
   }
@@ -1063,10 +1070,7 @@ ChannelStatus ShmChannel::join(const Deadline& deadline) {
         futex_wait_until(&hh->tasks_done, done, earlier(deadline, Clock::now() + kLivenessSlice));
     if (finished()) return ChannelStatus::kOk;
     if (!woken && expired(deadline)) return ChannelStatus::kTimedOut;
-    if (!deadline && (!woken || gen != hh->consumers.gen.load()) && all_gone(hh->consumers) &&
-        !finished()) {
-      return ChannelStatus::kBrokenPipe;
-    }
+    if (side_gone(hh->consumers, gen, woken, deadline, finished)) return ChannelStatus::kBrokenPipe;
   }
 }
 
