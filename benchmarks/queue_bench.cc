@@ -467,6 +467,10 @@ BENCHMARK(BM_QueuePutGet_raw_ring)->Name("BM_QueuePutGet/raw_ring")->Arg(8)->Arg
 BENCHMARK(BM_QueueSides_mp)->Name("BM_QueueSides/mp")->Arg(8)->Arg(64)->Arg(4096);
 BENCHMARK(BM_QueueSides_mp_into)->Name("BM_QueueSides/mp_into")->Arg(8)->Arg(64)->Arg(4096);
 BENCHMARK(BM_QueueSides_raw_ring)->Name("BM_QueueSides/raw_ring")->Arg(8)->Arg(64)->Arg(4096);
-BENCHMARK(BM_QueueSides_raw_ring_alloc)->Name("BM_QueueSides/raw_ring_alloc")->Arg(8)->Arg(64)->Arg(4096);
+BENCHMARK(BM_QueueSides_raw_ring_alloc)
+    ->Name("BM_QueueSides/raw_ring_alloc")
+    ->Arg(8)
+    ->Arg(64)
+    ->Arg(4096);
 
 BENCHMARK_MAIN();

@@ -708,9 +708,10 @@ TEST(Queue, ConsumersKilledAtRandomMomentsNeverTearOrDuplicateAndLoseOnlyWhatThe
   // messages (taken without a lock, claimed after the copy) and every 500th
   // streamed through the ring (reassembled under the consumer lock), while
   // the test kills a random consumer at a random moment and starts another,
-  // at least 60 times and until 2000 items went through. Each consumer records an item in shared memory right after
-  // get() returns it, so a killed consumer may take with it at most the one
-  // item it was receiving; the producer must never be left waiting.
+  // at least 60 times and until 2000 items went through. Each consumer
+  // records an item in shared memory right after get() returns it, so a
+  // killed consumer may take with it at most the one item it was
+  // receiving; the producer must never be left waiting.
   constexpr int kMaxItems = 1 << 20, kMinKills = 60, kMinItems = 2000;
   mp::Queue<std::string> q(0, 1 << 16);
   struct Shared {

@@ -168,13 +168,9 @@ class Queue {
   Queue(const Queue&) = delete;
   Queue& operator=(const Queue&) = delete;
   // The destructor retires this process as a producer and as a consumer
-  // (see close()); the
-  // shared ring lives on while any process still maps it.
+  // (see close()); the shared ring lives on while any process still maps it.
   virtual ~Queue() {
-    if (channel_.valid() && !closed_.load()) {
-      channel_.retire_producer();
-      channel_.retire_consumer();
-    }
+    if (channel_.valid() && !closed_.load()) channel_.retire();
   }
 
   // put(v) appends v, blocking while the queue (or its ring) is full.
@@ -248,8 +244,7 @@ class Queue {
   // Idempotent.
   void close() noexcept {
     if (closed_.exchange(true)) return;
-    channel_.retire_producer();
-    channel_.retire_consumer();
+    channel_.retire();
     channel_.wake_all();
   }
   // closed() tells whether close() was called through this object.

@@ -256,8 +256,9 @@ void notify_space_after_fence(Header* h) noexcept {
 // dead) and, if it is gone, takes the lock over with one CAS (the
 // EOWNERDEAD of a robust pthread mutex, without its robust-list cost: that
 // cost was half of an uncontended put+get). Nothing needs repair: a side's
-// state is its commit word, moved by one atomic operation. A pid reused by a live process delays the take-over until that
-// process exits; it cannot let two owners in. Release is one full barrier
+// state is its commit word, moved by one atomic operation. A pid reused by
+// a live process delays the take-over until that process exits; it cannot
+// let two owners in. Release is one full barrier
 // (an exchange on x86), which the caller's wake-up check needs anyway.
 constexpr std::uint32_t kOwnerMask = (1u << 22) - 1;  // pid_max <= 2^22
 constexpr std::uint32_t kGenerationOne = 1u << 22;
@@ -455,9 +456,9 @@ bool all_gone(Registry& reg) noexcept {
   return true;
 }
 
-// retire: the calling process leaves `reg` if `enrolled` says it is in it.
+// leave: the calling process leaves `reg` if `enrolled` says it is in it.
 // True if it was.
-bool retire(Registry& reg, std::atomic<pid_t>& enrolled) noexcept {
+bool leave(Registry& reg, std::atomic<pid_t>& enrolled) noexcept {
   const pid_t me = self_pid();
   if (enrolled != me) return false;  // this process never used this side through this handle
   const std::uint64_t key = member_key(me, self_start_time());
@@ -484,12 +485,17 @@ bool side_gone(Registry& reg, std::uint32_t gen, bool woken, const Deadline& dea
 }  // namespace
 
 void ShmChannel::retire_producer() noexcept {
-  if (retire(h()->producers, producer_pid_)) wake_receivers();
+  if (leave(h()->producers, producer_pid_)) wake_receivers();
+}
+
+void ShmChannel::retire() noexcept {
+  retire_producer();
+  retire_consumer();
 }
 
 void ShmChannel::retire_consumer() noexcept {
   Header* hh = h();
-  if (!retire(hh->consumers, consumer_pid_)) return;
+  if (!leave(hh->consumers, consumer_pid_)) return;
   wake_unconditionally(hh->space_seq);
   futex_wake_all(&hh->tasks_done);
 }
@@ -670,7 +676,8 @@ ChannelStatus ShmChannel::send_parts(const void* head, std::size_t head_size, co
   }
   const SideLock lock{hh->p.lock, hh->p.lock_seq, hh->asymmetric};
   if (!lock_side(lock, deadline)) return ChannelStatus::kTimedOut;
-  Unlock unlock{lock, hh, hh->asymmetric && light_fences_for(me)};  // released early when a stream is abandoned
+  // Released early when a stream is abandoned.
+  Unlock unlock{lock, hh, hh->asymmetric && light_fences_for(me)};
   const Ring r{hh, ring()};
 
   ChannelStatus st = r.wait_space([&] { return r.has_slot(); }, 0, deadline, cancel);

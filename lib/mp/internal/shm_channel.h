@@ -215,6 +215,8 @@ class ShmChannel {
   // handle (nothing happens if it never received through it). Wakes
   // blocked senders and joiners so that they can see a broken pipe.
   void retire_consumer() noexcept;
+  // retire is both: this process is done with this handle.
+  void retire() noexcept;
 
   // wake_receivers wakes every blocked receiver (they re-check their state);
   // wake_all wakes blocked senders too.
