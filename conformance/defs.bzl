@@ -5,14 +5,14 @@ def conformance_tests(srcs):
         name = src[:-len(".cc")]
         native.cc_test(
             name = name,
-            srcs = [src, "test_util.h"],
+            srcs = [src, "test_util.h", "test_main.cc"],
             size = "medium",
             # Tests fork and time things; run them alone so timeouts are fair
             # on a 2-core machine.
             tags = ["exclusive"] if name in _EXCLUSIVE else [],
             deps = [
                 "//lib/mp",
-                "@system//:gtest_main",
+                "@system//:gtest",
                 "@system//:fmt",
             ],
         )
