@@ -663,4 +663,62 @@ TEST_P(NoFreezeSupport, ChildWhoseMainReturnsIsReportedAndStartRaises) {
   EXPECT_NE(out.find("the end of main()"), std::string::npos) << out;
 }
 
+// ------------------------------------------------------------ Pool
+
+int square(int x) { return x * x; }
+int g_initialized = 0;
+void init_worker() { g_initialized = 41; }
+int initialized_plus(int x) { return g_initialized + x; }
+int fail_on_three(int x) {
+  if (x == 3) throw std::invalid_argument("three");
+  return x;
+}
+int die_on_seven(int x) {
+  if (x == 7) ::raise(SIGKILL);
+  return x;
+}
+std::string worker_name(int) { return mp::current_process().name(); }
+
+TEST_P(StartMethod, PoolMapApplyAndErrors) {
+  mp::Pool pool = ctx().Pool(2);
+  std::vector<int> in{1, 2, 3, 4, 5, 6, 7, 8};
+  EXPECT_EQ(pool.map(square, in), (std::vector<int>{1, 4, 9, 16, 25, 36, 49, 64}));
+  EXPECT_EQ(pool.apply(square, 9), 81);
+  auto r = pool.apply_async([](int a, int b) { return a + b; }, 2, 3);
+  EXPECT_EQ(r.get(), 5);
+  EXPECT_THROW(pool.apply(fail_on_three, 3), std::invalid_argument);
+  EXPECT_EQ(pool.apply(worker_name, 0).rfind("PoolWorker-", 0), 0u);
+  pool.close();
+  pool.join();
+}
+
+TEST_P(StartMethod, PoolInitializerFunctionRunsInEachWorker) {
+  mp::PoolOptions o;
+  o.processes = 2;
+  o.initializer = init_worker;
+  mp::Pool pool = ctx().Pool(o);
+  EXPECT_EQ(pool.map(initialized_plus, std::vector<int>{1, 1, 1}), (std::vector<int>{42, 42, 42}));
+}
+
+TEST_P(StartMethod, PoolLostWorkerFailsItsTaskAndIsReplaced) {
+  mp::PoolOptions o;
+  o.processes = 2;
+  o.maxtasksperchild = 3;
+  mp::Pool pool = ctx().Pool(o);
+  EXPECT_THROW(pool.apply(die_on_seven, 7), mp::WorkerLostError);
+  std::vector<int> in(20);
+  for (int i = 0; i < 20; ++i) in[i] = i == 7 ? 8 : i;
+  auto out = pool.map(die_on_seven, in, 1);
+  EXPECT_EQ(out, in);
+}
+
+TEST(StartMethods, PoolClosureInitializerWithSpawnRaisesValueError) {
+  int n = 3;
+  mp::PoolOptions o;
+  o.processes = 1;
+  o.initializer = [n] { (void)n; };
+  EXPECT_THROW(mp::get_context("spawn").Pool(o), mp::ValueError);
+  EXPECT_THROW(mp::get_context("forkserver").Pool(o), mp::ValueError);
+}
+
 }  // namespace

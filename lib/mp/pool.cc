@@ -122,6 +122,15 @@ internal::pool::CoreOptions core_options(const PoolOptions& o) {
     c.max_tasks = static_cast<std::uint64_t>(*o.maxtasksperchild);
   }
   c.initializer = o.initializer;
+  c.start_method = o.start_method ? internal::parse_start_method(*o.start_method)
+                                  : internal::default_start_method();
+  if (c.start_method != internal::StartMethod::kFork && c.initializer &&
+      !c.initializer.target<void (*)()>()) {
+    throw ValueError(fmt::format(
+        "Pool: with the {} start method the initializer must be a plain function (void(*)()): "
+        "a closure cannot reach a worker that is not a fork of this process",
+        internal::start_method_name(c.start_method)));
+  }
   c.task_buffer = o.task_buffer_bytes;
   c.result_buffer = o.result_buffer_bytes;
   return c;

@@ -327,7 +327,7 @@ Fn read_fn(Decoder& d) {
   if constexpr (is_fnptr<Fn>) {
     Fn fn;
     d.read_raw(&fn, sizeof fn);
-    return fn;
+    return internal::relocate(fn);  // identity unless the worker was spawned
   } else {
     return Fn{};
   }

@@ -15,7 +15,9 @@
 
 #include "mp/codec.h"
 #include "mp/errors.h"
+#include "mp/internal/modules.h"
 #include "mp/internal/pool_worker.h"
+#include "mp/internal/travel.h"
 #include "mp/pool.h"
 
 namespace mp::internal::pool {
@@ -39,14 +41,73 @@ std::string describe_exit(int code) {
   return fmt::format("exited with code {}", code);
 }
 
+// WorkerStart is what a worker that is not a fork of the pool gets (the
+// forkserver and spawn start methods): the channels' region, which travels as
+// its memfd, and plain numbers.
+struct WorkerStart {
+  std::shared_ptr<SharedRegion> region;
+  Layout layout{};
+  std::uint64_t slot = 0;
+  std::uint64_t max_tasks = 0;
+  std::uint64_t initializer = 0;  // the pool's address of a void() function, or 0
+  std::int32_t parent = 0;
+};
+
+}  // namespace
+}  // namespace mp::internal::pool
+
+template <>
+struct mp::codec_traits<mp::internal::pool::WorkerStart> {
+  using W = mp::internal::pool::WorkerStart;
+  static void encode(Encoder& e, const W& w) {
+    mp::internal::write_region(e, *w.region, "a Pool's channels");
+    e.write_raw(&w.layout, sizeof w.layout);
+    e.write(w.slot);
+    e.write(w.max_tasks);
+    e.write(w.initializer);
+    e.write(w.parent);
+  }
+  static W decode(Decoder& d) {
+    W w;
+    w.region = mp::internal::read_shared_region(d, 1);
+    d.read_raw(&w.layout, sizeof w.layout);
+    w.slot = d.read<std::uint64_t>();
+    w.max_tasks = d.read<std::uint64_t>();
+    w.initializer = d.read<std::uint64_t>();
+    w.parent = d.read<std::int32_t>();
+    if (w.layout.total() > w.region->size() || w.slot >= w.layout.slots) {
+      throw CodecError("mp codec: a Pool worker's channels do not fit their region");
+    }
+    return w;
+  }
+};
+
+namespace mp::internal::pool {
+namespace {
+
+void worker_entry(WorkerStart start) {
+  static std::function<void()>* init = new std::function<void()>;  // lives with the worker
+  if (start.initializer) {
+    *init = relocate(reinterpret_cast<void (*)()>(static_cast<std::uintptr_t>(start.initializer)));
+  }
+  WorkerConfig cfg;
+  cfg.channels.base = start.region->as<char>();
+  cfg.channels.layout = start.layout;
+  cfg.slot = start.slot;
+  cfg.max_tasks = start.max_tasks;
+  cfg.initializer = init;
+  cfg.parent = start.parent;
+  worker_main(cfg);
+}
+
 }  // namespace
 
 PoolCore::PoolCore(CoreOptions options) : options_(std::move(options)), owner_pid_(::getpid()) {
   ch_.layout.task_capacity = pow2_at_least(options_.task_buffer, 4096);
   ch_.layout.result_capacity = pow2_at_least(options_.result_buffer, 4096);
   ch_.layout.slots = static_cast<std::size_t>(options_.processes);
-  region_ = SharedRegion(ch_.layout.total());
-  ch_.base = region_.as<char>();
+  region_ = std::make_shared<SharedRegion>(ch_.layout.total());
+  ch_.base = region_->as<char>();
   new (ch_.control()) PoolControl();
   for (std::size_t i = 0; i < ch_.layout.slots; ++i) new (ch_.result_control(i)) ResultControl();
   slots_.resize(ch_.layout.slots);
@@ -90,7 +151,26 @@ void PoolCore::spawn_locked(std::size_t slot) {
   cfg.initializer = &options_.initializer;
   cfg.parent = ::getpid();
   s.name = fmt::format("PoolWorker-{}", ++worker_counter_);
-  Process p(ProcessOptions{s.name, true}, [cfg] { worker_main(cfg); });
+  std::optional<Process> made;
+  if (options_.start_method == StartMethod::kFork) {
+    made.emplace(ProcessOptions{s.name, true, "fork"}, [cfg] { worker_main(cfg); });
+  } else {
+    // The worker is not a fork of this process: it gets the channels' region
+    // and the initializer's address as data (internal/travel.h, modules.h).
+    WorkerStart start;
+    start.region = region_;
+    start.layout = ch_.layout;
+    start.slot = slot;
+    start.max_tasks = options_.max_tasks;
+    if (options_.initializer) {
+      start.initializer =
+          reinterpret_cast<std::uintptr_t>(*options_.initializer.target<void (*)()>());
+    }
+    start.parent = ::getpid();
+    made.emplace(ProcessOptions{s.name, true, std::string(start_method_name(options_.start_method))},
+                 worker_entry, start);
+  }
+  Process& p = *made;
   p.start();
   s.pid = p.pid().value_or(0);
   s.process.emplace(std::move(p));

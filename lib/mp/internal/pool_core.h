@@ -29,6 +29,7 @@
 #include "mp/internal/futex.h"
 #include "mp/internal/pool_channel.h"
 #include "mp/internal/shm.h"
+#include "mp/internal/start.h"
 #include "mp/process.h"
 
 namespace mp::internal::pool {
@@ -54,6 +55,7 @@ class JobBase {
 
 struct CoreOptions {
   int processes = 1;
+  StartMethod start_method = StartMethod::kFork;
   std::function<void()> initializer;
   std::uint64_t max_tasks = 0;  // 0: unlimited
   std::size_t task_buffer = 1 << 20;
@@ -150,7 +152,7 @@ class PoolCore {
   std::size_t outstanding_locked() const { return outstanding_; }
 
   CoreOptions options_;
-  SharedRegion region_;
+  std::shared_ptr<SharedRegion> region_;
   Channels ch_;
   const pid_t owner_pid_;
 

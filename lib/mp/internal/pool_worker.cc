@@ -14,6 +14,7 @@
 #include "mp/codec.h"
 #include "mp/errors.h"
 #include "mp/internal/futex.h"
+#include "mp/internal/modules.h"
 
 namespace mp::internal::pool {
 namespace {
@@ -48,7 +49,7 @@ class Worker {
     for (;;) {
       TaskHeader* h = wait_task();
       if (!h) return;
-      const auto tramp = reinterpret_cast<Trampoline>(h->trampoline);
+      const auto tramp = relocate(reinterpret_cast<Trampoline>(h->trampoline));
       const std::string_view payload(reinterpret_cast<const char*>(h) + kTaskHeader, h->payload_len);
       const std::uint64_t seq = h->seq;
       out.clear();
