@@ -10,6 +10,7 @@ def conformance_tests(srcs):
             # Tests fork and time things; run them alone so timeouts are fair
             # on a 2-core machine.
             tags = ["exclusive"] if name in _EXCLUSIVE else [],
+            data = _DATA.get(name, []),
             deps = [
                 "//lib/mp",
                 "@system//:gtest",
@@ -18,3 +19,8 @@ def conformance_tests(srcs):
         )
 
 _EXCLUSIVE = []
+
+# Helper programs a suite runs (found under the test's runfiles).
+_DATA = {
+    "start_methods_test": ["//conformance:no_freeze_support"],
+}

@@ -390,3 +390,14 @@ TEST(SharedMemory, NoSegmentOfThisProcessIsLeftBehind) {
 }
 
 }  // namespace
+
+// A copy of an Array (even of a non-const one, which is also a range) is a
+// handle to the same shared elements, as a copy of a Value is: it must not
+// pick the range constructor and make a new array.
+TEST(Array, CopyOfANonConstArraySharesItsElements) {
+  mp::Array<int> a(4);
+  mp::Array<int> b(a);
+  b[2] = 42;
+  EXPECT_EQ(a[2], 42);
+  EXPECT_EQ(a.data(), b.data());
+}

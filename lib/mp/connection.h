@@ -101,6 +101,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <concepts>
@@ -118,6 +119,7 @@
 
 #include "mp/codec.h"
 #include "mp/errors.h"
+#include "mp/internal/travel.h"
 
 namespace mp {
 
@@ -354,5 +356,29 @@ inline std::vector<WaitObject> wait(std::initializer_list<WaitObject> objects, T
 // wait(connections, timeout) is wait() for a list of Connections, returning
 // the ready ones.
 std::vector<Connection*> wait(std::span<Connection* const> connections, Timeout timeout = std::nullopt);
+
+// Travelling (mp/context.h): a Connection passed to a child of any start
+// method (as std::ref(conn): it is move-only) arrives as a duplicate of the
+// same socket or pipe end, with the same directions. Its encoding carries
+// the fd, so it travels only as a start argument.
+template <>
+struct codec_traits<Connection> {
+  static void encode(Encoder& e, const Connection& c) {
+    internal::write_fd(e, c.fileno(), "mp::Connection");
+    e.write(c.readable());
+    e.write(c.writable());
+  }
+  static Connection decode(Decoder& d) {
+    int fd = internal::read_fd(d);
+    bool r = d.read<bool>();
+    bool w = d.read<bool>();
+    try {
+      return Connection(fd, r, w);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+  }
+};
 
 }  // namespace mp

@@ -66,8 +66,9 @@ pid_t fork() {
     int threads = thread_count();
     if (threads > 1 && !g_fork_warned.exchange(true)) {
       std::fputs(fmt::format("mp: warning: process {} is multi-threaded ({} threads); "
-                             "fork() may lead to deadlocks in the child "
-                             "(mp::set_fork_warning(false) silences this)\n",
+                             "fork() may lead to deadlocks in the child; use the "
+                             "forkserver start method instead (mp::set_start_method(\"forkserver\"), "
+                             "mp/context.h) or mp::set_fork_warning(false) to silence this\n",
                              ::getpid(), threads)
                      .c_str(),
                  stderr);

@@ -181,6 +181,9 @@ struct PoolOptions {
   std::size_t task_buffer_bytes = 1 << 20;
   // result_buffer_bytes: per-worker result ring; larger results stream.
   std::size_t result_buffer_bytes = 256 << 10;
+  // start_method: how workers start, "fork", "forkserver" or "spawn"
+  // (default: mp::get_start_method(); mp/context.h).
+  std::optional<std::string> start_method;
 };
 
 // Callbacks for the *_async calls: `callback(value)` on success (no

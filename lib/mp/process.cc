@@ -21,6 +21,9 @@
 
 #include "mp/errors.h"
 #include "mp/internal/lifecycle.h"
+#include "mp/internal/modules.h"
+#include "mp/internal/start.h"
+#include "mp/internal/travel.h"
 #include "mp/os.h"
 
 namespace mp {
@@ -59,6 +62,9 @@ struct ChildState {
   bool closed = false;
   pid_t pid = 0;
   int pidfd = -1;
+  // A forkserver child: the server writes its wait status here when it
+  // reaps it (the child is not ours to waitpid).
+  int status_fd = -1;
   std::optional<int> exitcode;
 };
 
@@ -131,6 +137,7 @@ Globals& globals() {
           self.pid = ::getpid();
           for (ChildState* s = self.all; s; s = s->all_next) {
             if (s->creator_pid == parent && s->pidfd >= 0) ::close(s->pidfd);
+            if (s->creator_pid == parent && s->status_fd >= 0) ::close(s->status_fd);
           }
           self.children = nullptr;
           self.started_any.store(false, std::memory_order_relaxed);
@@ -199,6 +206,19 @@ std::optional<int> reap(ChildState& s, bool block,
   }
   std::lock_guard lock(s.mu);
   if (s.exitcode) return s.exitcode;
+  if (s.status_fd >= 0) {
+    // The forkserver reaps its children and writes the status right after;
+    // if it died first, the status is lost.
+    int status = 0;
+    ssize_t r;
+    do {
+      r = ::read(s.status_fd, &status, sizeof status);
+    } while (r < 0 && errno == EINTR);
+    s.exitcode = r == sizeof status ? exitcode_from_wait_status(status) : 255;
+    ::close(s.status_fd);
+    s.status_fd = -1;
+    return s.exitcode;
+  }
   int status = 0;
   pid_t rc;
   do {
@@ -342,6 +362,7 @@ ChildState::ChildState() : creator_pid(current_pid()) {
 ChildState::~ChildState() {
   Globals& g = globals();
   if (creator_pid == g.pid && pidfd >= 0) ::close(pidfd);
+  if (creator_pid == g.pid && status_fd >= 0) ::close(status_fd);
   std::lock_guard lock(g.mu);
   if (all_prev) all_prev->all_next = all_next;
   else g.all = all_next;
@@ -368,6 +389,9 @@ Process::Process(ProcessOptions options) : state_(new_state()) {
     state_->name = fmt::format("{}{}", *g.name_prefix, n);
   }
   state_->daemon = options.daemon.value_or(g.daemonic);
+  if (options.start_method) {
+    start_method_ = static_cast<int>(internal::parse_start_method(*options.start_method));
+  }
 }
 
 Process::Process(MainTag) : state_(new_state()) {
@@ -395,11 +419,16 @@ Process::~Process() {
 }
 
 Process::Process(Process&& other) noexcept
-    : target_(std::move(other.target_)), state_(std::move(other.state_)) {}
+    : target_(std::move(other.target_)),
+      state_(std::move(other.state_)),
+      write_task_(std::move(other.write_task_)),
+      start_method_(other.start_method_) {}
 
 Process& Process::operator=(Process&& other) noexcept {
   target_ = std::move(other.target_);
   state_ = std::move(other.state_);
+  write_task_ = std::move(other.write_task_);
+  start_method_ = other.start_method_;
   return *this;
 }
 
@@ -425,6 +454,15 @@ void Process::start() {
     }
   }
   if (g.daemonic) throw RuntimeError("daemonic processes are not allowed to have children");
+  if (internal::start_pending()) internal::refuse_start_while_pending("Process::start()");
+
+  internal::fix_default_start_method();
+  auto method = start_method_ >= 0 ? static_cast<internal::StartMethod>(start_method_)
+                                   : internal::default_start_method();
+  if (method != internal::StartMethod::kFork) {
+    start_elsewhere(static_cast<int>(method));
+    return;
+  }
 
   sweep_children();
   internal::add_finalizer(finalize_children);
@@ -471,6 +509,59 @@ void Process::start() {
   register_child(g, state_);
 }
 
+void Process::start_elsewhere(int method_number) {
+  auto method = static_cast<internal::StartMethod>(method_number);
+  std::string_view method_name = internal::start_method_name(method);
+  if (typeid(*this) != typeid(Process)) {
+    throw ValueError(fmt::format(
+        "a Process subclass ({}) can start only with the fork start method: under {} the child is "
+        "a new image that cannot rebuild the object; give a Process a target function instead",
+        demangle(typeid(*this).name()), method_name));
+  }
+  if (!write_task_) {
+    throw ValueError(fmt::format(
+        "this Process's target cannot start with the {} start method: it must be a function or "
+        "a lambda without captures, with arguments that mp/codec.h can encode (or mp's shared "
+        "objects); a closure runs only in a fork of its creator",
+        method_name));
+  }
+  Globals& g = globals();
+  ChildState& s = *state_;
+  sweep_children();
+  internal::add_finalizer(finalize_children);
+
+  internal::StartRequest request;
+  std::vector<int> fds;
+  {
+    internal::TravelScope scope(fds);
+    Encoder e(request.task);
+    request.launcher = write_task_(e);
+  }
+  {
+    std::lock_guard lock(g.mu);
+    request.child_prefix = *g.name_prefix;
+  }
+  request.child_prefix += std::to_string(s.number);
+  request.child_prefix += ':';
+  request.name = s.name;
+  request.parent_name = current_process().name();
+  request.parent_pid = current_pid();
+  request.daemon = s.daemon;
+  request.number = s.number;
+  request.module_map = internal::module_map();
+
+  internal::StartedChild child = internal::start_child(method, request, fds);
+  {
+    std::lock_guard lock(s.mu);
+    s.started = true;
+    s.pid = child.pid;
+    s.pidfd = child.pidfd;
+    s.status_fd = child.status_fd;
+  }
+  std::lock_guard lock(g.mu);
+  register_child(g, state_);
+}
+
 void Process::bootstrap_child(int parent_pidfd) {
   Globals& g = globals();
   // The child has one thread until run() starts more, and g.mu was re-armed
@@ -483,7 +574,10 @@ void Process::bootstrap_child(int parent_pidfd) {
   g.counter = 1;
   g.current = this;
   g.daemonic = state_->daemon;
+  run_and_exit();
+}
 
+void Process::run_and_exit() {
   int code = 0;
   try {
     run();
@@ -710,6 +804,51 @@ std::vector<ChildProcess> active_children() {
   std::vector<ChildProcess> out;
   for (auto& s : sweep_children()) out.push_back(ChildProcess(s));
   return out;
+}
+
+// --------------------------------------------- a spawn or forkserver child
+
+void internal::run_started_child(const StartRequest& request, std::vector<int>& fds,
+                                 int channel) {
+  std::function<void()> task;
+  try {
+    set_current_relocator(Relocator(request.module_map));
+    auto launcher = relocate(reinterpret_cast<Launcher>(static_cast<std::uintptr_t>(request.launcher)));
+    TravelScope scope(fds);
+    Decoder d(request.task);
+    task = launcher(d);
+    d.expect_end();
+  } catch (const std::exception& e) {
+    send_reply(channel, false,
+               fmt::format("mp: the child '{}' could not rebuild its task: {}", request.name,
+                           e.what()));
+    ::_exit(1);
+  }
+  for (int fd : fds) ::close(fd);
+  fds.clear();
+
+  Globals& g = globals();
+  auto* self = new Process(ProcessOptions{request.name, request.daemon, std::nullopt});
+  self->state_->number = request.number;
+  self->state_->started = true;
+  self->state_->pid = current_pid();
+  self->target_ = std::move(task);
+  auto* parent_name = new std::string(request.parent_name);
+  auto* prefix = new std::string(request.child_prefix);
+  {
+    std::lock_guard lock(g.mu);
+    g.parent.name_ = parent_name;
+    g.parent.pid_ = request.parent_pid;
+    g.parent.pidfd_ = sys_pidfd_open(request.parent_pid);
+    g.has_parent = true;
+    g.name_prefix = prefix;
+    g.counter = 1;
+    g.daemonic = request.daemon;
+  }
+  g.current = self;
+  send_reply(channel, true, "running");
+  ::close(channel);
+  self->run_and_exit();
 }
 
 }  // namespace mp

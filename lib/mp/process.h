@@ -1,9 +1,12 @@
 // mp/process.h — Process, current_process(), parent_process(),
-// active_children(): CPython's multiprocessing.Process on fork().
+// active_children(): CPython's multiprocessing.Process, with its three start
+// methods (mp/context.h says when to pick which).
 //
-// A Process runs a target — any callable with arguments, lambdas with
-// captures included — in a child created by fork(): the child sees the
-// parent's memory as of start(), and from then on the two are separate.
+// A Process runs a target with arguments in a child. With the fork start
+// method (the default) the target is any callable, lambdas with captures
+// included, and the child sees the parent's memory as of start(); from then
+// on the two are separate. With forkserver and spawn the child is not a
+// fork of the caller, so the target must be data (see "Start methods").
 //
 //   void download(const std::string& file);
 //   mp::Process p(download, "a.pdf");
@@ -45,6 +48,37 @@
 //     Process object was destroyed while the child still ran (the child is
 //     then owned by mp's registry of children).
 //
+// Start methods (ProcessOptions::start_method, or mp::Context::Process, or
+// the default from mp::set_start_method; mp/context.h):
+//   * fork: as above. Nothing is encoded.
+//   * forkserver, spawn: the target must be a function or a stateless
+//     callable (a lambda without captures), and every argument encodable by
+//     mp/codec.h or one of mp's shareable objects (Queue, Lock, Event, Value,
+//     Connection, ...). Pass a move-only object (Queue, Connection,
+//     SharedMemory) as std::ref(obj): the child gets its own handle to the
+//     same object and the target takes it by reference. Arguments are
+//     encoded at start(), not at construction. A target that cannot travel
+//     (a closure) compiles for fork only: start() with another method raises
+//     mp::ValueError saying so; mp::Context::Process rejects it at compile
+//     time.
+//   * start() under forkserver and spawn returns once the child has rebuilt
+//     its target and is about to run it; if it cannot (a function in a
+//     library the child did not load, a program whose main() does not call
+//     mp::freeze_support(), a different build of the executable),
+//     start() raises mp::ProcessError with the child's reason and nothing
+//     keeps running.
+//   * A Process subclass (an override of run()) starts with fork only: its
+//     object lives in the parent's memory, and C++ cannot rebuild an
+//     arbitrary derived object in another image. start() with another method
+//     raises mp::ValueError; use a target function there.
+//   * Everything else in this contract (names, pid, exitcode, join, sentinel,
+//     terminate/kill, daemon, parent_process, active_children, no zombies)
+//     holds under every method. A forkserver child is the server's child in
+//     the kernel's eyes; the server reaps it and reports its wait status to
+//     the parent, which gives the exact exitcode (-9 after SIGKILL), and the
+//     sentinel is a pidfd of the child itself. If the server was killed, a
+//     child ending after that reports exitcode 255 (its status is lost).
+//
 // Where mp differs from CPython, and why:
 //   * Misuse raises mp::RuntimeError (CPython raises AssertionError from
 //     `assert`): start twice, join before start, join of the current
@@ -74,6 +108,10 @@
 
 #include <fmt/format.h>
 
+#include "mp/codec.h"
+#include "mp/internal/start.h"
+#include "mp/internal/task.h"
+
 namespace mp {
 
 namespace internal {
@@ -86,6 +124,9 @@ struct ChildState;
 struct ProcessOptions {
   std::optional<std::string> name;
   std::optional<bool> daemon;
+  // start_method: "fork", "forkserver" or "spawn"; default: the process-wide
+  // default (mp::set_start_method). An unknown name raises mp::ValueError.
+  std::optional<std::string> start_method;
 };
 
 // ChildProcess is a handle to a started child: what active_children()
@@ -138,10 +179,16 @@ class Process {
   template <class F, class... Args>
     requires std::invocable<std::decay_t<F>&, std::decay_t<Args>&...>
   Process(ProcessOptions options, F&& target, Args&&... args) : Process(std::move(options)) {
-    target_ = [f = std::decay_t<F>(std::forward<F>(target)),
-               tup = std::make_tuple(std::decay_t<Args>(std::forward<Args>(args))...)]() mutable {
-      std::apply(f, tup);
-    };
+    using Fn = std::decay_t<F>;
+    using Tuple = std::tuple<std::decay_t<Args>...>;
+    auto task = std::make_shared<std::pair<Fn, Tuple>>(std::forward<F>(target),
+                                                       Tuple(std::forward<Args>(args)...));
+    target_ = [task] { std::apply(task->first, task->second); };
+    if constexpr (internal::Travels<Fn, std::decay_t<Args>...>) {
+      write_task_ = [task](Encoder& e) {
+        return internal::write_task(e, task->first, task->second);
+      };
+    }
   }
 
   virtual ~Process();
@@ -204,9 +251,15 @@ class Process {
 
   void check_not_closed() const;
   [[noreturn]] void bootstrap_child(int parent_pidfd);
+  [[noreturn]] void run_and_exit();
+  void start_elsewhere(int method);
   bool is_current() const;
+  friend void internal::run_started_child(const internal::StartRequest&, std::vector<int>&, int);
 
   std::function<void()> target_;
+  // The target as data (see "Start methods"); empty for a closure.
+  std::function<std::uintptr_t(Encoder&)> write_task_;
+  int start_method_ = -1;  // internal::StartMethod; -1: the default
   std::shared_ptr<internal::ChildState> state_;  // null only when moved from
 };
 
@@ -224,6 +277,7 @@ class ParentProcess {
  private:
   friend class Process;
   friend struct ParentAccess;
+  friend void internal::run_started_child(const internal::StartRequest&, std::vector<int>&, int);
   // Points into the ChildState the parent prepared before the fork (see
   // Process::start), so the child copies no string.
   const std::string* name_ = nullptr;

@@ -111,6 +111,7 @@
 #include "mp/errors.h"
 #include "mp/internal/futex.h"
 #include "mp/internal/shm_channel.h"
+#include "mp/internal/travel.h"
 
 namespace mp {
 
@@ -373,6 +374,11 @@ class Queue {
     }
   }
 
+  template <class>
+  friend struct codec_traits;
+  Queue(internal::ShmChannel channel, long long maxsize)
+      : channel_(std::move(channel)), maxsize_(maxsize) {}
+
   internal::ShmChannel channel_;
   long long maxsize_;
   std::atomic<bool> closed_{false};  // this process's handle was closed
@@ -399,6 +405,8 @@ class SimpleQueue {
   void close() noexcept { q_.close(); }
 
  private:
+  friend struct codec_traits<SimpleQueue>;
+  explicit SimpleQueue(Queue<T> q) : q_(std::move(q)) {}
   Queue<T> q_;
 };
 
@@ -444,6 +452,46 @@ class JoinableQueue : public Queue<T> {
 
   // unfinished_tasks() is the number of items put and not yet task_done().
   std::size_t unfinished_tasks() noexcept { return this->channel().unfinished_tasks(); }
+
+ private:
+  friend struct codec_traits<JoinableQueue>;
+  explicit JoinableQueue(Queue<T>&& q) : Queue<T>(std::move(q)) {}
+};
+
+// Travelling (mp/context.h): a queue passed to a child of any start method
+// (as std::ref(q): queues are move-only) arrives as a handle to the same
+// ring. The child registers as a producer or consumer at its first put or
+// get, as a forked child does, so EOF and broken-pipe detection and every
+// promise above hold for it. The encoding carries the ring's fd, so a queue
+// travels only as a start argument, not through another queue or a pipe.
+template <class T>
+struct codec_traits<Queue<T>> {
+  static void encode(Encoder& e, const Queue<T>& q) {
+    if (q.closed_.load()) throw ValueError("mp::Queue: a closed queue cannot travel");
+    internal::write_region(e, q.channel_.region(), "mp::Queue");
+    e.write(q.maxsize_);
+  }
+  static Queue<T> decode(Decoder& d) {
+    auto channel = internal::ShmChannel::attach(internal::read_region(d, 1));
+    auto maxsize = d.read<long long>();
+    return Queue<T>(std::move(channel), maxsize);
+  }
+};
+
+template <class T>
+struct codec_traits<SimpleQueue<T>> {
+  static void encode(Encoder& e, const SimpleQueue<T>& q) { e.write(q.q_); }
+  static SimpleQueue<T> decode(Decoder& d) { return SimpleQueue<T>(d.read<Queue<T>>()); }
+};
+
+template <class T>
+struct codec_traits<JoinableQueue<T>> {
+  static void encode(Encoder& e, const JoinableQueue<T>& q) {
+    codec_traits<Queue<T>>::encode(e, q);
+  }
+  static JoinableQueue<T> decode(Decoder& d) {
+    return JoinableQueue<T>(codec_traits<Queue<T>>::decode(d));
+  }
 };
 
 }  // namespace mp

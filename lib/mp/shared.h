@@ -141,6 +141,10 @@ class Value {
   }
 
  private:
+  friend struct codec_traits<Value>;
+  Value(std::shared_ptr<internal::SharedRegion> region, L lock)
+      : region_(std::move(region)), value_(static_cast<T*>(region_->data())),
+        lock_(std::move(lock)) {}
   auto locked() const { return internal::hold(lock_); }
 
   std::shared_ptr<internal::SharedRegion> region_;
@@ -168,9 +172,12 @@ class Array {
   // Array(n, lock) is n zero-filled elements.
   explicit Array(std::size_t n, L lock = L()) : lock_(std::move(lock)) { allocate(n); }
 
-  // Array(range, lock) copies the elements of `range`.
+  // Array(range, lock) copies the elements of `range` into a new array.
+  // (Copying an Array itself copies the handle: both refer to the same
+  // shared elements, whatever its constness.)
   template <std::ranges::input_range R>
-    requires std::convertible_to<std::ranges::range_reference_t<R>, T>
+    requires std::convertible_to<std::ranges::range_reference_t<R>, T> &&
+             (!std::is_base_of_v<Array, std::remove_cvref_t<R>>)
   explicit Array(R&& range, L lock = L()) : lock_(std::move(lock)) {
     if constexpr (std::ranges::sized_range<R> && std::ranges::forward_range<R>) {
       allocate(static_cast<std::size_t>(std::ranges::size(range)));
@@ -229,6 +236,10 @@ class Array {
     size_ = n;
   }
   auto locked() const { return internal::hold(lock_); }
+  friend struct codec_traits<Array>;
+  Array(std::shared_ptr<internal::SharedRegion> region, std::size_t n, L lock)
+      : region_(std::move(region)), data_(static_cast<T*>(region_->data())), size_(n),
+        lock_(std::move(lock)) {}
 
   std::shared_ptr<internal::SharedRegion> region_;
   T* data_ = nullptr;
@@ -309,6 +320,49 @@ class SharedMemory {
   pid_t owner_pid_ = 0;  // the process whose destruction of this handle unlinks
   bool unlink_on_destroy_ = false;
   bool unlinked_ = false;
+};
+
+// Travelling (mp/context.h): a Value or an Array passed to a child of any
+// start method arrives as a handle to the same shared memory and the same
+// lock. A SharedMemory travels by name (anywhere: it is named), and the
+// copy attaches to the segment without unlinking it.
+template <class T, class L>
+struct codec_traits<Value<T, L>> {
+  static void encode(Encoder& e, const Value<T, L>& v) {
+    internal::write_region(e, *v.region_, "mp::Value");
+    e.write(v.lock_);
+  }
+  static Value<T, L> decode(Decoder& d) {
+    auto region = internal::read_shared_region(d, sizeof(T));
+    L lock = d.read<L>();
+    return Value<T, L>(std::move(region), std::move(lock));
+  }
+};
+
+template <class T, class L>
+struct codec_traits<Array<T, L>> {
+  static void encode(Encoder& e, const Array<T, L>& a) {
+    internal::write_region(e, *a.region_, "mp::Array");
+    e.write_size(a.size_);
+    e.write(a.lock_);
+  }
+  static Array<T, L> decode(Decoder& d) {
+    auto region = internal::read_shared_region(d, 1);
+    std::uint64_t n;
+    d.read_raw(&n, sizeof n);
+    if (n > region->size() / sizeof(T)) {
+      throw CodecError(fmt::format("mp codec: an Array of {} elements in a {}-byte region", n,
+                                   region->size()));
+    }
+    L lock = d.read<L>();
+    return Array<T, L>(std::move(region), static_cast<std::size_t>(n), std::move(lock));
+  }
+};
+
+template <>
+struct codec_traits<SharedMemory> {
+  static void encode(Encoder& e, const SharedMemory& m) { e.write(m.name()); }
+  static SharedMemory decode(Decoder& d) { return SharedMemory::attach(d.read<std::string>()); }
 };
 
 }  // namespace mp

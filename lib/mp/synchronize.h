@@ -71,10 +71,14 @@
 #include "mp/internal/futex.h"
 #include "mp/internal/shm.h"
 #include "mp/internal/sync_mutex.h"
+#include "mp/internal/modules.h"
+#include "mp/internal/travel.h"
 
 namespace mp {
 
 class Condition;
+class BoundedSemaphore;
+class Barrier;
 
 namespace internal {
 
@@ -159,6 +163,8 @@ class Lock : public internal::LockOps<Lock> {
  public:
   // Lock() creates an unlocked lock.
   Lock() : mutex_(false) {}
+  // A Lock is a handle: copies (and the copies a child of any start method
+  // gets, mp/context.h) lock the same lock.
 
   // acquire(), acquire(false), acquire(timeout), try_acquire() and the
   // Lockable / TimedLockable names: see internal::LockOps above. The holder
@@ -173,6 +179,8 @@ class Lock : public internal::LockOps<Lock> {
  private:
   friend class Condition;
   friend class internal::LockOps<Lock>;
+  friend struct codec_traits<Lock>;
+  explicit Lock(internal::MutexHandle m) : mutex_(std::move(m)) {}
   internal::MutexHandle mutex_;
 };
 
@@ -200,6 +208,8 @@ class RLock : public internal::LockOps<RLock> {
  private:
   friend class Condition;
   friend class internal::LockOps<RLock>;
+  friend struct codec_traits<RLock>;
+  explicit RLock(internal::MutexHandle m) : mutex_(std::move(m)) {}
   internal::MutexHandle mutex_;
 };
 
@@ -251,6 +261,11 @@ class Semaphore {
 
  protected:
   Semaphore(int value, bool bounded);
+  explicit Semaphore(std::shared_ptr<internal::SharedRegion> region)
+      : region_(std::move(region)),
+        state_(static_cast<internal::SemaphoreState*>(region_->data())) {}
+  friend struct codec_traits<Semaphore>;
+  friend struct codec_traits<BoundedSemaphore>;
 
  private:
   bool acquire_until(bool block, const internal::Deadline& deadline);
@@ -265,6 +280,11 @@ class Semaphore {
 class BoundedSemaphore : public Semaphore {
  public:
   explicit BoundedSemaphore(int value = 1) : Semaphore(value, true) {}
+
+ private:
+  friend struct codec_traits<BoundedSemaphore>;
+  explicit BoundedSemaphore(std::shared_ptr<internal::SharedRegion> region)
+      : Semaphore(std::move(region)) {}
 };
 
 namespace internal {
@@ -299,6 +319,9 @@ class Event {
   }
 
  private:
+  friend struct codec_traits<Event>;
+  explicit Event(std::shared_ptr<internal::SharedRegion> region)
+      : region_(std::move(region)), state_(static_cast<internal::EventState*>(region_->data())) {}
   bool wait_until(const internal::Deadline& deadline);
 
   std::shared_ptr<internal::SharedRegion> region_;
@@ -385,6 +408,11 @@ class Condition : public internal::LockOps<Condition> {
     return result;
   }
 
+  friend struct codec_traits<Condition>;
+  Condition(internal::MutexHandle mutex, std::shared_ptr<internal::SharedRegion> region)
+      : mutex_(std::move(mutex)), region_(std::move(region)),
+        state_(static_cast<internal::ConditionState*>(region_->data())) {}
+
   internal::MutexHandle mutex_;
   std::shared_ptr<internal::SharedRegion> region_;
   internal::ConditionState* state_ = nullptr;
@@ -452,11 +480,120 @@ class Barrier {
   void leave_generation();
   void break_barrier();
 
+  friend struct codec_traits<Barrier>;
+  Barrier(std::function<void()> action, std::optional<std::chrono::nanoseconds> timeout,
+          Condition cond, std::shared_ptr<internal::SharedRegion> region)
+      : action_(std::move(action)), timeout_(timeout), cond_(std::move(cond)),
+        region_(std::move(region)), state_(static_cast<internal::BarrierState*>(region_->data())) {}
+
   std::function<void()> action_;
   std::optional<std::chrono::nanoseconds> timeout_;
   Condition cond_;
   std::shared_ptr<internal::SharedRegion> region_;
   internal::BarrierState* state_ = nullptr;
+};
+
+// ------------------------------------------------------------------------
+// Travelling (mp/context.h): each object above can be an argument of a
+// Process (or a Pool's start) of any start method, and arrives as a handle
+// to the same shared object. Their encodings carry file descriptors, so they
+// travel only that way (internal/travel.h), not through a Queue or a Pipe.
+
+namespace internal {
+inline void write_mutex(Encoder& e, const MutexHandle& m, std::string_view what) {
+  write_region(e, m.region(), what);
+  e.write(m.recursive());
+}
+inline MutexHandle read_mutex(Decoder& d) {
+  auto region = read_shared_region(d, sizeof(MutexState));
+  bool recursive = d.read<bool>();
+  return MutexHandle(std::move(region), recursive);
+}
+}  // namespace internal
+
+template <>
+struct codec_traits<Lock> {
+  static void encode(Encoder& e, const Lock& l) { internal::write_mutex(e, l.mutex_, "mp::Lock"); }
+  static Lock decode(Decoder& d) { return Lock(internal::read_mutex(d)); }
+};
+
+template <>
+struct codec_traits<RLock> {
+  static void encode(Encoder& e, const RLock& l) { internal::write_mutex(e, l.mutex_, "mp::RLock"); }
+  static RLock decode(Decoder& d) { return RLock(internal::read_mutex(d)); }
+};
+
+template <>
+struct codec_traits<Semaphore> {
+  static void encode(Encoder& e, const Semaphore& s) {
+    internal::write_region(e, *s.region_, "mp::Semaphore");
+  }
+  static Semaphore decode(Decoder& d) {
+    return Semaphore(internal::read_shared_region(d, sizeof(internal::SemaphoreState)));
+  }
+};
+
+template <>
+struct codec_traits<BoundedSemaphore> {
+  static void encode(Encoder& e, const BoundedSemaphore& s) {
+    internal::write_region(e, *s.region_, "mp::BoundedSemaphore");
+  }
+  static BoundedSemaphore decode(Decoder& d) {
+    return BoundedSemaphore(internal::read_shared_region(d, sizeof(internal::SemaphoreState)));
+  }
+};
+
+template <>
+struct codec_traits<Event> {
+  static void encode(Encoder& e, const Event& ev) {
+    internal::write_region(e, *ev.region_, "mp::Event");
+  }
+  static Event decode(Decoder& d) {
+    return Event(internal::read_shared_region(d, sizeof(internal::EventState)));
+  }
+};
+
+template <>
+struct codec_traits<Condition> {
+  static void encode(Encoder& e, const Condition& c) {
+    internal::write_mutex(e, c.mutex_, "mp::Condition");
+    internal::write_region(e, *c.region_, "mp::Condition");
+  }
+  static Condition decode(Decoder& d) {
+    auto mutex = internal::read_mutex(d);
+    auto region = internal::read_shared_region(d, sizeof(internal::ConditionState));
+    return Condition(std::move(mutex), std::move(region));
+  }
+};
+
+// A Barrier's action travels when it is a plain function (or none).
+template <>
+struct codec_traits<Barrier> {
+  static void encode(Encoder& e, const Barrier& b) {
+    std::uint64_t action = 0;
+    if (b.action_) {
+      auto* fn = b.action_.target<void (*)()>();
+      if (!fn) {
+        throw ValueError(
+            "mp::Barrier: an action that is not a plain function (a closure) cannot travel to "
+            "a child of the spawn or forkserver start method");
+      }
+      action = reinterpret_cast<std::uintptr_t>(*fn);
+    }
+    e.write(action);
+    e.write(b.timeout_);
+    codec_traits<Condition>::encode(e, b.cond_);
+    internal::write_region(e, *b.region_, "mp::Barrier");
+  }
+  static Barrier decode(Decoder& d) {
+    auto action = d.read<std::uint64_t>();
+    auto timeout = d.read<std::optional<std::chrono::nanoseconds>>();
+    Condition cond = codec_traits<Condition>::decode(d);
+    auto region = internal::read_shared_region(d, sizeof(internal::BarrierState));
+    std::function<void()> fn;
+    if (action) fn = internal::relocate(reinterpret_cast<void (*)()>(static_cast<std::uintptr_t>(action)));
+    return Barrier(std::move(fn), timeout, std::move(cond), std::move(region));
+  }
 };
 
 }  // namespace mp

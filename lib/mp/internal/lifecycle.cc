@@ -45,7 +45,7 @@ void finalize_process() noexcept {
     s.done = true;
     n = s.count;
   }
-  for (int phase = 0; phase <= static_cast<int>(FinalizerPhase::kChildren); ++phase) {
+  for (int phase = 0; phase <= static_cast<int>(FinalizerPhase::kServers); ++phase) {
     for (std::size_t i = n; i > 0; --i) {
       if (static_cast<int>(s.phases[i - 1]) != phase) continue;
       try {

@@ -22,8 +22,9 @@ namespace mp::internal {
 // process.cc) so that a forked child re-arms it on the one page it writes
 // anyway: each page a child writes costs a copy-on-write fault.
 // FinalizerPhase orders the duties: every kThreads duty runs before any
-// kChildren duty.
-enum class FinalizerPhase : int { kThreads = 0, kChildren = 1 };
+// kChildren duty, and every kChildren duty before any kServers duty (the
+// forkserver, which reports the exit of the children joined before it).
+enum class FinalizerPhase : int { kThreads = 0, kChildren = 1, kServers = 2 };
 
 // SpinLock guards LifecycleState: held only to register a duty or to mark
 // the list done, so it is never held long. Its code is inline: a forked child

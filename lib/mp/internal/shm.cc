@@ -1,6 +1,7 @@
 #include "mp/internal/shm.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,30 +20,66 @@ std::size_t round_up_to_pages(std::size_t n) noexcept {
   return (n + p - 1) / p * p;
 }
 
+namespace {
+[[noreturn]] void fail(int fd, const char* what) {
+  int err = errno;
+  if (fd >= 0) ::close(fd);
+  throw std::system_error(err, std::generic_category(), what);
+}
+}  // namespace
+
 SharedRegion::SharedRegion(std::size_t size, bool prefault) {
-  size_ = round_up_to_pages(size == 0 ? 1 : size);
-  int flags = MAP_SHARED | MAP_ANONYMOUS;
+  const std::size_t bytes = round_up_to_pages(size == 0 ? 1 : size);
+  int fd = ::memfd_create("mp", MFD_CLOEXEC);
+  if (fd < 0) fail(-1, "memfd_create for a shared region");
+  if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) fail(fd, "ftruncate shared region");
+  int flags = MAP_SHARED;
   if (prefault) flags |= MAP_POPULATE;
-  void* p = mmap(nullptr, size_, PROT_READ | PROT_WRITE, flags, -1, 0);
-  if (p == MAP_FAILED) {
-    size_ = 0;
-    throw std::system_error(errno, std::generic_category(), "mmap shared region");
-  }
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, flags, fd, 0);
+  if (p == MAP_FAILED) fail(fd, "mmap shared region");
   data_ = p;
+  size_ = bytes;
+  fd_ = fd;
 }
 
-SharedRegion::~SharedRegion() {
-  if (data_) munmap(data_, size_);
+SharedRegion SharedRegion::attach(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) fail(fd, "fstat a shared region passed to this process");
+  if (st.st_size <= 0 || !S_ISREG(st.st_mode)) {
+    errno = EINVAL;
+    fail(fd, "attach a shared region: the fd passed is not a memfd with contents");
+  }
+  const auto bytes = static_cast<std::size_t>(st.st_size);
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  if (p == MAP_FAILED) fail(fd, "mmap a shared region passed to this process");
+  SharedRegion r;
+  r.data_ = p;
+  r.size_ = bytes;
+  r.fd_ = fd;
+  return r;
 }
+
+void SharedRegion::release() noexcept {
+  if (data_) munmap(data_, size_);
+  if (fd_ >= 0) ::close(fd_);
+  data_ = nullptr;
+  size_ = 0;
+  fd_ = -1;
+}
+
+SharedRegion::~SharedRegion() { release(); }
 
 SharedRegion::SharedRegion(SharedRegion&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+    : data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      fd_(std::exchange(other.fd_, -1)) {}
 
 SharedRegion& SharedRegion::operator=(SharedRegion&& other) noexcept {
   if (this != &other) {
-    if (data_) munmap(data_, size_);
+    release();
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    fd_ = std::exchange(other.fd_, -1);
   }
   return *this;
 }

@@ -1,9 +1,16 @@
 // mp/internal/shm.h — RAII owners of shared memory mappings.
 //
-// Internal. SharedRegion is an anonymous MAP_SHARED mapping. It has no name,
-// so it can never leak a /dev/shm entry; processes forked after its creation
-// share it. This is what Queue, Lock, Value, ... live in. Named segments,
-// attachable from unrelated processes, are mp::SharedMemory (mp/shared.h).
+// Internal. SharedRegion is a MAP_SHARED mapping of a memfd (memfd_create):
+// it has no name in any file system, so it can never leak a /dev/shm entry,
+// and the pages live exactly as long as some process maps them or holds the
+// fd. Processes forked after its creation share it through the inherited
+// mapping; a child of another start method (spawn, forkserver) gets the fd
+// over its start channel (SCM_RIGHTS) and maps it again (attach()). This is
+// what Queue, Lock, Value, ... live in. Named segments, attachable from
+// unrelated processes, are mp::SharedMemory (mp/shared.h).
+//
+// Each region holds one close-on-exec fd for its lifetime in each process
+// that maps it.
 #pragma once
 
 #include <cstddef>
@@ -19,6 +26,10 @@ class SharedRegion {
  public:
   SharedRegion() = default;
   explicit SharedRegion(std::size_t size, bool prefault = true);
+
+  // attach(fd) maps the whole memfd `fd` (its size from fstat) and takes
+  // ownership of the fd. Throws std::system_error on failure (closing fd).
+  static SharedRegion attach(int fd);
   ~SharedRegion();
   SharedRegion(SharedRegion&& other) noexcept;
   SharedRegion& operator=(SharedRegion&& other) noexcept;
@@ -28,6 +39,8 @@ class SharedRegion {
   void* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
   explicit operator bool() const noexcept { return data_ != nullptr; }
+  // fd() is the memfd behind the mapping (what travels to a spawned child).
+  int fd() const noexcept { return fd_; }
 
   // as<T>() views the start of the region as a T (placement-constructed by
   // the owner).
@@ -35,8 +48,11 @@ class SharedRegion {
   T* as() const noexcept { return static_cast<T*>(data_); }
 
  private:
+  void release() noexcept;
+
   void* data_ = nullptr;
   std::size_t size_ = 0;
+  int fd_ = -1;
 };
 
 // page_size is the system page size, cached.

@@ -1,5 +1,6 @@
 #include "mp/internal/shm_channel.h"
 
+#include "mp/errors.h"
 #include "mp/internal/liveness.h"
 
 #include <fcntl.h>
@@ -385,6 +386,23 @@ ShmChannel::ShmChannel(std::size_t capacity, std::uint32_t max_messages) {
 }
 
 ShmChannel::~ShmChannel() = default;
+
+ShmChannel::ShmChannel(AttachTag, SharedRegion region) noexcept : region_(std::move(region)) {}
+
+ShmChannel ShmChannel::attach(SharedRegion region) {
+  if (region.size() < kHeaderBytes) {
+    throw CodecError("mp codec: a queue's shared region is smaller than its header");
+  }
+  const Header* hh = region.as<Header>();
+  const std::size_t cap = hh->capacity;
+  if (cap < kMinCapacity || cap > kMaxCapacity || (cap & (cap - 1)) != 0 ||
+      hh->mask != cap - 1 || region.size() < kHeaderBytes + cap) {
+    throw CodecError(fmt::format("mp codec: a queue's shared region of {} bytes does not hold a "
+                                 "channel (capacity {})",
+                                 region.size(), cap));
+  }
+  return ShmChannel(AttachTag{}, std::move(region));
+}
 
 ShmChannel::ShmChannel(ShmChannel&& o) noexcept
     : region_(std::move(o.region_)),

@@ -157,6 +157,10 @@ class ShmChannel {
   explicit ShmChannel(std::size_t capacity = kDefaultCapacity,
                       std::uint32_t max_messages = 0);
   ~ShmChannel();
+  // attach(region) is a handle to the channel that lives in `region` (one
+  // that travelled to this process, internal/travel.h). Raises
+  // mp::CodecError when the region does not hold a channel of its size.
+  static ShmChannel attach(SharedRegion region);
   ShmChannel(ShmChannel&&) noexcept;
   ShmChannel& operator=(ShmChannel&&) noexcept;
   ShmChannel(const ShmChannel&) = delete;
@@ -206,6 +210,8 @@ class ShmChannel {
 
   // valid() is false for a moved-from channel.
   bool valid() const noexcept { return static_cast<bool>(region_); }
+  // region() is the shared memory the channel lives in.
+  const SharedRegion& region() const noexcept { return region_; }
 
   // retire_producer says this process will send no more through this
   // handle (nothing happens if it never sent through it). Wakes blocked
@@ -235,6 +241,8 @@ class ShmChannel {
   struct Header;  // the shared layout, defined in shm_channel.cc
 
  private:
+  struct AttachTag {};
+  ShmChannel(AttachTag, SharedRegion region) noexcept;
   Header* h() const noexcept { return region_.as<Header>(); }
   std::byte* ring() const noexcept;
 

@@ -50,6 +50,10 @@ MutexHandle::MutexHandle(bool recursive) : recursive_(recursive) {
   state_ = new (region_->data()) MutexState();
 }
 
+MutexHandle::MutexHandle(std::shared_ptr<SharedRegion> region, bool recursive)
+    : region_(std::move(region)), state_(static_cast<MutexState*>(region_->data())),
+      recursive_(recursive) {}
+
 void MutexHandle::record_owner() noexcept {
   state_->owner_tid.store(static_cast<uint32_t>(self_tid()), std::memory_order_relaxed);
   state_->owner_stamp.store(self_stamp(), std::memory_order_relaxed);

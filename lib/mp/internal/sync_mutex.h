@@ -71,6 +71,9 @@ enum class AcquireResult {
 class MutexHandle {
  public:
   explicit MutexHandle(bool recursive);
+  // MutexHandle(region, recursive) is a handle to the lock that lives in
+  // `region` (one that travelled to this process: internal/travel.h).
+  MutexHandle(std::shared_ptr<SharedRegion> region, bool recursive);
 
   // acquire takes the lock: non-blocking (block=false), until `deadline`, or
   // forever. Recursive handles count re-entry by the owner.
@@ -94,6 +97,7 @@ class MutexHandle {
   AcquireResult restore(uint32_t depth);
 
   bool recursive() const noexcept { return recursive_; }
+  const SharedRegion& region() const noexcept { return *region_; }
   MutexState* state() const noexcept { return state_; }
 
  private:

@@ -1,0 +1,666 @@
+// Start methods: fork, forkserver and spawn (CPython's
+// multiprocessing.context: get_context, set_start_method, get_start_method,
+// get_all_start_methods; the Process contract under each method; objects
+// that travel to a child that is not a fork of their creator).
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "mp/context.h"
+#include "mp/internal/modules.h"
+#include "mp/internal/start.h"
+#include "mp/os.h"
+#include "test_util.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using mp_test::Stopwatch;
+
+// ------------------------------------------------------------ targets
+
+void do_nothing() {}
+void exit_with(int code) { mp::exit(code); }
+void throw_runtime_error() { throw std::runtime_error("boom"); }
+void sleep_forever() {
+  for (;;) ::pause();
+}
+void wait_event(mp::Event e) { e.wait(); }
+
+void report_identity(mp::Queue<std::string>& q) {
+  q.put(mp::current_process().name());
+  const mp::ParentProcess* parent = mp::parent_process();
+  q.put(parent ? parent->name() : "none");
+  q.put(parent ? std::to_string(parent->pid()) : "none");
+  q.put(std::to_string(mp::getpid()));
+}
+
+void put_range(mp::Queue<int>& q, int n) {
+  for (int i = 0; i < n; ++i) q.put(i);
+}
+
+void echo_twice(mp::Queue<int>& in, mp::Queue<int>& out) {
+  for (;;) {
+    int v = in.get();
+    if (v < 0) return;
+    out.put(v * 2);
+  }
+}
+
+void add_under_lock(mp::Value<long> counter, int n) {
+  for (int i = 0; i < n; ++i) counter.update([](long& x) { ++x; });
+}
+
+void fill_array(mp::Array<int> a) {
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = static_cast<int>(i * i);
+}
+
+void hold_lock_then_set(mp::Lock lock, mp::Event acquired, mp::Event release) {
+  lock.acquire();
+  acquired.set();
+  release.wait();
+  lock.release();
+}
+
+void rlock_twice(mp::RLock lock, mp::Value<int> out) {
+  lock.acquire();
+  lock.acquire();
+  out.store(lock.is_owned() ? 2 : -1);
+  lock.release();
+  lock.release();
+}
+
+void take_units_safe(mp::Semaphore s, mp::BoundedSemaphore b, mp::Value<int> out) {
+  int got = 0;
+  while (s.acquire(false)) ++got;
+  try {
+    b.release();
+    out.store(-1);
+  } catch (const mp::ValueError&) {
+    out.store(got);
+  }
+}
+
+void notify_after_flag(mp::Condition c, mp::Value<int, mp::NoLock> flag) {
+  std::lock_guard g(c);
+  flag.get_obj() = 1;
+  c.notify_all();
+}
+
+void barrier_party(mp::Barrier b, mp::Value<int> idx) { idx.store(b.wait(10s)); }
+
+void write_shm(mp::SharedMemory& m) { std::memcpy(m.data(), "travelled", 10); }
+
+void pipe_echo(mp::Connection& c) {
+  auto s = c.recv<std::string>();
+  c.send(s + "!");
+}
+
+// ------------------------------------------------------------ fixture
+
+class StartMethod : public ::testing::TestWithParam<std::string> {
+ protected:
+  mp::Context ctx() const { return mp::get_context(GetParam()); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Methods, StartMethod, ::testing::Values("fork", "forkserver", "spawn"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(StartMethod, TargetReturnsExitcodeZero) {
+  mp::Process p = ctx().Process(do_nothing);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(StartMethod, ExitCodeOfMpExit) {
+  mp::Process p = ctx().Process(exit_with, 7);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 7);
+}
+
+TEST_P(StartMethod, ThrowingTargetExitsWithOne) {
+  mp::Process p = ctx().Process(throw_runtime_error);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 1);
+}
+
+TEST_P(StartMethod, KillGivesMinusNine) {
+  mp::Process p = ctx().Process(sleep_forever);
+  p.start();
+  EXPECT_TRUE(p.is_alive());
+  p.kill();
+  p.join(10s);
+  EXPECT_EQ(p.exitcode(), -SIGKILL);
+}
+
+TEST_P(StartMethod, TerminateGivesMinusFifteen) {
+  mp::Process p = ctx().Process(sleep_forever);
+  p.start();
+  p.terminate();
+  p.join(10s);
+  EXPECT_EQ(p.exitcode(), -SIGTERM);
+}
+
+TEST_P(StartMethod, JoinWithTimeoutReturnsWhileAliveAndSentinelPolls) {
+  mp::Event e;
+  mp::Process p = ctx().Process(wait_event, e);
+  p.start();
+  Stopwatch sw;
+  p.join(200ms);
+  EXPECT_GE(sw.elapsed(), 150ms);
+  EXPECT_TRUE(p.is_alive());
+  EXPECT_EQ(p.exitcode(), std::nullopt);
+  pollfd pfd{p.sentinel(), POLLIN, 0};
+  EXPECT_EQ(::poll(&pfd, 1, 0), 0);
+  e.set();
+  EXPECT_EQ(::poll(&pfd, 1, 10'000), 1);
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(StartMethod, NamesPidAndParentAsForked) {
+  mp::Queue<std::string> q;
+  mp::Process p = ctx().Process(mp::ProcessOptions{.name = "worker-7"}, report_identity,
+                                std::ref(q));
+  p.start();
+  EXPECT_EQ(q.get(), "worker-7");
+  EXPECT_EQ(q.get(), "MainProcess");
+  EXPECT_EQ(q.get(), std::to_string(mp::getpid()));
+  EXPECT_EQ(q.get(), std::to_string(*p.pid()));
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(StartMethod, ActiveChildrenListsTheChild) {
+  mp::Event e;
+  mp::Process p = ctx().Process(wait_event, e);
+  p.start();
+  bool found = false;
+  for (auto& c : mp::active_children()) found = found || c.pid() == *p.pid();
+  EXPECT_TRUE(found);
+  e.set();
+  p.join();
+  for (auto& c : mp::active_children()) EXPECT_NE(c.pid(), *p.pid());
+}
+
+TEST_P(StartMethod, QueueTravelsExactlyOnceInOrder) {
+  mp::Queue<int> q;
+  mp::Process p = ctx().Process(put_range, std::ref(q), 20000);
+  p.start();
+  for (int i = 0; i < 20000; ++i) ASSERT_EQ(q.get(), i);
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_THROW(q.get(), mp::EOFError);  // its only producer is gone
+}
+
+TEST_P(StartMethod, TwoQueuesBothWays) {
+  mp::Queue<int> in, out;
+  mp::Process p = ctx().Process(echo_twice, std::ref(in), std::ref(out));
+  p.start();
+  for (int i = 0; i < 100; ++i) {
+    in.put(i);
+    ASSERT_EQ(out.get(), 2 * i);
+  }
+  in.put(-1);
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(StartMethod, ValueTravelsWithItsLock) {
+  mp::Value<long> counter(0);
+  std::vector<mp::Process> ps;
+  for (int i = 0; i < 3; ++i) ps.push_back(ctx().Process(add_under_lock, counter, 2000));
+  for (auto& p : ps) p.start();
+  add_under_lock(counter, 2000);
+  for (auto& p : ps) p.join();
+  EXPECT_EQ(counter.load(), 8000);
+}
+
+TEST_P(StartMethod, ArrayTravels) {
+  mp::Array<int> a(100);
+  mp::Process p = ctx().Process(fill_array, a);
+  p.start();
+  p.join();
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(a[i], i * i);
+}
+
+TEST_P(StartMethod, LockAndEventTravel) {
+  mp::Lock lock;
+  mp::Event acquired, release;
+  mp::Process p = ctx().Process(hold_lock_then_set, lock, acquired, release);
+  p.start();
+  ASSERT_TRUE(acquired.wait(10s));
+  EXPECT_FALSE(lock.acquire(false));
+  release.set();
+  EXPECT_TRUE(lock.acquire(10s));
+  lock.release();
+  p.join();
+}
+
+TEST_P(StartMethod, RLockTravels) {
+  mp::RLock lock;
+  mp::Value<int> out(0);
+  mp::Process p = ctx().Process(rlock_twice, lock, out);
+  p.start();
+  p.join();
+  EXPECT_EQ(out.load(), 2);
+  EXPECT_TRUE(lock.acquire(false));
+  lock.release();
+}
+
+TEST_P(StartMethod, SemaphoresTravel) {
+  mp::Semaphore s(3);
+  mp::BoundedSemaphore b(1);
+  mp::Value<int> out(0);
+  mp::Process p = ctx().Process(take_units_safe, s, b, out);
+  p.start();
+  p.join();
+  EXPECT_EQ(out.load(), 3);
+  EXPECT_EQ(s.get_value(), 0);
+}
+
+TEST_P(StartMethod, ConditionTravels) {
+  mp::Condition c;
+  mp::Value<int, mp::NoLock> flag(0);
+  std::unique_lock g(c);
+  mp::Process p = ctx().Process(notify_after_flag, c, flag);
+  p.start();
+  EXPECT_TRUE(c.wait_for([&] { return flag.get_obj() == 1; }, 10s));
+  g.unlock();
+  p.join();
+}
+
+TEST_P(StartMethod, BarrierTravels) {
+  mp::Barrier b(2);
+  mp::Value<int> idx(-1);
+  mp::Process p = ctx().Process(barrier_party, b, idx);
+  p.start();
+  int mine = b.wait(10s);
+  p.join();
+  EXPECT_EQ(mine + idx.load(), 1);  // indices 0 and 1
+}
+
+TEST_P(StartMethod, SharedMemoryTravels) {
+  auto m = mp::SharedMemory::create(64);
+  mp::Process p = ctx().Process(write_shm, std::ref(m));
+  p.start();
+  p.join();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(m.data())), "travelled");
+}
+
+TEST_P(StartMethod, ConnectionTravels) {
+  auto [a, b] = mp::Pipe();
+  mp::Process p = ctx().Process(pipe_echo, std::ref(b));
+  p.start();
+  a.send(std::string("hello"));
+  EXPECT_EQ(a.recv<std::string>(), "hello!");
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+// ------------------------------------------------------------ context API
+
+TEST(Context, UnknownMethodRaisesValueErrorNamingTheValidOnes) {
+  try {
+    mp::get_context("vfork");
+    FAIL() << "no error";
+  } catch (const mp::ValueError& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("vfork"), std::string::npos) << what;
+    EXPECT_NE(what.find("'fork'"), std::string::npos) << what;
+    EXPECT_NE(what.find("'forkserver'"), std::string::npos) << what;
+    EXPECT_NE(what.find("'spawn'"), std::string::npos) << what;
+  }
+  EXPECT_THROW(mp::set_start_method("threads", true), mp::ValueError);
+  EXPECT_THROW(mp::Process(mp::ProcessOptions{.start_method = "posix_spawn"}, do_nothing),
+               mp::ValueError);
+}
+
+TEST(Context, AllStartMethodsDefaultFirst) {
+  auto all = mp::get_all_start_methods();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all.front(), mp::get_start_method());
+  EXPECT_NE(std::find(all.begin(), all.end(), "forkserver"), all.end());
+  EXPECT_NE(std::find(all.begin(), all.end(), "spawn"), all.end());
+}
+
+TEST(Context, ContextReportsItsMethod) {
+  EXPECT_EQ(mp::get_context("spawn").get_start_method(), "spawn");
+  EXPECT_EQ(mp::get_context("forkserver").get_start_method(), "forkserver");
+  EXPECT_EQ(mp::get_context("fork").get_start_method(), "fork");
+}
+
+TEST(Context, SetStartMethodTwiceRaisesUnlessForced) {
+  // The suite's children fixed the default already (as CPython's
+  // get_start_method() does): a plain call raises.
+  mp::get_start_method();
+  EXPECT_THROW(mp::set_start_method("spawn"), mp::RuntimeError);
+  mp::set_start_method("spawn", true);
+  EXPECT_EQ(mp::get_start_method(), "spawn");
+  EXPECT_EQ(mp::get_context().get_start_method(), "spawn");
+  // The default method is used by a plain mp::Process.
+  mp::Process p(exit_with, 3);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 3);
+  mp::set_start_method("fork", true);
+  EXPECT_EQ(mp::get_start_method(), "fork");
+}
+
+// ----------------------------------------------- what cannot travel, and why
+
+TEST(StartMethods, ClosureWithSpawnRaisesValueErrorAtStart) {
+  int local = 3;
+  for (const char* m : {"spawn", "forkserver"}) {
+    mp::Process p(mp::ProcessOptions{.start_method = m}, [local] { (void)local; });
+    try {
+      p.start();
+      FAIL() << "no error";
+    } catch (const mp::ValueError& e) {
+      EXPECT_NE(std::string(e.what()).find("closure"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(p.pid().has_value());
+  }
+}
+
+class Counter : public mp::Process {
+ public:
+  using mp::Process::Process;
+  void run() override {}
+};
+
+TEST(StartMethods, SubclassWithSpawnRaisesValueErrorAndForks) {
+  Counter c(mp::ProcessOptions{.start_method = "spawn"});
+  EXPECT_THROW(c.start(), mp::ValueError);
+  Counter f(mp::ProcessOptions{.start_method = "fork"});
+  f.start();
+  f.join();
+  EXPECT_EQ(f.exitcode(), 0);
+}
+
+TEST(StartMethods, LockThroughAQueueRaisesValueError) {
+  mp::Queue<mp::Lock> q;
+  mp::Lock lock;
+  try {
+    q.put(lock);
+    FAIL() << "no error";
+  } catch (const mp::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("mp::Lock"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(q.qsize(), 0u);
+}
+
+TEST(StartMethods, ChildThatCannotFindItsTaskFailsStartWithTheReason) {
+  for (auto m : {mp::internal::StartMethod::kSpawn, mp::internal::StartMethod::kForkserver}) {
+    mp::internal::StartRequest r;
+    r.name = "lost";
+    r.parent_pid = mp::getpid();
+    r.module_map = mp::internal::module_map();
+    r.launcher = 0x10;  // in no loaded object
+    try {
+      mp::internal::start_child(m, r, {});
+      FAIL() << "no error";
+    } catch (const mp::ProcessError& e) {
+      EXPECT_NE(std::string(e.what()).find("lies in no loaded object"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+TEST(StartMethods, ChildOfAnotherBuildFailsStartNamingTheBuildIds) {
+  auto modules = mp::internal::loaded_modules();
+  ASSERT_FALSE(modules.empty());
+  modules.front().build_id = std::string(20, '\x42');  // "the executable was rebuilt"
+  mp::internal::StartRequest r;
+  r.name = "rebuilt";
+  r.parent_pid = mp::getpid();
+  r.module_map = mp::encode(modules);
+  r.launcher = 0x10;
+  for (auto m : {mp::internal::StartMethod::kSpawn, mp::internal::StartMethod::kForkserver}) {
+    try {
+      mp::internal::start_child(m, r, {});
+      FAIL() << "no error";
+    } catch (const mp::ProcessError& e) {
+      std::string what = e.what();
+      EXPECT_NE(what.find("different executable"), std::string::npos) << what;
+      std::string hex;
+      for (int i = 0; i < 20; ++i) hex += "42";
+      EXPECT_NE(what.find(hex), std::string::npos) << what;
+    }
+  }
+}
+
+// ------------------------------------------------------------ forkserver
+
+TEST(Forkserver, ObjectsCreatedAfterTheServerStartedTravel) {
+  mp::forkserver::ensure_running();
+  ASSERT_GT(mp::internal::forkserver_pid(), 0);
+  mp::Queue<int> q;  // made after the server started: not in its memory
+  mp::Value<long> v(5);
+  mp::Process p = mp::get_context("forkserver").Process(put_range, std::ref(q), 3);
+  mp::Process a = mp::get_context("forkserver").Process(add_under_lock, v, 10);
+  p.start();
+  a.start();
+  EXPECT_EQ(q.get(), 0);
+  EXPECT_EQ(q.get(), 1);
+  EXPECT_EQ(q.get(), 2);
+  p.join();
+  a.join();
+  EXPECT_EQ(v.load(), 15);
+}
+
+TEST(Forkserver, KilledServerLeavesChildrenJoinableAndIsReplaced) {
+  auto ctx = mp::get_context("forkserver");
+  mp::Event e;
+  mp::Process p = ctx.Process(wait_event, e);
+  p.start();
+  pid_t server = mp::internal::forkserver_pid();
+  ASSERT_GT(server, 0);
+  ASSERT_EQ(::kill(server, SIGKILL), 0);
+  Stopwatch sw;
+  while (mp::internal::forkserver_pid() == server && sw.elapsed() < 10s) std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(p.is_alive());
+  e.set();
+  p.join(10s);
+  EXPECT_FALSE(p.is_alive());
+  EXPECT_TRUE(p.exitcode().has_value());  // 255: the server that would report it is gone
+  mp::Process q = ctx.Process(exit_with, 4);
+  q.start();
+  q.join();
+  EXPECT_EQ(q.exitcode(), 4);
+  EXPECT_NE(mp::internal::forkserver_pid(), server);
+  EXPECT_GT(mp::internal::forkserver_pid(), 0);
+}
+
+bool readable_within(int fd, std::chrono::milliseconds t) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, static_cast<int>(t.count())) == 1;
+}
+
+TEST(Forkserver, ParentDeathTakesTheServerAndItsChildren) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t mid = mp::fork();
+  if (mid == 0) {
+    ::close(fds[0]);
+    mp::set_fork_warning(false);
+    mp::Process p = mp::get_context("forkserver").Process(sleep_forever);
+    p.start();
+    pid_t pids[2] = {*p.pid(), mp::internal::forkserver_pid()};
+    (void)!::write(fds[1], pids, sizeof pids);
+    sleep_forever();
+  }
+  ::close(fds[1]);
+  pid_t pids[2] = {0, 0};
+  ASSERT_EQ(::read(fds[0], pids, sizeof pids), static_cast<ssize_t>(sizeof pids));
+  ::close(fds[0]);
+  int child = static_cast<int>(syscall(SYS_pidfd_open, pids[0], 0));
+  int server = static_cast<int>(syscall(SYS_pidfd_open, pids[1], 0));
+  ASSERT_GE(child, 0);
+  ASSERT_GE(server, 0);
+  ::kill(mid, SIGKILL);
+  int status;
+  ASSERT_EQ(::waitpid(mid, &status, 0), mid);
+  EXPECT_TRUE(readable_within(child, 15s)) << "the forkserver's child outlived its parent";
+  EXPECT_TRUE(readable_within(server, 15s)) << "the forkserver outlived its parent";
+  ::close(child);
+  ::close(server);
+}
+
+// ------------------------------------------------- a multithreaded parent
+
+class Hammer {
+ public:
+  Hammer() {
+    for (int i = 0; i < 8; ++i) {
+      threads_.emplace_back([this, i] {
+        FILE* sink = std::fopen("/dev/null", "w");
+        unsigned n = static_cast<unsigned>(i) * 7919u;
+        while (!stop_.load(std::memory_order_relaxed)) {
+          n = n * 1103515245u + 12345u;
+          void* p = std::malloc(16 + n % 4096);
+          std::fprintf(sink, "%u %p\n", n, p);
+          std::free(p);
+        }
+        std::fclose(sink);
+      });
+    }
+  }
+  ~Hammer() {
+    stop_ = true;
+    for (auto& t : threads_) t.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
+
+class Threaded : public ::testing::TestWithParam<std::string> {};
+INSTANTIATE_TEST_SUITE_P(Methods, Threaded, ::testing::Values("forkserver", "spawn"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(Threaded, FiveHundredChildrenFromAParentHammeringMallocAndStdio) {
+  auto ctx = mp::get_context(GetParam());
+  Hammer hammer;
+  for (int i = 0; i < 500; ++i) {
+    mp::Process p = ctx.Process(exit_with, i % 100);
+    p.start();
+    p.join(60s);
+    ASSERT_EQ(p.exitcode(), i % 100) << "child " << i;
+  }
+}
+
+// ------------------------------------------------------ nothing leaks
+
+int count_fds() {
+  int n = 0;
+  for (int fd = 0; fd < 4096; ++fd) n += ::fcntl(fd, F_GETFD) >= 0;
+  return n;
+}
+
+int count_zombie_children() {
+  int zombies = 0;
+  DIR* d = ::opendir("/proc");
+  if (!d) return -1;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::string path = std::string("/proc/") + e->d_name + "/stat";
+    FILE* f = std::fopen(path.c_str(), "r");
+    if (!f) continue;
+    char buf[512] = {};
+    size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    std::string stat(buf, n);
+    auto close = stat.rfind(')');
+    if (close == std::string::npos || close + 4 >= stat.size()) continue;
+    char state = stat[close + 2];
+    auto ppid = std::strtol(stat.c_str() + close + 4, nullptr, 10);
+    if (ppid == ::getpid() && state == 'Z') ++zombies;
+  }
+  ::closedir(d);
+  return zombies;
+}
+
+TEST_P(StartMethod, NoFdOrZombieLeftBehind) {
+  // One start first: a process keeps a few fds for its life once it has
+  // started a child (a pidfd of itself for fork children, the forkserver's
+  // channel and pidfd), which are not per-child leaks.
+  {
+    mp::Process warm = ctx().Process(do_nothing);
+    warm.start();
+    warm.join();
+  }
+  int before = count_fds();
+  for (int i = 0; i < 5; ++i) {
+    mp::Queue<int> q;
+    mp::Lock l;
+    auto [a, b] = mp::Pipe();
+    mp::Process p = ctx().Process(put_range, std::ref(q), 1);
+    p.start();
+    EXPECT_EQ(q.get(), 0);
+    p.join();
+    (void)l;
+  }
+  EXPECT_EQ(count_fds(), before);
+  EXPECT_EQ(count_zombie_children(), 0);
+}
+
+// ------------------------------------ a program without freeze_support()
+
+std::string helper_path() {
+  const char* dir = std::getenv("TEST_SRCDIR");
+  std::string base = dir ? std::string(dir) + "/" + (std::getenv("TEST_WORKSPACE") ? std::getenv("TEST_WORKSPACE") : "mp")
+                         : std::string("bazel-bin");
+  return base + "/conformance/no_freeze_support";
+}
+
+// Runs the helper; returns its exit code and stdout+stderr.
+int run_helper(const std::string& args, std::string& out) {
+  std::string cmd = helper_path() + " " + args + " 2>&1";
+  FILE* f = ::popen(cmd.c_str(), "r");
+  if (!f) return -1;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  int status = ::pclose(f);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+class NoFreezeSupport : public ::testing::TestWithParam<std::string> {};
+INSTANTIATE_TEST_SUITE_P(Methods, NoFreezeSupport, ::testing::Values("forkserver", "spawn"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(NoFreezeSupport, ChildReachingAStartIsRefusedAndStartRaises) {
+  std::string out;
+  int code = run_helper("start " + GetParam(), out);
+  EXPECT_EQ(code, 3) << out;
+  EXPECT_NE(out.find("ProcessError"), std::string::npos) << out;
+  EXPECT_NE(out.find("freeze_support()"), std::string::npos) << out;
+  EXPECT_EQ(out.find("started:"), std::string::npos) << out;  // no second generation ran
+}
+
+TEST_P(NoFreezeSupport, ChildWhoseMainReturnsIsReportedAndStartRaises) {
+  std::string out;
+  int code = run_helper("return " + GetParam(), out);
+  EXPECT_EQ(code, 3) << out;
+  EXPECT_NE(out.find("the end of main()"), std::string::npos) << out;
+}
+
+}  // namespace
