@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Count test *cases* (not targets) from a Bazel build-event JSON file.
 
-Usage: count_tests.py BEP.json [BEP.json ...]
+Usage: count_tests.py BEP.json|REPORT.xml [...]
 Prints per-file totals on stderr and the sum as `N passed, N failed` on
 stdout. A test target that produced no test.xml (it did not build, crashed
 before GoogleTest wrote its report, or timed out) counts as one failed case.
+A .xml argument is a JUnit report written outside Bazel (tools/ci_consumers.sh
+writes one); a missing or unreadable one counts as one failed case.
 """
 import json
 import sys
@@ -61,10 +63,17 @@ def count(bep_path):
     return passed, failed, skipped
 
 
+def count_junit(path):
+    try:
+        return cases_from_xml(path)
+    except (OSError, ET.ParseError):
+        return 0, 1, 0  # the step that should have written it did not finish
+
+
 def main():
     total = [0, 0, 0]
     for path in sys.argv[1:]:
-        p, f, s = count(path)
+        p, f, s = count_junit(path) if path.endswith(".xml") else count(path)
         print(f"{path}: {p} passed, {f} failed, {s} skipped", file=sys.stderr)
         total = [total[0] + p, total[1] + f, total[2] + s]
     line = f"{total[0]} passed, {total[1]} failed"

@@ -10,6 +10,9 @@ PACKAGES=(
   libgmock-dev
   libbenchmark-dev     # Google Benchmark (benchmarks/)
   libfmt-dev           # fmt (every formatted message)
+  cmake                # the CMake build and its consumers (tools/ci_consumers.sh)
+  make                 # CMake's generator; the pkg-config consumer's Makefile
+  pkg-config           # the pkg-config consumer (mp.pc)
   python3              # benchmark runner, report tool, CPython peers
   chromium             # headless render check of report.html (//tools/tests:report_html_test)
 )
