@@ -18,6 +18,23 @@ def conformance_tests(srcs):
             ],
         )
 
+    for name in _PER_METHOD:
+        for method in ["forkserver", "spawn"]:
+            native.sh_test(
+                name = name + "_" + method,
+                srcs = ["with_start_method.sh"],
+                args = ["$(location :" + name + ")", method],
+                data = [":" + name] + _DATA.get(name, []),
+                size = "medium",
+            )
+
+# Suites run again under each other start method (CPython runs its whole
+# _test_multiprocessing once per method). Their fork-only tests skip
+# themselves (MP_FORK_ONLY in test_util.h). The other suites' behaviours are
+# run per method by start_methods_test, whose targets travel; their own
+# tests are closures, which only fork can start.
+_PER_METHOD = ["pool_test"]
+
 _EXCLUSIVE = []
 
 # Helper programs a suite runs (found under the test's runfiles).

@@ -185,6 +185,7 @@ TEST(Pool, ApplyAsyncReturnsAtOnce) {
 }
 
 TEST(Pool, TasksRunWhileNobodyWaits) {
+  MP_FORK_ONLY("the task writes to an fd number the worker inherited");
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
   mp::Pool pool(1);
@@ -727,6 +728,7 @@ TEST(Pool, MaxtasksperchildReplacesWorkerAfterThatManyTasks) {
 }
 
 TEST(Pool, InitializerRunsOnceInEachWorkerBeforeTasks) {
+  MP_FORK_ONLY("the initializer is a closure");
   const int value = 7;
   mp::Pool pool(mp::PoolOptions{.processes = 2, .initializer = [value] { g_initialized += value; }});
   auto seen = pool.map([](int) { return g_initialized; }, std::vector<int>(20, 0), 1);
@@ -735,6 +737,7 @@ TEST(Pool, InitializerRunsOnceInEachWorkerBeforeTasks) {
 }
 
 TEST(Pool, InitializerThatThrowsBreaksThePool) {
+  MP_FORK_ONLY("the initializer is a closure");
   mp::Pool pool(mp::PoolOptions{.processes = 2,
                                 .initializer = [] { throw std::runtime_error("no database"); }});
   Stopwatch sw;
@@ -756,6 +759,7 @@ TEST(Pool, InitializerThatThrowsBreaksThePool) {
 // ------------------------------------------------------------ worker death
 
 TEST(PoolWorkerDeath, SigkilledWorkerFailsItsTaskWithWorkerLostError) {
+  MP_FORK_ONLY("the task writes to an fd number the worker inherited");
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
   mp::Pool pool(2);
@@ -825,6 +829,7 @@ bool reap_within(pid_t pid, std::chrono::milliseconds limit, int* status) {
 }
 
 TEST(PoolCtrlC, SigintDuringMapEndsProgramAndItsWorkersSilently) {
+  MP_FORK_ONLY("the task writes to an fd number the worker inherited");
   ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
   int info[2];
   int err[2];
@@ -869,6 +874,7 @@ TEST(PoolCtrlC, SigintDuringMapEndsProgramAndItsWorkersSilently) {
 }
 
 TEST(PoolCtrlC, HandledSigintFailsMapWithWorkerLostErrorAndLeavesNoProcess) {
+  MP_FORK_ONLY("the task writes to an fd number the worker inherited");
   int info[2];
   int err[2];
   int result[2];
@@ -919,6 +925,7 @@ TEST(PoolCtrlC, HandledSigintFailsMapWithWorkerLostErrorAndLeavesNoProcess) {
 }
 
 TEST(PoolWorkerDeath, IdleWorkersExitWhenThePoolProcessIsKilled) {
+  MP_FORK_ONLY("runs a pool in a fork of the test (spawn_group_leader)");
   ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
   int info[2];
   ASSERT_EQ(::pipe(info), 0);

@@ -12,7 +12,19 @@
 #include <functional>
 #include <stdexcept>
 
+#include <gtest/gtest.h>
+
+#include "mp/context.h"
 #include "mp/os.h"
+
+// MP_FORK_ONLY(why) skips the rest of a test unless the run's default start
+// method is fork (suites that run once per method: conformance/defs.bzl).
+// For what holds only in a fork of the caller: a closure target or
+// initializer, an fd number or memory inherited as of start.
+#define MP_FORK_ONLY(why)                                           \
+  do {                                                              \
+    if (mp::get_start_method() != "fork") GTEST_SKIP() << "fork only: " << (why); \
+  } while (0)
 
 namespace mp_test {
 

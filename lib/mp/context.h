@@ -89,6 +89,7 @@
 #include "mp/connection.h"
 #include "mp/internal/start.h"
 #include "mp/internal/task.h"
+#include "mp/os.h"
 #include "mp/pool.h"
 #include "mp/process.h"
 #include "mp/queue.h"
@@ -147,6 +148,11 @@ class Context {
     static_assert((Encodable<internal::stored_arg_t<std::decay_t<Args>>> && ...),
                   "mp::Context::Process: every argument must be encodable by mp/codec.h or be "
                   "one of mp's shareable objects (move-only ones as std::ref(obj))");
+    static_assert(std::invocable<std::decay_t<F>&,
+                                 internal::stored_arg_t<std::decay_t<Args>>&...>,
+                  "mp::Context::Process: the target cannot be called with the arguments as the "
+                  "child rebuilds them (a C string arrives as a std::string, a std::ref(x) as "
+                  "an x&)");
     options.start_method = get_start_method();
     return mp::Process(std::move(options), std::forward<F>(target), std::forward<Args>(args)...);
   }

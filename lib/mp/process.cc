@@ -420,9 +420,9 @@ Process::~Process() {
 
 Process::Process(Process&& other) noexcept
     : target_(std::move(other.target_)),
-      state_(std::move(other.state_)),
       write_task_(std::move(other.write_task_)),
-      start_method_(other.start_method_) {}
+      start_method_(other.start_method_),
+      state_(std::move(other.state_)) {}
 
 Process& Process::operator=(Process&& other) noexcept {
   target_ = std::move(other.target_);
@@ -812,7 +812,7 @@ void internal::run_started_child(const StartRequest& request, std::vector<int>& 
                                  int channel) {
   std::function<void()> task;
   try {
-    set_current_relocator(Relocator(request.module_map));
+    use_parent_map(request.module_map);
     auto launcher = relocate(reinterpret_cast<Launcher>(static_cast<std::uintptr_t>(request.launcher)));
     TravelScope scope(fds);
     Decoder d(request.task);

@@ -158,7 +158,13 @@ std::uintptr_t Relocator::translate(std::uintptr_t addr) const {
 }
 
 const Relocator& current_relocator() noexcept { return relocator_slot(); }
-void set_current_relocator(Relocator r) { relocator_slot() = std::move(r); }
+
+void use_parent_map(std::string_view parent_map) {
+  static std::string* current = new std::string;
+  if (!relocator_slot().identity() && *current == parent_map) return;
+  relocator_slot() = Relocator(parent_map);
+  current->assign(parent_map);
+}
 
 std::string hex(std::string_view bytes) {
   if (bytes.empty()) return "(none)";

@@ -64,7 +64,10 @@ class Relocator {
 // The relocator of this process: identity unless this process was started by
 // spawn or forkserver (then set once by its bootstrap, before any task).
 const Relocator& current_relocator() noexcept;
-void set_current_relocator(Relocator r);
+// use_parent_map makes current_relocator() translate from the parent whose
+// module_map() is `parent_map`; a no-op when it already does (the forkserver
+// builds it once, before forking, and its children inherit it).
+void use_parent_map(std::string_view parent_map);
 
 // relocate(fn) is fn translated by current_relocator().
 template <class Fn>

@@ -587,6 +587,14 @@ void reap_served(std::map<pid_t, ServedChild>& children) {
     } catch (const std::exception& e) {
       error = e.what();
     }
+    if (error.empty()) {
+      // Built once per parent layout, here, rather than in every child;
+      // a failure is left for the child to report.
+      try {
+        use_parent_map(request.module_map);
+      } catch (...) {
+      }
+    }
     int status_pipe[2] = {-1, -1};
     pid_t pid = -1;
     if (error.empty() && ::pipe2(status_pipe, O_CLOEXEC) != 0) error = std::strerror(errno);

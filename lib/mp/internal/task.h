@@ -15,8 +15,11 @@
 #pragma once
 
 #include <cstdint>
+#include <concepts>
 #include <functional>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -33,6 +36,15 @@ struct unwrap_ref {
 template <class T>
 struct unwrap_ref<std::reference_wrapper<T>> {
   using type = std::remove_const_t<T>;
+};
+// A C string travels as a std::string (as a Pool task's argument does).
+template <>
+struct unwrap_ref<const char*> {
+  using type = std::string;
+};
+template <>
+struct unwrap_ref<char*> {
+  using type = std::string;
 };
 // stored_arg_t<A>: what the child decodes and holds for an argument A.
 template <class A>
@@ -53,7 +65,8 @@ inline constexpr bool travelling_function = is_function_pointer<F> || stateless_
 
 // Travels<F, Args...>: Process(F, Args...) can start with every method.
 template <class F, class... Args>
-concept Travels = travelling_function<F> && (Encodable<stored_arg_t<Args>> && ...);
+concept Travels = travelling_function<F> && (Encodable<stored_arg_t<Args>> && ...) &&
+                  std::invocable<F&, stored_arg_t<Args>&...>;
 
 template <class T>
 const T& unwrap(const T& v) noexcept {
@@ -63,6 +76,7 @@ template <class T>
 const T& unwrap(const std::reference_wrapper<T>& r) noexcept {
   return r.get();
 }
+inline std::string_view unwrap(const char* s) noexcept { return s; }
 
 template <class Fn, class... Args>
 std::function<void()> launch(Decoder& d) {
