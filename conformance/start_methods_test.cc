@@ -712,6 +712,18 @@ TEST_P(StartMethod, PoolLostWorkerFailsItsTaskAndIsReplaced) {
   EXPECT_EQ(out, in);
 }
 
+int worker_pid(int) { return mp::getpid(); }
+
+// An idle worker checks that its pool still runs (every 100 ms): a
+// forkserver worker's kernel parent is the server, not the pool.
+TEST_P(StartMethod, PoolWorkersSurviveWhileIdle) {
+  mp::Pool pool = ctx().Pool(1);
+  int first = pool.apply(worker_pid, 0);
+  std::this_thread::sleep_for(400ms);
+  EXPECT_EQ(pool.apply(worker_pid, 0), first);
+  EXPECT_EQ(pool.apply(worker_name, 0), "PoolWorker-1");
+}
+
 TEST(StartMethods, PoolClosureInitializerWithSpawnRaisesValueError) {
   int n = 3;
   mp::PoolOptions o;
@@ -719,6 +731,147 @@ TEST(StartMethods, PoolClosureInitializerWithSpawnRaisesValueError) {
   o.initializer = [n] { (void)n; };
   EXPECT_THROW(mp::get_context("spawn").Pool(o), mp::ValueError);
   EXPECT_THROW(mp::get_context("forkserver").Pool(o), mp::ValueError);
+}
+
+// ------------------------- the other promises, for children of every method
+
+void take_lock_and_die(mp::Lock lock, mp::Event taken) {
+  lock.acquire();
+  taken.set();
+  ::raise(SIGKILL);
+}
+
+TEST_P(StartMethod, LockOwnerDeathIsReportedToTheNextAcquirer) {
+  mp::Lock lock;
+  mp::Event taken;
+  mp::Process p = ctx().Process(take_lock_and_die, lock, taken);
+  p.start();
+  ASSERT_TRUE(taken.wait(10s));
+  p.join(10s);
+  EXPECT_EQ(p.exitcode(), -SIGKILL);
+  EXPECT_THROW(lock.acquire(10s), mp::OwnerDeadError);
+  lock.release();  // the takeover left it held by us
+  EXPECT_TRUE(lock.acquire(false));
+  lock.release();
+}
+
+void get_once(mp::Queue<int>& q) { (void)q.get(); }
+
+TEST_P(StartMethod, PutOnAFullQueueWhoseConsumerDiedRaisesBrokenPipe) {
+  mp::Queue<int> q(1);
+  q.put(1);
+  mp::Process p = ctx().Process(get_once, std::ref(q));
+  p.start();
+  p.join(10s);
+  EXPECT_EQ(p.exitcode(), 0);
+  q.put(2);  // room for one again
+  Stopwatch sw;
+  EXPECT_THROW(q.put(3), mp::BrokenPipeError);
+  EXPECT_LT(sw.elapsed(), 5s);
+}
+
+void start_a_child(mp::Value<int> outcome) {
+  try {
+    mp::Process p = mp::get_context("spawn").Process(do_nothing);
+    p.start();
+    p.join();
+    outcome.store(1);
+  } catch (const mp::RuntimeError&) {
+    outcome.store(2);
+  }
+}
+
+TEST_P(StartMethod, DaemonicChildMayNotStartChildren) {
+  mp::Value<int> outcome(0);
+  mp::Process p = ctx().Process(mp::ProcessOptions{.daemon = true}, start_a_child, outcome);
+  p.start();
+  p.join(30s);
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_EQ(outcome.load(), 2);
+}
+
+TEST_P(StartMethod, DaemonicChildIsTerminatedAtNormalExitOthersAreJoined) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t mid = mp::fork();
+  if (mid == 0) {
+    ::close(fds[0]);
+    mp::Event e;
+    mp::Process daemon = ctx().Process(mp::ProcessOptions{.daemon = true}, sleep_forever);
+    mp::Process other = ctx().Process(wait_event, e);
+    daemon.start();
+    other.start();
+    pid_t pids[2] = {*daemon.pid(), *other.pid()};
+    (void)!::write(fds[1], pids, sizeof pids);
+    e.set();
+    mp::exit(0);  // terminates the daemon, joins the other
+  }
+  ::close(fds[1]);
+  pid_t pids[2] = {0, 0};
+  ASSERT_EQ(::read(fds[0], pids, sizeof pids), static_cast<ssize_t>(sizeof pids));
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(mid, &status, 0), mid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  for (pid_t pid : pids) {
+    // Reaped by `mid` (fork, spawn) or by its forkserver: gone, not running.
+    int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    if (fd >= 0) {
+      EXPECT_TRUE(readable_within(fd, 10s)) << "child " << pid << " outlived its parent's exit";
+      ::close(fd);
+    }
+  }
+}
+
+int count_dev_shm() {
+  int n = 0;
+  DIR* d = ::opendir("/dev/shm");
+  if (!d) return -1;
+  while (dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
+  ::closedir(d);
+  return n;
+}
+
+TEST_P(StartMethod, NoDevShmEntryIsMade) {
+  int before = count_dev_shm();
+  {
+    mp::Queue<int> q;
+    mp::Value<int> v(1);
+    mp::Barrier b(1);
+    mp::Process p = ctx().Process(put_range, std::ref(q), 2);
+    p.start();
+    EXPECT_EQ(q.get(), 0);
+    EXPECT_EQ(q.get(), 1);
+    p.join();
+  }
+  EXPECT_EQ(count_dev_shm(), before);
+}
+
+TEST(StartMethods, ForkWarningNamesForkserver) {
+  int err[2];
+  ASSERT_EQ(::pipe(err), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(err[1], 2);
+    std::atomic<bool> stop{false};
+    std::thread t([&] {
+      while (!stop) std::this_thread::sleep_for(1ms);
+    });
+    pid_t c = mp::fork();  // this binary forks with threads nowhere else
+    if (c == 0) ::_exit(0);
+    ::waitpid(c, nullptr, 0);
+    stop = true;
+    t.join();
+    ::_exit(0);
+  }
+  ::close(err[1]);
+  std::string text;
+  char buf[512];
+  for (ssize_t n; (n = ::read(err[0], buf, sizeof buf)) > 0;) text.append(buf, n);
+  ::close(err[0]);
+  ::waitpid(pid, nullptr, 0);
+  EXPECT_NE(text.find("multi-threaded"), std::string::npos) << text;
+  EXPECT_NE(text.find("forkserver"), std::string::npos) << text;
 }
 
 }  // namespace

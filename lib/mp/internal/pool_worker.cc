@@ -15,6 +15,7 @@
 #include "mp/errors.h"
 #include "mp/internal/futex.h"
 #include "mp/internal/modules.h"
+#include "mp/process.h"
 
 namespace mp::internal::pool {
 namespace {
@@ -29,6 +30,15 @@ std::string demangle_name(const char* mangled) {
 }
 
 [[noreturn]] void parent_gone() { ::_exit(1); }
+
+// pool_alive: the pool's process still runs. A forked worker's parent is the
+// pool (getppid() tells); a forkserver worker's kernel parent is the server,
+// so it watches the pool through parent_process()'s pidfd instead.
+bool pool_alive_from(pid_t pool) {
+  if (::getppid() == pool) return true;
+  const ParentProcess* parent = parent_process();
+  return parent && parent->pid() == pool && parent->is_alive();
+}
 
 class Worker {
  public:
@@ -162,11 +172,13 @@ class Worker {
       futex_wait(&c_->task_seq, seen, std::chrono::nanoseconds(100ms));
       c_->sleepers.fetch_sub(1);
       c_->wake_pending.store(0);
-      if (::getppid() != cfg_.parent) parent_gone();
+      if (!pool_alive()) parent_gone();
     }
   }
 
   // ---- result side ---------------------------------------------------
+
+  bool pool_alive() const { return pool_alive_from(cfg_.parent); }
 
   void notify_parent(bool always = false) {
     std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -206,7 +218,7 @@ class Worker {
       }
       notify_parent(true);
       futex_wait(&rc_->space_seq, seen, std::chrono::nanoseconds(100ms));
-      if (::getppid() != cfg_.parent) parent_gone();
+      if (!pool_alive()) parent_gone();
     }
   }
 
