@@ -221,10 +221,11 @@ class Pair:
 
 def primary_mp(impls):
     """The mp impl a workload's peers are compared with: `mp` if present,
-    else the first `mp_*` in name order."""
+    else `mp_process`, else the first `mp_*` in name order."""
     mps = sorted(i for i in impls if is_mp_impl(i))
-    if "mp" in mps:
-        return "mp"
+    for preferred in ("mp", "mp_process"):  # mp_process: the default start method
+        if preferred in mps:
+            return preferred
     return mps[0] if mps else None
 
 
@@ -318,7 +319,16 @@ def load_goals(path):
 def evaluate_goals(goals, rs):
     """One GoalResult per (goal, matching pair); a goal nothing matches gets
     one result with no data, so a missing benchmark is visible."""
-    all_pairs = [p for _, _, ps in pairs(rs) for p in ps]
+    # Every mp impl of a workload against every peer that is not mp's: a
+    # workload may hold several mp impls (BM_Spawn/mp_process, mp_forkserver,
+    # mp_spawn), each with goals of its own.
+    all_pairs = []
+    for workload, impls in rs.workloads().items():
+        for m in impls:
+            if not is_mp_impl(m):
+                continue
+            all_pairs += [Pair(workload, impls[m], impls[p]) for p in impls
+                          if p != m and not is_mp_impl(p)]
     out = []
     for g in goals:
         hits = [GoalResult(g, p) for p in all_pairs if g.matches(p)]

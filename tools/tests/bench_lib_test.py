@@ -175,11 +175,30 @@ class GoalTest(unittest.TestCase):
         with self.assertRaisesRegex(lib.ResultError, "min_ratio"):
             lib.Goal({"family": "BM_X", "peer": "raw"})
 
-    def test_repository_goals_cover_issues_2_to_7(self):
+    def test_repository_goals_cover_issues_2_to_7_and_14(self):
         gs = lib.load_goals(ROOT / "benchmarks" / "goals.json")
-        self.assertEqual(sorted({g.issue for g in gs}), [2, 3, 4, 5, 6, 7])
+        self.assertEqual(sorted({g.issue for g in gs}), [2, 3, 4, 5, 6, 7, 14])
         spawn = [g for g in gs if g.family == "BM_Spawn"]
-        self.assertEqual([(g.mp, g.peer, g.min_ratio) for g in spawn], [("mp_process", "raw_fork", 0.9)])
+        self.assertEqual([(g.mp, g.peer, g.args, g.min_ratio) for g in spawn],
+                         [("mp_process", "raw_fork", ["*"], 0.9),
+                          ("mp_forkserver", "raw_fork", [""], 0.5),
+                          ("mp_forkserver", "raw_fork", ["big_parent"], 10),
+                          ("mp_spawn", "cpython_spawn", [""], 20)])
+
+    def test_start_method_goals_pick_their_own_rows(self):
+        gs = [g for g in lib.load_goals(ROOT / "benchmarks" / "goals.json") if g.issue == 14]
+        rows = [("BM_Spawn/raw_fork", 1000.0), ("BM_Spawn/mp_forkserver", 400.0),
+                ("BM_Spawn/raw_fork/big_parent", 20.0), ("BM_Spawn/mp_forkserver/big_parent", 300.0),
+                ("BM_Spawn/mp_spawn", 800.0), ("BM_Spawn/cpython_spawn", 30.0)]
+        runs = []
+        for name, speed in rows:
+            runs += fb.runs(name, [speed])
+        rs = GoalTest.make(self, {"spawn": runs})
+        res = lib.evaluate_goals(gs, rs)
+        self.assertEqual(sorted((r.pair.workload, r.pair.mp.name.impl, r.status) for r in res),
+                         [("BM_Spawn", "mp_forkserver", "missed"),
+                          ("BM_Spawn", "mp_spawn", "met"),
+                          ("BM_Spawn/big_parent", "mp_forkserver", "met")])
 
 
 class FormatTest(unittest.TestCase):
