@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "mp/context.h"
@@ -486,6 +487,47 @@ TEST(Forkserver, KilledServerLeavesChildrenJoinableAndIsReplaced) {
   EXPECT_EQ(q.exitcode(), 4);
   EXPECT_NE(mp::internal::forkserver_pid(), server);
   EXPECT_GT(mp::internal::forkserver_pid(), 0);
+}
+
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> out;
+  FILE* f = std::fopen(fmt::format("/proc/{}/task/{}/children", pid, pid).c_str(), "r");
+  if (!f) return out;
+  long c;
+  while (std::fscanf(f, "%ld", &c) == 1) out.push_back(static_cast<pid_t>(c));
+  std::fclose(f);
+  return out;
+}
+
+// The server keeps a child forked ahead for the next start (a spare); one
+// that was killed is replaced, and the start goes on.
+TEST(Forkserver, KilledSpareChildIsReplaced) {
+  mp::forkserver::ensure_running();
+  pid_t server = mp::internal::forkserver_pid();
+  ASSERT_GT(server, 0);
+  Stopwatch sw;
+  std::vector<pid_t> spares;
+  while ((spares = children_of(server)).empty() && sw.elapsed() < 5s) std::this_thread::sleep_for(1ms);
+  ASSERT_FALSE(spares.empty()) << "no spare child under the forkserver";
+  for (pid_t p : spares) {
+    int fd = static_cast<int>(syscall(SYS_pidfd_open, p, 0));
+    ::kill(p, SIGKILL);
+    if (fd >= 0) {
+      // Gone before the next start. (A start racing with the kill may hand
+      // its task to the dying spare; it then raises ProcessError, "ended
+      // before running its task", rather than hang.)
+      pollfd pfd{fd, POLLIN, 0};
+      EXPECT_EQ(::poll(&pfd, 1, 5000), 1);
+      ::close(fd);
+    }
+  }
+  for (int i = 0; i < 3; ++i) {
+    mp::Process p = mp::get_context("forkserver").Process(exit_with, 5 + i);
+    p.start();
+    p.join(10s);
+    EXPECT_EQ(p.exitcode(), 5 + i);
+  }
+  EXPECT_EQ(mp::internal::forkserver_pid(), server);
 }
 
 bool readable_within(int fd, std::chrono::milliseconds t) {

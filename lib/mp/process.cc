@@ -65,6 +65,7 @@ struct ChildState {
   // A forkserver child: the server writes its wait status here when it
   // reaps it (the child is not ours to waitpid).
   int status_fd = -1;
+  bool status_lost = false;  // the forkserver died before reporting it
   std::optional<int> exitcode;
 };
 
@@ -194,29 +195,45 @@ bool wait_readable(int fd, std::optional<Clock::time_point> deadline) {
 // deadline). Returns the exit code once known.
 std::optional<int> reap(ChildState& s, bool block,
                         std::optional<Clock::time_point> deadline = std::nullopt) {
-  int fd;
+  int fd, status_fd;
   {
     std::lock_guard lock(s.mu);
     if (s.exitcode || !s.started || s.pid <= 0) return s.exitcode;
     fd = s.pidfd;
+    status_fd = s.status_fd;
+  }
+  const auto until = block ? deadline : std::optional<Clock::time_point>(Clock::now());
+  if (status_fd >= 0) {
+    // A forkserver child: the server reaps it and writes its wait status
+    // on this pipe, so one wake-up gives both its end and its status. An
+    // end of file there means the server died: the status is lost, and the
+    // child's own pidfd tells when it ends.
+    if (!wait_readable(status_fd, until)) return std::nullopt;
+    std::lock_guard lock(s.mu);
+    if (s.exitcode) return s.exitcode;
+    if (s.status_fd >= 0) {
+      int status = 0;
+      ssize_t r;
+      do {
+        r = ::read(s.status_fd, &status, sizeof status);
+      } while (r < 0 && errno == EINTR);
+      ::close(s.status_fd);
+      s.status_fd = -1;
+      if (r == sizeof status) {
+        s.exitcode = exitcode_from_wait_status(status);
+        return s.exitcode;
+      }
+      s.status_lost = true;
+    }
   }
   if (fd >= 0) {
-    bool ended = wait_readable(fd, block ? deadline : std::optional<Clock::time_point>(Clock::now()));
+    bool ended = wait_readable(fd, until);
     if (!ended) return std::nullopt;
   }
   std::lock_guard lock(s.mu);
   if (s.exitcode) return s.exitcode;
-  if (s.status_fd >= 0) {
-    // The forkserver reaps its children and writes the status right after;
-    // if it died first, the status is lost.
-    int status = 0;
-    ssize_t r;
-    do {
-      r = ::read(s.status_fd, &status, sizeof status);
-    } while (r < 0 && errno == EINTR);
-    s.exitcode = r == sizeof status ? exitcode_from_wait_status(status) : 255;
-    ::close(s.status_fd);
-    s.status_fd = -1;
+  if (s.status_lost) {
+    s.exitcode = 255;
     return s.exitcode;
   }
   int status = 0;

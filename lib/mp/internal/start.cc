@@ -523,37 +523,179 @@ struct ServedChild {
   bool daemon = false;
 };
 
-void reap_served(std::map<pid_t, ServedChild>& children) {
+// The server keeps one child forked ahead, waiting for a task (a "spare"),
+// so that a start does not wait for a fork: the request goes to the spare,
+// and the next spare is forked after the reply, while the parent goes on.
+struct Spare {
+  pid_t pid = 0;
+  int sock = -1;   // the server's end; the spare reads its request here
+  int pidfd = -1;  // opened before any reap, so the pid cannot be reused
+};
+
+class ServerLoop {
+ public:
+  explicit ServerLoop(int control) : control_(control) {}
+  [[noreturn]] void run();
+
+ private:
+  void reap();
+  void make_spare();
+  void drop_spare(bool kill);
+  [[noreturn]] void become_spare(int sock);
+  void serve(std::string& bytes, std::vector<int>& fds);
+  [[noreturn]] void shut_down();
+
+  int control_;
+  int sfd_ = -1;        // SIGCHLD, as a signalfd
+  int parent_fd_ = -1;  // a pidfd of the parent
+  sigset_t chld_{};
+  std::map<pid_t, ServedChild> children_;
+  Spare spare_;
+};
+
+void ServerLoop::reap() {
   for (;;) {
     int status = 0;
     pid_t pid = ::waitpid(-1, &status, WNOHANG);
     if (pid <= 0) return;
-    auto it = children.find(pid);
-    if (it == children.end()) continue;
+    if (pid == spare_.pid) {  // killed while waiting for a task
+      drop_spare(false);
+      continue;
+    }
+    auto it = children_.find(pid);
+    if (it == children_.end()) continue;
     ssize_t w;
     do {
       w = ::write(it->second.status_w, &status, sizeof status);
     } while (w < 0 && errno == EINTR);
     ::close(it->second.status_w);
-    children.erase(it);
+    children_.erase(it);
   }
 }
 
-[[noreturn]] void serve_forever(int control) {
+void ServerLoop::drop_spare(bool kill) {
+  // A killed spare is reaped later by reap(), as an unknown child.
+  if (kill && spare_.pid > 0) ::kill(spare_.pid, SIGKILL);
+  if (spare_.sock >= 0) ::close(spare_.sock);
+  if (spare_.pidfd >= 0) ::close(spare_.pidfd);
+  spare_ = Spare{};
+}
+
+void ServerLoop::make_spare() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return;
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(sv[0]);
+    ::close(sv[1]);
+    return;
+  }
+  if (pid == 0) {
+    ::close(sv[0]);
+    become_spare(sv[1]);
+  }
+  ::close(sv[1]);
+  spare_ = Spare{pid, sv[0], sys_pidfd_open(pid)};
+}
+
+void ServerLoop::become_spare(int sock) {
+  ::close(control_);
+  ::close(sfd_);
+  ::close(parent_fd_);
+  for (auto& [_, c] : children_) ::close(c.status_w);
+  ::sigprocmask(SIG_UNBLOCK, &chld_, nullptr);
+  ::signal(SIGINT, SIG_DFL);
+  ::signal(SIGPIPE, SIG_DFL);
+  std::string bytes;
+  std::vector<int> fds;
+  RecvStatus st = RecvStatus::kEof;
+  try {
+    st = recv_frame(sock, bytes, fds);
+  } catch (...) {
+  }
+  if (st != RecvStatus::kOk || fds.empty()) ::_exit(0);  // the server is gone
+  ::close(sock);
+  int channel = fds.front();
+  fds.erase(fds.begin());
+  StartRequest request;
+  try {
+    Decoder d(bytes);
+    request = d.read<StartRequest>();
+  } catch (const std::exception& e) {
+    send_reply(channel, false, fmt::format("mp: a forkserver child could not read its start: {}",
+                                           e.what()));
+    ::_exit(1);
+  }
+  run_started_child(request, fds, channel);
+}
+
+void ServerLoop::serve(std::string& bytes, std::vector<int>& fds) {
+  StartRequest request;
+  std::string error;
+  try {
+    Decoder d(bytes);
+    request = d.read<StartRequest>();
+    // Built once per parent layout, here: the spares forked from now on
+    // inherit it. A failure is left for the child to report.
+    try {
+      use_parent_map(request.module_map);
+    } catch (...) {
+    }
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  int status_pipe[2] = {-1, -1};
+  pid_t pid = -1;
+  std::vector<int> out;
+  // A spare forked from here on holds this request's fds too; it is the one
+  // that takes them (or dies), so no other process keeps them.
+  if (error.empty() && ::pipe2(status_pipe, O_CLOEXEC) != 0) error = std::strerror(errno);
+  for (int attempt = 0; error.empty() && attempt < 2; ++attempt) {
+    if (spare_.pid > 0) {
+      pollfd ended{spare_.pidfd, POLLIN, 0};
+      if (::poll(&ended, 1, 0) == 1) drop_spare(false);  // died, not reaped yet
+    }
+    if (spare_.pid <= 0) make_spare();
+    if (spare_.pid <= 0) {
+      error = fmt::format("fork failed: {}", std::strerror(errno));
+      break;
+    }
+    if (send_frame(spare_.sock, bytes, fds)) {
+      pid = spare_.pid;
+      children_[pid] = ServedChild{status_pipe[1], request.daemon};
+      out = {spare_.pidfd, status_pipe[0]};
+      ::close(spare_.sock);
+      spare_ = Spare{};
+      break;
+    }
+    drop_spare(true);  // it died before taking the task: fork another
+  }
+  if (pid <= 0) {
+    if (status_pipe[0] >= 0) ::close(status_pipe[0]);
+    if (status_pipe[1] >= 0) ::close(status_pipe[1]);
+    if (error.empty()) error = "the forkserver's spare child died twice";
+  }
+  std::string reply;
+  encode_into(reply, static_cast<std::int32_t>(pid));
+  encode_into(reply, error);
+  bool sent = send_frame(control_, reply, out);
+  close_all(out);
+  if (!sent) shut_down();
+}
+
+void ServerLoop::run() {
   ::signal(SIGINT, SIG_IGN);
   ::signal(SIGPIPE, SIG_IGN);
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
-  ::sigprocmask(SIG_BLOCK, &chld, nullptr);
-  int sfd = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-  int parent_fd = sys_pidfd_open(::getppid());
-  std::map<pid_t, ServedChild> children;
-
-  send_reply(control, true, "forkserver ready");
+  sigemptyset(&chld_);
+  sigaddset(&chld_, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &chld_, nullptr);
+  sfd_ = ::signalfd(-1, &chld_, SFD_CLOEXEC | SFD_NONBLOCK);
+  parent_fd_ = sys_pidfd_open(::getppid());
+  make_spare();
+  send_reply(control_, true, "forkserver ready");
 
   for (;;) {
-    pollfd p[3] = {{control, POLLIN, 0}, {sfd, POLLIN, 0}, {parent_fd, POLLIN, 0}};
+    pollfd p[3] = {{control_, POLLIN, 0}, {sfd_, POLLIN, 0}, {parent_fd_, POLLIN, 0}};
     int rc = ::poll(p, 3, -1);
     if (rc < 0) {
       if (errno == EINTR) continue;
@@ -561,9 +703,9 @@ void reap_served(std::map<pid_t, ServedChild>& children) {
     }
     if (p[1].revents) {
       signalfd_siginfo info;
-      while (::read(sfd, &info, sizeof info) > 0) {
+      while (::read(sfd_, &info, sizeof info) > 0) {
       }
-      reap_served(children);
+      reap();
     }
     if (p[2].revents) break;  // the parent ended
     if (!p[0].revents) continue;
@@ -571,7 +713,7 @@ void reap_served(std::map<pid_t, ServedChild>& children) {
     std::vector<int> fds;
     RecvStatus st;
     try {
-      st = recv_frame(control, bytes, fds);
+      st = recv_frame(control_, bytes, fds);
     } catch (...) {
       st = RecvStatus::kEof;
     }
@@ -579,73 +721,35 @@ void reap_served(std::map<pid_t, ServedChild>& children) {
       close_all(fds);
       break;  // the parent closed the channel (shutdown or exit)
     }
-    StartRequest request;
-    std::string error;
-    try {
-      Decoder d(bytes);
-      request = d.read<StartRequest>();
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-    if (error.empty()) {
-      // Built once per parent layout, here, rather than in every child;
-      // a failure is left for the child to report.
-      try {
-        use_parent_map(request.module_map);
-      } catch (...) {
-      }
-    }
-    int status_pipe[2] = {-1, -1};
-    pid_t pid = -1;
-    if (error.empty() && ::pipe2(status_pipe, O_CLOEXEC) != 0) error = std::strerror(errno);
-    if (error.empty()) {
-      pid = ::fork();
-      if (pid < 0) error = std::strerror(errno);
-    }
-    if (pid == 0) {
-      ::close(control);
-      ::close(sfd);
-      ::close(parent_fd);
-      ::close(status_pipe[0]);
-      ::close(status_pipe[1]);
-      for (auto& [_, c] : children) ::close(c.status_w);
-      ::sigprocmask(SIG_UNBLOCK, &chld, nullptr);
-      ::signal(SIGINT, SIG_DFL);
-      ::signal(SIGPIPE, SIG_DFL);
-      int channel = fds.front();
-      fds.erase(fds.begin());
-      run_started_child(request, fds, channel);
-    }
-    std::vector<int> out;
-    if (pid > 0) {
-      int child_pidfd = sys_pidfd_open(pid);  // before any reap: pid cannot be reused
-      children[pid] = ServedChild{status_pipe[1], request.daemon};
-      out = {child_pidfd, status_pipe[0]};
-    }
-    std::string reply;
-    encode_into(reply, static_cast<std::int32_t>(pid));
-    encode_into(reply, error);
-    bool sent = send_frame(control, reply, out);
-    close_all(out);
+    serve(bytes, fds);
     close_all(fds);
-    if (!sent) break;
+    // The next start's child, forked while the parent goes on, and only
+    // now: a spare forked while this request's fds were open would hold
+    // them (the new child's channel among them) for as long as it waits.
+    if (spare_.pid <= 0) make_spare();
   }
+  shut_down();
+}
 
+void ServerLoop::shut_down() {
   // The parent is gone (or closed the channel): no child it started may
   // outlive it unattended.
-  for (auto& [pid, c] : children) ::kill(pid, c.daemon ? SIGKILL : SIGTERM);
+  drop_spare(true);
+  for (auto& [pid, c] : children_) ::kill(pid, c.daemon ? SIGKILL : SIGTERM);
   auto deadline = Clock::now() + std::chrono::seconds(5);
-  while (!children.empty() && Clock::now() < deadline) {
-    reap_served(children);
-    if (!children.empty()) ::usleep(10'000);
+  while (!children_.empty() && Clock::now() < deadline) {
+    reap();
+    if (!children_.empty()) ::usleep(10'000);
   }
-  for (auto& [pid, c] : children) ::kill(pid, SIGKILL);
-  while (!children.empty()) {
-    reap_served(children);
-    if (!children.empty()) ::usleep(10'000);
+  for (auto& [pid, c] : children_) ::kill(pid, SIGKILL);
+  while (!children_.empty()) {
+    reap();
+    if (!children_.empty()) ::usleep(10'000);
   }
   ::_exit(0);
 }
+
+[[noreturn]] void serve_forever(int control) { ServerLoop(control).run(); }
 
 }  // namespace
 

@@ -22,11 +22,15 @@
 // freeze_support() is missing and exits: never a second generation.
 //
 // forkserver: a server started the same way (MP_START=forkserver:<fd>),
-// whose freeze_support() serves requests until its parent ends. For each it
-// forks a child (the server is single-threaded: a fork there is safe),
-// passes it the channel end that came with the request, and sends the
-// parent the child's pid, a pidfd of it and the read end of a pipe on which
-// it writes the child's wait status when it reaps it. The server ignores
+// whose freeze_support() serves requests until its parent ends. It keeps one
+// child forked ahead (a "spare", blocked on a socket of its own; the server
+// is single-threaded, so its forks are safe), hands each request with its
+// fds (the channel end among them) to the spare, forks the next spare once
+// the request is answered and its fds closed, and sends the parent the
+// child's pid, a pidfd of it and the read end of a pipe on which it writes
+// the child's wait status when it reaps it. A spare that died is replaced
+// before it is used; one killed as it is handed a task makes that start
+// raise ProcessError ("ended before running its task"). The server ignores
 // SIGINT (a terminal's Ctrl-C reaches its children directly). When its
 // parent ends (watched through a pidfd), it SIGKILLs its daemonic children
 // and SIGTERMs the others, SIGKILLs what is left 5 s later, and exits.
