@@ -395,6 +395,32 @@ TEST(StartMethods, SubclassWithSpawnRaisesValueErrorAndForks) {
   EXPECT_EQ(f.exitcode(), 0);
 }
 
+class Reporter : public mp::SpawnableProcess<Reporter> {
+ public:
+  Reporter() = default;
+  Reporter(mp::ProcessOptions o, int n, std::string label)
+      : SpawnableProcess(std::move(o)), n_(n), label_(std::move(label)) {}
+  // What a forkserver or spawn child gets: these three (not skipped_).
+  auto travel() { return std::tie(n_, label_, out_); }
+  void run() override { out_.put(fmt::format("{} {} {} {}", label_, n_, name(), skipped_)); }
+  mp::Queue<std::string>& out() { return out_; }
+  int skipped_ = 0;
+
+ private:
+  int n_ = 0;
+  std::string label_;
+  mp::Queue<std::string> out_{0, 4096};
+};
+
+TEST_P(StartMethod, SpawnableSubclassRunsWithWhatTravelNames) {
+  Reporter r(mp::ProcessOptions{.name = "rep", .start_method = GetParam()}, 7, "seven");
+  r.skipped_ = 99;  // not named by travel(): a new image sees 0, a fork 99
+  r.start();
+  EXPECT_EQ(r.out().get(), GetParam() == "fork" ? "seven 7 rep 99" : "seven 7 rep 0");
+  r.join(30s);
+  EXPECT_EQ(r.exitcode(), 0);
+}
+
 TEST(StartMethods, LockThroughAQueueRaisesValueError) {
   mp::Queue<mp::Lock> q;
   mp::Lock lock;
@@ -464,6 +490,26 @@ TEST(Forkserver, ObjectsCreatedAfterTheServerStartedTravel) {
   p.join();
   a.join();
   EXPECT_EQ(v.load(), 15);
+}
+
+int g_setting = 1;
+void report_setting(mp::Value<int> out) { out.store(g_setting); }
+
+// A forkserver child is a fork of the server, not of the caller: what the
+// caller changed after the server started is not seen; a fork child sees it.
+TEST(Forkserver, ChildSeesTheServersGlobalsNotTheCallers) {
+  mp::forkserver::ensure_running();
+  g_setting = 2;
+  mp::Value<int> seen(0);
+  mp::Process p = mp::get_context("forkserver").Process(report_setting, seen);
+  p.start();
+  p.join(10s);
+  EXPECT_EQ(seen.load(), 1);
+  mp::Process f = mp::get_context("fork").Process(report_setting, seen);
+  f.start();
+  f.join(10s);
+  EXPECT_EQ(seen.load(), 2);
+  g_setting = 1;
 }
 
 TEST(Forkserver, KilledServerLeavesChildrenJoinableAndIsReplaced) {

@@ -439,6 +439,7 @@ Process::Process(Process&& other) noexcept
     : target_(std::move(other.target_)),
       write_task_(std::move(other.write_task_)),
       start_method_(other.start_method_),
+      write_self_(other.write_self_),
       state_(std::move(other.state_)) {}
 
 Process& Process::operator=(Process&& other) noexcept {
@@ -446,6 +447,7 @@ Process& Process::operator=(Process&& other) noexcept {
   state_ = std::move(other.state_);
   write_task_ = std::move(other.write_task_);
   start_method_ = other.start_method_;
+  write_self_ = other.write_self_;
   return *this;
 }
 
@@ -529,13 +531,14 @@ void Process::start() {
 void Process::start_elsewhere(int method_number) {
   auto method = static_cast<internal::StartMethod>(method_number);
   std::string_view method_name = internal::start_method_name(method);
-  if (typeid(*this) != typeid(Process)) {
+  if (typeid(*this) != typeid(Process) && !write_self_) {
     throw ValueError(fmt::format(
-        "a Process subclass ({}) can start only with the fork start method: under {} the child is "
-        "a new image that cannot rebuild the object; give a Process a target function instead",
-        demangle(typeid(*this).name()), method_name));
+        "a Process subclass ({}) starts with the {} start method only if it derives from "
+        "mp::SpawnableProcess<{}> and names what its child gets in travel() (mp/process.h): the "
+        "child is a new image that cannot rebuild an arbitrary object",
+        demangle(typeid(*this).name()), method_name, demangle(typeid(*this).name())));
   }
-  if (!write_task_) {
+  if (!write_self_ && !write_task_) {
     throw ValueError(fmt::format(
         "this Process's target cannot start with the {} start method: it must be a function or "
         "a lambda without captures, with arguments that mp/codec.h can encode (or mp's shared "
@@ -552,7 +555,7 @@ void Process::start_elsewhere(int method_number) {
   {
     internal::TravelScope scope(fds);
     Encoder e(request.task);
-    request.launcher = write_task_(e);
+    request.launcher = write_self_ ? write_self_(e, *this) : write_task_(e);
   }
   {
     std::lock_guard lock(g.mu);

@@ -67,10 +67,16 @@
 //     mp::freeze_support(), a different build of the executable),
 //     start() raises mp::ProcessError with the child's reason and nothing
 //     keeps running.
-//   * A Process subclass (an override of run()) starts with fork only: its
-//     object lives in the parent's memory, and C++ cannot rebuild an
-//     arbitrary derived object in another image. start() with another method
-//     raises mp::ValueError; use a target function there.
+//   * A Process subclass (an override of run()) starts with fork as it is.
+//     For forkserver and spawn it derives from mp::SpawnableProcess<Self>
+//     instead, is default-constructible, and names what is copied to the
+//     child in a member `auto travel() { return std::tie(field, ...); }`
+//     (each field encodable or an mp object). The child default-constructs a
+//     Self, assigns those fields, gives it the parent's name() and daemon(),
+//     and calls its run(). Nothing else of the object is copied. Inside the
+//     child, current_process() is a Process with the same name and pid, not
+//     the Self object itself. Any other subclass raises mp::ValueError at
+//     start() with those methods.
 //   * Everything else in this contract (names, pid, exitcode, join, sentinel,
 //     terminate/kill, daemon, parent_process, active_children, no zombies)
 //     holds under every method. A forkserver child is the server's child in
@@ -253,6 +259,8 @@ class Process {
   [[noreturn]] void bootstrap_child(int parent_pidfd);
   [[noreturn]] void run_and_exit();
   void start_elsewhere(int method);
+  template <class>
+  friend class SpawnableProcess;
   bool is_current() const;
   friend void internal::run_started_child(const internal::StartRequest&, std::vector<int>&, int);
 
@@ -260,7 +268,64 @@ class Process {
   // The target as data (see "Start methods"); empty for a closure.
   std::function<std::uintptr_t(Encoder&)> write_task_;
   int start_method_ = -1;  // internal::StartMethod; -1: the default
+  // Set by SpawnableProcess<Self>: writes *this as data for the child.
+  std::uintptr_t (*write_self_)(Encoder&, Process&) = nullptr;
   std::shared_ptr<internal::ChildState> state_;  // null only when moved from
+};
+
+namespace internal {
+template <class P>
+std::function<void()> launch_self(Decoder& d) {
+  auto self = std::make_shared<P>();
+  self->set_name(d.read<std::string>());
+  self->set_daemon(d.read<bool>());
+  // The fields in order (a fold over the comma operator runs left to right).
+  std::apply([&](auto&... f) { ((f = d.read<std::decay_t<decltype(f)>>()), ...); },
+             self->travel());
+  return [self] { self->run(); };
+}
+
+template <class P>
+std::uintptr_t write_self(Encoder& e, Process& p) {
+  static_assert(std::default_initializable<P>,
+                "mp::SpawnableProcess<Self>: Self must be default-constructible (the child makes "
+                "one, then assigns what travel() names)");
+  P& self = static_cast<P&>(p);
+  e.write(self.name());
+  e.write(self.daemon());
+  std::apply(
+      [&](auto&... f) {
+        static_assert((Encodable<std::decay_t<decltype(f)>> && ...),
+                      "mp::SpawnableProcess<Self>: every field Self::travel() names must be "
+                      "encodable by mp/codec.h or be an mp object");
+        (e.write(f), ...);
+      },
+      self.travel());
+  return reinterpret_cast<std::uintptr_t>(&launch_self<P>);
+}
+}  // namespace internal
+
+// SpawnableProcess<Self> is a Process subclass that can start with every
+// method (see "Start methods" above):
+//
+//   class Worker : public mp::SpawnableProcess<Worker> {
+//    public:
+//     Worker() = default;
+//     Worker(int n, std::string label) : n_(n), label_(std::move(label)) {}
+//     auto travel() { return std::tie(n_, label_); }   // what the child gets
+//     void run() override { ... n_, label_ ... }
+//    private:
+//     int n_ = 0;
+//     std::string label_;
+//   };
+//   Worker w(3, "x");
+//   w.set_start_method ... or mp::ProcessOptions{.start_method = "spawn"}
+template <class Self>
+class SpawnableProcess : public Process {
+ public:
+  explicit SpawnableProcess(ProcessOptions options = {}) : Process(std::move(options)) {
+    write_self_ = &internal::write_self<Self>;
+  }
 };
 
 // ParentProcess is what parent_process() returns in a child: the parent's
