@@ -1430,3 +1430,32 @@ TEST(ShmChannel, ProcessAliveSeesZombiesAndReusedPidsAsDead) {
 }
 
 }  // namespace
+
+// duration::max() is forever, not an overflowed deadline that has already
+// passed (issue 15, item 13); a negative timeout tries once.
+TEST(QueueTimeouts, MaxDurationWaitsForeverAndNegativeTriesOnce) {
+  mp::Queue<int> q;
+  mp::Process late([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    q.put(7);
+  });
+  late.start();
+  EXPECT_EQ(q.get(std::chrono::hours::max()), 7);
+  late.join();
+  mp::Queue<int> empty;
+  mp_test::Stopwatch sw;
+  EXPECT_THROW(empty.get(std::chrono::seconds(-5)), mp::Empty);
+  EXPECT_THROW(empty.get(std::chrono::nanoseconds::min()), mp::Empty);
+  EXPECT_LT(sw.elapsed(), std::chrono::milliseconds(500));
+  mp::Lock lock;
+  EXPECT_TRUE(lock.acquire(std::chrono::hours::max()));
+  lock.release();
+  mp::Event e;
+  mp::Process setter([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    e.set();
+  });
+  setter.start();
+  EXPECT_TRUE(e.wait(std::chrono::nanoseconds::max()));
+  setter.join();
+}

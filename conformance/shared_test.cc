@@ -11,6 +11,10 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <cerrno>
+#include <system_error>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -400,4 +404,87 @@ TEST(Array, CopyOfANonConstArraySharesItsElements) {
   b[2] = 42;
   EXPECT_EQ(a[2], 42);
   EXPECT_EQ(a.data(), b.data());
+}
+
+// Creating reserves the pages (issue 15, item 7): a segment larger than
+// /dev/shm's free space fails in create() with ENOSPC and leaves no name,
+// instead of succeeding and killing the first write with SIGBUS.
+TEST(SharedMemory, CreateLargerThanDevShmFreeSpaceRaisesEnospcAndLeavesNoName) {
+  struct statvfs vfs {};
+  ASSERT_EQ(::statvfs("/dev/shm", &vfs), 0);
+  const auto free_bytes = static_cast<std::ptrdiff_t>(vfs.f_bavail * vfs.f_frsize);
+  const std::string name = "mp_test_enospc_" + std::to_string(::getpid());
+  try {
+    mp::SharedMemory::create(name, free_bytes + (std::ptrdiff_t{64} << 20));
+    FAIL() << "create succeeded beyond the free space";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code().value(), ENOSPC) << e.what();
+  }
+  EXPECT_THROW(mp::SharedMemory::attach(name), mp::FileNotFoundError);
+}
+
+// A holder of a Value's or Array's lock that dies (issue 15, item 1): the
+// next guarded call reports it once with OwnerDeadError and leaves the lock
+// free, so nothing hangs afterwards, in this process or another.
+TEST(Value, LockHolderDeathIsReportedOnceAndTheLockIsFreeAfter) {
+  mp::Value<int, mp::Lock> v(1);
+  mp::Process holder([&] {
+    v.get_lock().acquire();
+    ::raise(SIGKILL);
+  });
+  holder.start();
+  holder.join();
+  ASSERT_EQ(holder.exitcode(), -SIGKILL);
+  EXPECT_THROW(v.store(2), mp::OwnerDeadError);
+  v.store(3);  // returns: the lock is free
+  EXPECT_EQ(v.load(), 3);
+  EXPECT_FALSE(v.get_lock().locked());
+}
+
+TEST(Value, RLockHolderDeathLeavesTheLockFreeForOtherProcesses) {
+  mp::Value<int> v(1);  // RLock by default
+  mp::Process holder([&] {
+    v.update([](int& x) {
+      x = 5;
+      ::raise(SIGKILL);  // dies inside the update, holding the lock
+    });
+  });
+  holder.start();
+  holder.join();
+  EXPECT_THROW(v.load(), mp::OwnerDeadError);
+  mp::Process writer([&] { v.store(4); });
+  writer.start();
+  writer.join(std::chrono::seconds(10));
+  EXPECT_EQ(writer.exitcode(), 0);  // not blocked by a survivor owning the lock
+  EXPECT_EQ(v.load(), 4);
+}
+
+TEST(Array, LockHolderDeathIsReportedOnceAndToVectorWorksAfter) {
+  mp::Array<int> a(std::vector<int>{1, 2, 3});
+  mp::Process holder([&] {
+    a.get_lock().acquire();
+    ::raise(SIGKILL);
+  });
+  holder.start();
+  holder.join();
+  EXPECT_THROW(a.to_vector(), mp::OwnerDeadError);
+  EXPECT_EQ(a.to_vector(), (std::vector<int>{1, 2, 3}));
+}
+
+// Every name /dev/shm cannot hold raises one ValueError saying why (issue 15,
+// item 9): no silent truncation at a NUL, no std::system_error.
+TEST(SharedMemory, InvalidNamesRaiseValueErrorSayingWhy) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {std::string("ab\0cd", 5), "NUL"}, {".", "directories"}, {"..", "directories"},
+      {std::string(300, 'x'), "255"},    {"a/b", "'/'"},       {"", "empty"}};
+  for (const auto& [name, why] : cases) {
+    for (bool create : {true, false}) {
+      try {
+        mp::SharedMemory m(name, create, 64);
+        ADD_FAILURE() << "accepted a bad name (create=" << create << ")";
+      } catch (const mp::ValueError& e) {
+        EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+      }
+    }
+  }
 }

@@ -246,6 +246,14 @@ def pairs(rs):
             continue
         peers = [Pair(workload, impls[mp], impls[i]) for i in impls if i != mp]
         out.append((workload, impls[mp], peers))
+        # The workload's other mp impls (BM_Spawn's mp_forkserver, mp_spawn:
+        # other start methods) each get a block of their own against the
+        # non-mp peers, so each is read against the OS and CPython too.
+        for other in sorted(i for i in impls if i != mp and is_mp_impl(i) and
+                            i.startswith("mp_") and mp == "mp_process"):
+            out.append((workload, impls[other],
+                        [Pair(workload, impls[other], impls[i]) for i in impls
+                         if not is_mp_impl(i)]))
     return out
 
 

@@ -54,8 +54,20 @@ SharedMemory::SharedMemory(std::optional<std::string> name, bool create,
   if (!create && !name) throw ValueError("'name' can only be None if create=True");
   if (name) {
     name_ = strip_slash(*name);
-    if (name_.empty() || name_.find('/') != std::string::npos) {
-      throw ValueError(fmt::format("invalid shared memory name '{}'", name_));
+    // One ValueError for every name /dev/shm cannot hold as one file.
+    const char* why = nullptr;
+    if (name_.empty()) why = "it is empty";
+    else if (name_.find('/') != std::string::npos) why = "it contains '/'";
+    else if (name_.find('\0') != std::string::npos) why = "it contains a NUL character";
+    else if (name_ == "." || name_ == "..") why = "'.' and '..' name directories";
+    else if (name_.size() > 255) why = "it is longer than 255 bytes";
+    if (why) {
+      std::string shown = name_;
+      for (char& c : shown) {
+        if (c == '\0') c = '?';
+      }
+      if (shown.size() > 64) shown = shown.substr(0, 61) + "...";
+      throw ValueError(fmt::format("invalid shared memory name '{}': {}", shown, why));
     }
   }
 
@@ -73,6 +85,13 @@ SharedMemory::SharedMemory(std::optional<std::string> name, bool create,
       ::close(fd);
       shm_unlink(os_name(name_).c_str());
       throw_errno(err, name_, "ftruncate");
+    }
+    // Reserve the pages: on a /dev/shm without room, create() fails with
+    // ENOSPC here instead of the first write dying of SIGBUS.
+    if (int err = posix_fallocate(fd, 0, static_cast<off_t>(size)); err != 0) {
+      ::close(fd);
+      shm_unlink(os_name(name_).c_str());
+      throw_errno(err, name_, "reserve space for shared memory (posix_fallocate)");
     }
     size_ = static_cast<std::size_t>(size);
   } else {

@@ -85,11 +85,20 @@ template <class L>
 inline constexpr bool kHasLock = !std::is_same_v<L, NoLock>;
 
 // hold(lock) holds `lock` until the returned guard goes out of scope; for
-// NoLock it holds nothing.
+// NoLock it holds nothing. When the previous holder died, the takeover hands
+// the lock to this caller with OwnerDeadError: hold() releases it again and
+// lets the error through, so the death is reported once and the lock is
+// free afterwards (a guard that threw would otherwise leave it held forever).
 template <class L>
 auto hold(L& lock) {
   if constexpr (kHasLock<L>) {
-    return std::unique_lock<L>(lock);
+    try {
+      lock.lock();
+    } catch (const OwnerDeadError&) {
+      lock.unlock();
+      throw;
+    }
+    return std::unique_lock<L>(lock, std::adopt_lock);
   } else {
     return 0;
   }
@@ -98,6 +107,14 @@ auto hold(L& lock) {
 
 // Value<T, L> is one T in shared memory, guarded by a lock of type L
 // (RLock by default; Lock; or NoLock).
+//
+// A process that dies holding the lock (inside update(), or holding
+// get_lock()): the next load(), store() or update() in any process raises
+// mp::OwnerDeadError once, with the lock released again, and does nothing
+// else; the calls after it work. The T may be half-written (a store is a
+// plain copy of its bytes): a reader that sees OwnerDeadError should assume
+// the value is whatever the dead writer left, and store a good one. The
+// same holds for Array (its elements, to_vector(), and the other guarded calls).
 template <class T, class L = RLock>
 class Value {
   static_assert(std::is_trivially_copyable_v<T>,
@@ -271,7 +288,9 @@ class SharedMemory {
   // Raises mp::ValueError when creating with size <= 0 ("'size' must be a
   // positive number different from zero") or attaching without a name,
   // mp::FileExistsError when the name exists already, mp::FileNotFoundError
-  // when attaching to a missing name.
+  // when attaching to a missing name. Creating reserves the segment's pages:
+  // when /dev/shm has no room for them it raises std::system_error (ENOSPC)
+  // and leaves no name behind, rather than a later write dying of SIGBUS.
   SharedMemory(std::optional<std::string> name, bool create, std::ptrdiff_t size = 0);
 
   // create(size) / create(name, size) make a new segment; attach(name) opens

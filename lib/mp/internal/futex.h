@@ -36,13 +36,18 @@ int futex_wake_all(std::atomic<uint32_t>* word);
 // absolute steady_clock deadline once, at the start of the call.
 using Deadline = std::optional<std::chrono::steady_clock::time_point>;
 
+// A timeout of about 95 years or more (duration::max() among them) is
+// forever; a negative one is zero ("try once"). The check comes before any
+// conversion, which would overflow for such durations (hours::max() in
+// nanoseconds wraps, and a wrapped deadline has already passed).
 template <class Rep, class Period>
 Deadline deadline_after(std::optional<std::chrono::duration<Rep, Period>> timeout) {
   if (!timeout) return std::nullopt;
-  auto t = *timeout;
-  if (t < t.zero()) t = t.zero();
-  return std::chrono::steady_clock::now() +
-         std::chrono::duration_cast<std::chrono::steady_clock::duration>(t);
+  const auto t = *timeout;
+  const auto now = std::chrono::steady_clock::now();
+  if (t <= t.zero()) return now;
+  if (std::chrono::duration<double>(t).count() >= 3.0e9) return std::nullopt;
+  return now + std::chrono::ceil<std::chrono::steady_clock::duration>(t);
 }
 
 // cpu_relax is the spin-loop hint for the bounded spins that precede a

@@ -1,5 +1,6 @@
 #include "mp/internal/shm.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -32,7 +33,14 @@ SharedRegion::SharedRegion(std::size_t size, bool prefault) {
   const std::size_t bytes = round_up_to_pages(size == 0 ? 1 : size);
   int fd = ::memfd_create("mp", MFD_CLOEXEC);
   if (fd < 0) fail(-1, "memfd_create for a shared region");
-  if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) fail(fd, "ftruncate shared region");
+  // fallocate reserves the pages now: a region that cannot be backed fails
+  // here with ENOSPC or ENOMEM, not later with a SIGBUS at its first write
+  // (ftruncate alone reserves nothing).
+  int rc;
+  do {
+    rc = ::fallocate(fd, 0, 0, static_cast<off_t>(bytes));
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) fail(fd, "reserve memory for a shared region (fallocate)");
   int flags = MAP_SHARED;
   if (prefault) flags |= MAP_POPULATE;
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, flags, fd, 0);

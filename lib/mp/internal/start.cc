@@ -7,6 +7,7 @@
 #include <spawn.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -254,7 +255,9 @@ __attribute__((constructor)) void read_start_environment() {
   if (colon == std::string::npos) return;
   std::string mode = value.substr(0, colon);
   int fd = std::atoi(value.c_str() + colon + 1);
-  if (fd < 0 || ::fcntl(fd, F_GETFD) < 0) return;
+  struct stat st {};
+  // Only mp's start channel: a socket at the fd named.
+  if (fd < 0 || ::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return;
   ::fcntl(fd, F_SETFD, FD_CLOEXEC);
   if (mode == "spawn") g_pending = Pending::kSpawn;
   else if (mode == "forkserver") g_pending = Pending::kForkserver;
@@ -455,9 +458,14 @@ StartedChild start_forkserver_child(const std::string& request, const std::vecto
     for (int attempt = 0;; ++attempt) {
       if (!server_alive_locked(s)) start_server_locked(s);
       if (send_frame(s.control, request, all)) {
-        RecvStatus st = recv_frame(s.control, reply, got);
+        RecvStatus st = recv_frame(s.control, reply, got, Clock::now() + kAnswerTimeout);
         if (st == RecvStatus::kOk) break;
         close_all(got);
+        if (st == RecvStatus::kTimedOut) {
+          // A server that neither answers nor dies (stopped, say): replace it.
+          ::syscall(SYS_pidfd_send_signal, s.pidfd, SIGKILL, nullptr, 0);
+          forget_server_locked(s, true);
+        }
       }
       // The server died under us (SIGKILL): start a new one, once.
       if (attempt > 0) throw ProcessError("mp: the forkserver died twice while starting a child");
@@ -484,6 +492,9 @@ StartedChild start_forkserver_child(const std::string& request, const std::vecto
                                 : std::string("exit code unknown");
     });
   } catch (...) {
+    // Nothing keeps running: a child that did not answer in time is killed
+    // (the server reaps it).
+    ::syscall(SYS_pidfd_send_signal, child.pidfd, SIGKILL, nullptr, 0);
     ::close(child.pidfd);
     ::close(child.status_fd);
     throw;
