@@ -31,9 +31,10 @@
 //     (the server and that spare). The child sees the server's state, not
 //     the caller's: globals the caller set after the server started are not
 //     seen. The target must be data (below). CPython's default since 3.14.
-//     Measured (BM_Spawn, start+join of an empty child, this project's
-//     2-vCPU VM): about 0.5x a raw fork+waitpid from a small parent, over
-//     100x a raw fork from a parent holding 1 GiB.
+//     Measured (BM_Spawn, start+join of an empty child): 0.52-0.56x a raw
+//     fork+waitpid from a small parent and over 100x a raw fork from a
+//     parent holding 1 GiB on this project's 2-vCPU VM; 0.61-0.65x and
+//     60-71x on a 16-core machine.
 //   * spawn: each child is a new image of the program (/proc/self/exe, the
 //     running executable even if its file was replaced), started with
 //     posix_spawn, with nothing inherited but stdio and what is passed. The
