@@ -1013,3 +1013,81 @@ TEST(Barrier, NWaitingAndPartiesReportState) {
 }
 
 }  // namespace
+
+// Issue 15, item 2: a party SIGKILLed inside the action (which runs under
+// the barrier's lock) breaks the barrier: the other waiter gets
+// BrokenBarrierError well within its timeout, broken() reports it (no
+// OwnerDeadError, no deadlock on a second call), and reset() recovers it.
+TEST(BarrierDeath, PartyKilledInsideTheActionBreaksTheBarrier) {
+  mp::Event in_action;
+  mp::Barrier b(2, [&in_action] {
+    in_action.set();
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+  });
+  mp::Value<int> outcome(0);
+  mp::Process waiter([&] {
+    try {
+      b.wait(std::chrono::seconds(2));
+      outcome.store(1);
+    } catch (const mp::BrokenBarrierError&) {
+      outcome.store(2);
+    } catch (...) {
+      outcome.store(3);
+    }
+  });
+  waiter.start();
+  while (b.n_waiting() < 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  mp::Process last([&] { b.wait(); });
+  last.start();
+  ASSERT_TRUE(in_action.wait(std::chrono::seconds(10)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  mp_test::Stopwatch sw;
+  last.kill();
+  last.join();
+  waiter.join(std::chrono::seconds(10));
+  EXPECT_LT(sw.elapsed(), std::chrono::milliseconds(1900));  // before its 2 s timeout
+  EXPECT_EQ(outcome.load(), 2);
+  EXPECT_TRUE(b.broken());
+  EXPECT_TRUE(b.broken());  // asked twice: no deadlock
+  EXPECT_THROW(b.wait(std::chrono::seconds(1)), mp::BrokenBarrierError);
+  b.reset();
+  EXPECT_FALSE(b.broken());
+  std::thread other([&] { b.wait(std::chrono::seconds(10)); });
+  // The action runs again in whichever party is last (3 s); both pass.
+  EXPECT_NO_THROW(b.wait(std::chrono::seconds(10)));
+  other.join();
+}
+
+// Issue 15, item 14: a party killed inside wait() stays counted, but every
+// later wait() honours its timeout, and reset() brings the barrier back
+// for three live parties.
+TEST(BarrierDeath, PartyKilledInsideWaitLeavesTimeoutsWorkingAndResetRecovers) {
+  mp::Barrier b(3);
+  mp::Process doomed([&] { b.wait(); });
+  doomed.start();
+  while (b.n_waiting() < 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  doomed.kill();
+  doomed.join();
+  // Two live parties complete the generation with the dead one counted...
+  std::thread t([&] { (void)b.wait(std::chrono::seconds(5)); });
+  (void)b.wait(std::chrono::seconds(5));
+  t.join();
+  // ...which then never finishes draining: the next wait times out.
+  mp_test::Stopwatch sw;
+  EXPECT_THROW(b.wait(std::chrono::seconds(1)), mp::BrokenBarrierError);
+  EXPECT_LT(sw.elapsed(), std::chrono::seconds(3));
+  b.reset();
+  std::vector<std::thread> parties;
+  std::atomic<int> passed{0};
+  for (int i = 0; i < 3; ++i) {
+    parties.emplace_back([&] {
+      try {
+        b.wait(std::chrono::seconds(2));
+        ++passed;
+      } catch (...) {
+      }
+    });
+  }
+  for (auto& p : parties) p.join();
+  EXPECT_EQ(passed.load(), 3);
+}

@@ -184,41 +184,83 @@ Barrier::Barrier(int parties, std::function<void()> action,
   state_->parties = parties;
 }
 
+namespace {
+// Waits in the barrier re-check at least this often: a party that died
+// holding the lock is noticed at the next re-acquire.
+constexpr std::chrono::milliseconds kBarrierSlice{100};
+}  // namespace
+
+// lock_state takes the barrier's lock. A holder that died (inside the action,
+// or mid-update) left the state unknown: the barrier is broken.
+void Barrier::lock_state() {
+  try {
+    cond_.acquire();
+  } catch (const OwnerDeadError&) {
+    break_barrier();  // the takeover left the lock with us
+  }
+}
+
+// wait_slice sleeps on the condition until notified, the deadline or one
+// slice, whichever is first; it returns with the lock held.
+void Barrier::wait_slice(const internal::Deadline& deadline) {
+  auto until = std::chrono::steady_clock::now() + kBarrierSlice;
+  if (deadline && *deadline < until) until = *deadline;
+  try {
+    cond_.wait_until(until);
+  } catch (const OwnerDeadError&) {
+    break_barrier();
+  }
+}
+
 int Barrier::wait_until(const internal::Deadline& deadline) {
-  std::unique_lock<Condition> guard(cond_);
-  enter_generation();
-  int index = state_->count++;
+  lock_state();
+  std::unique_lock<Condition> guard(cond_, std::adopt_lock);
+  // Wait while the previous generation drains.
+  while (state_->state == 1) {
+    if (internal::expired(deadline)) {
+      break_barrier();
+      throw BrokenBarrierError(
+          "barrier wait timed out while the previous generation was leaving (a party may have "
+          "died inside wait()); the barrier is broken");
+    }
+    wait_slice(deadline);
+  }
+  if (state_->state < 0) throw BrokenBarrierError("the barrier is broken");
+  const uint32_t generation = state_->generation;
+  const int index = state_->count++;
+  // A reset() zeroes the count and starts a new generation: the waiters of
+  // the old one leave without touching it.
+  auto leave = [&] {
+    if (state_->generation != generation) return;
+    --state_->count;
+    leave_generation();
+  };
   try {
     if (index + 1 == state_->parties) {
       release_generation();
     } else {
-      auto generation_over = [this] { return state_->state != 0; };
-      if (!cond_.wait_for_until(generation_over, deadline)) {
-        break_barrier();
-        throw BrokenBarrierError("barrier wait timed out; the barrier is broken");
+      while (state_->generation == generation && state_->state == 0) {
+        if (internal::expired(deadline)) {
+          break_barrier();
+          throw BrokenBarrierError("barrier wait timed out; the barrier is broken");
+        }
+        wait_slice(deadline);
       }
-      if (state_->state < 0) throw BrokenBarrierError("the barrier is broken");
+      if (state_->released != generation + 1) throw BrokenBarrierError("the barrier is broken");
     }
   } catch (...) {
-    --state_->count;
-    leave_generation();
+    leave();
     throw;
   }
-  --state_->count;
-  leave_generation();
+  leave();
   return index;
-}
-
-void Barrier::enter_generation() {
-  // Wait while the previous generation drains or a reset is in progress.
-  while (state_->state == -1 || state_->state == 1) cond_.wait();
-  if (state_->state < 0) throw BrokenBarrierError("the barrier is broken");
 }
 
 void Barrier::release_generation() {
   try {
     if (action_) action_();
     state_->state = 1;
+    state_->released = state_->generation + 1;
     cond_.notify_all();
   } catch (...) {
     break_barrier();
@@ -227,7 +269,7 @@ void Barrier::release_generation() {
 }
 
 void Barrier::leave_generation() {
-  if (state_->count == 0 && (state_->state == -1 || state_->state == 1)) {
+  if (state_->count == 0 && state_->state == 1) {
     state_->state = 0;
     cond_.notify_all();
   }
@@ -239,27 +281,31 @@ void Barrier::break_barrier() {
 }
 
 void Barrier::reset() {
-  std::lock_guard<Condition> guard(cond_);
-  if (state_->count > 0) {
-    if (state_->state == 0 || state_->state == -2) state_->state = -1;
-  } else {
-    state_->state = 0;
-  }
+  lock_state();
+  std::unique_lock<Condition> guard(cond_, std::adopt_lock);
+  // Whatever the state, the barrier starts over: the current waiters get
+  // BrokenBarrierError, and parties that died inside wait() are forgotten.
+  ++state_->generation;
+  state_->count = 0;
+  state_->state = 0;
   cond_.notify_all();
 }
 
 void Barrier::abort() {
-  std::lock_guard<Condition> guard(cond_);
+  lock_state();
+  std::unique_lock<Condition> guard(cond_, std::adopt_lock);
   break_barrier();
 }
 
 int Barrier::n_waiting() {
-  std::lock_guard<Condition> guard(cond_);
+  lock_state();
+  std::unique_lock<Condition> guard(cond_, std::adopt_lock);
   return state_->state == 0 ? state_->count : 0;
 }
 
 bool Barrier::broken() {
-  std::lock_guard<Condition> guard(cond_);
+  lock_state();
+  std::unique_lock<Condition> guard(cond_, std::adopt_lock);
   return state_->state == -2;
 }
 

@@ -421,8 +421,10 @@ class Condition : public internal::LockOps<Condition> {
 namespace internal {
 struct BarrierState {
   int32_t parties = 0;
-  int32_t count = 0;  // threads inside wait()
-  int32_t state = 0;  // 0 filling, 1 draining, -1 resetting, -2 broken
+  int32_t count = 0;  // threads inside wait() of the current generation
+  int32_t state = 0;  // 0 filling, 1 draining, -2 broken
+  uint32_t generation = 0;  // bumped by reset(): older waiters leave broken
+  uint32_t released = 0;    // generation + 1 of the last one released
 };
 }  // namespace internal
 
@@ -441,8 +443,15 @@ struct BarrierState {
 // mp::BrokenBarrierError until reset(). reset() returns a barrier to its
 // initial state; callers waiting at that moment get BrokenBarrierError.
 //
-// A process that dies inside wait() is not detected: give wait() a timeout
-// where that can happen.
+// A party that dies holding the barrier's lock (inside the action, which
+// runs under it) breaks the barrier: every waiter gets BrokenBarrierError
+// within about 150 ms (waits re-check every 100 ms), whatever its timeout,
+// and later calls (broken(), n_waiting(), wait()) see a broken barrier
+// instead of OwnerDeadError. A party that dies inside wait() stays counted:
+// its generation may be released one party short and never finish draining,
+// so give wait() a timeout where that can happen: every wait() honours its
+// timeout in every state (raising BrokenBarrierError and breaking the
+// barrier). reset() always brings the barrier back, dead parties forgotten.
 class Barrier {
  public:
   // Barrier(parties, action, timeout) — parties must be >= 1 (else
@@ -475,7 +484,8 @@ class Barrier {
 
  private:
   int wait_until(const internal::Deadline& deadline);
-  void enter_generation();
+  void lock_state();
+  void wait_slice(const internal::Deadline& deadline);
   void release_generation();
   void leave_generation();
   void break_barrier();
