@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -956,3 +957,107 @@ TEST(PoolWorkerDeath, IdleWorkersExitWhenThePoolProcessIsKilled) {
 }
 
 }  // namespace
+
+namespace {
+int exit_now(int) { ::_exit(9); }
+void init_exits() { ::_exit(3); }
+void init_crashes() { ::raise(SIGSEGV); }
+}  // namespace
+
+// Issue 15, item 4: an initializer that exits or crashes (rather than
+// throwing) breaks the pool after a few starts, as a throwing one does,
+// instead of replacing workers forever while get() waits.
+TEST(PoolBroken, InitializerThatExitsOrCrashesBreaksThePool) {
+  for (void (*init)() : {init_exits, init_crashes}) {
+    mp::PoolOptions o;
+    o.processes = 2;
+    o.initializer = init;  // plain functions: the test runs under every start method
+    mp::Pool pool(o);
+    mp_test::Stopwatch sw;
+    try {
+      pool.apply(square, 2);
+      FAIL() << "no error";
+    } catch (const mp::BrokenPoolError& e) {
+      EXPECT_NE(std::string(e.what()).find("before their initializer returned"), std::string::npos)
+          << e.what();
+    }
+    EXPECT_LT(sw.elapsed(), std::chrono::seconds(10));
+    EXPECT_THROW(pool.apply(square, 3), mp::BrokenPoolError);
+  }
+}
+
+// Issue 15, item 3: a pool whose replacement workers cannot be started
+// (fork fails, as under RLIMIT_NPROC) fails the waiting tasks with an mp
+// error that says why, keeps retrying, works again once a start succeeds,
+// and join() returns.
+TEST(PoolBroken, ReplacementThatCannotStartFailsWaitingTasksAndRecovers) {
+  mp::Pool pool(1);
+  EXPECT_EQ(pool.apply(square, 3), 9);
+  mp::internal::pool::inject_spawn_failures(4);
+  auto lost = pool.apply_async(exit_now, 0);
+  std::vector<mp::AsyncResult<int>> waiting;
+  for (int i = 0; i < 5; ++i) waiting.push_back(pool.apply_async(square, i));
+  EXPECT_THROW(lost.get(std::chrono::seconds(10)), mp::WorkerLostError);
+  for (auto& r : waiting) {
+    try {
+      r.get(std::chrono::seconds(10));
+      ADD_FAILURE() << "a task ran with no worker";
+    } catch (const mp::ProcessError& e) {
+      EXPECT_NE(std::string(e.what()).find("could not start a worker"), std::string::npos)
+          << e.what();
+    }
+  }
+  // The injected failures run out (retries back off 10, 20, 40... ms): the
+  // pool starts a worker again, and tasks run.
+  mp_test::Stopwatch retry;
+  int result = -1;
+  while (result < 0 && retry.elapsed() < std::chrono::seconds(20)) {
+    try {
+      result = pool.apply_async(square, 7).get(std::chrono::seconds(10));
+    } catch (const mp::ProcessError& e) {
+      EXPECT_NE(std::string(e.what()).find("could not start a worker"), std::string::npos)
+          << e.what();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  EXPECT_EQ(result, 49);
+  pool.close();
+  mp_test::Stopwatch sw;
+  pool.join();
+  EXPECT_LT(sw.elapsed(), std::chrono::seconds(10));
+}
+
+// Issue 15, item 6: a Pool built while no fd is free fails in its
+// constructor with the OS's reason, instead of a pool whose every wait
+// raises later; with fds free again, a pool works.
+TEST(PoolBroken, PoolBuiltWithNoFdFreeFailsInTheConstructor) {
+  MP_FORK_ONLY("runs in a fork of the test, which lowers its own fd limit");
+  pid_t pid = mp::fork();
+  if (pid == 0) {
+    struct rlimit rl {};
+    ::getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = 64;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+    std::vector<int> held;
+    for (int fd; (fd = ::open("/dev/null", O_RDONLY)) >= 0;) held.push_back(fd);
+    int code = 1;
+    try {
+      mp::Pool pool(2);
+      code = 2;  // built: must not happen with no fd free
+    } catch (const std::system_error& e) {
+      code = e.code().value() == EMFILE ? 0 : 3;
+    } catch (...) {
+      code = 4;
+    }
+    for (int fd : held) ::close(fd);
+    if (code == 0) {
+      mp::Pool pool(2);
+      code = pool.apply(square, 5) == 25 ? 0 : 5;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}

@@ -99,6 +99,7 @@ struct ResultControl {
   alignas(kCacheLine) std::atomic<std::uint32_t> space_seq{0};  // futex: bumped when head moves
   std::atomic<std::uint32_t> writer_waiting{0};
   std::atomic<std::uint32_t> exiting{0};  // the worker stopped claiming and is about to exit
+  std::atomic<std::uint32_t> ready{0};    // the worker's initializer returned
 };
 
 inline constexpr std::size_t round_up(std::size_t n, std::size_t a) { return (n + a - 1) / a * a; }

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <system_error>
 #include <bit>
 #include <chrono>
 #include <cstdio>
@@ -31,6 +33,10 @@ constexpr auto kSlice = 10ms;  // longest sleep before checking workers' pidfds
 std::size_t pow2_at_least(std::size_t n, std::size_t floor) {
   return std::bit_ceil(std::max(n, floor));
 }
+
+// Workers in a row that may end before their initializer returns before the
+// pool is declared broken.
+constexpr int kMaxFailedStarts = 3;
 
 std::string describe_exit(int code) {
   if (code < 0) {
@@ -135,12 +141,22 @@ bool PoolCore::running() const {
   return state_ == State::kRun;
 }
 
+namespace {
+std::atomic<int> g_injected_spawn_failures{0};
+}  // namespace
+
+void inject_spawn_failures(int n) { g_injected_spawn_failures.store(n); }
+
 void PoolCore::spawn_locked(std::size_t slot) {
+  if (g_injected_spawn_failures.load() > 0 && g_injected_spawn_failures.fetch_sub(1) > 0) {
+    throw std::system_error(EAGAIN, std::generic_category(), "fork (failure injected by a test)");
+  }
   ResultControl* rc = ch_.result_control(slot);
   rc->tail.store(0);
   rc->head.store(0);
   rc->writer_waiting.store(0);
   rc->exiting.store(0);
+  rc->ready.store(0);
   Slot& s = slots_[slot];
   s.partial = Partial{};
   s.exited = false;
@@ -173,6 +189,13 @@ void PoolCore::spawn_locked(std::size_t slot) {
   Process& p = *made;
   p.start();
   s.pid = p.pid().value_or(0);
+  try {
+    s.sentinel = p.sentinel();
+  } catch (const Error&) {
+    s.sentinel = -1;  // no pidfd (no fd free at start): watched by is_alive()
+  }
+  s.retry_at.reset();
+  s.backoff = std::chrono::milliseconds(10);
   s.process.emplace(std::move(p));
 }
 
@@ -418,7 +441,11 @@ void PoolCore::pump_locked(Finished& finished, bool check_deaths) {
     std::vector<std::size_t> which;
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       if (!slots_[i].process || slots_[i].exited) continue;
-      fds.push_back(pollfd{slots_[i].process->sentinel(), POLLIN, 0});
+      if (slots_[i].sentinel < 0) {
+        if (!slots_[i].process->is_alive()) handle_exit_locked(i, finished);
+        continue;
+      }
+      fds.push_back(pollfd{slots_[i].sentinel, POLLIN, 0});
       which.push_back(i);
     }
     if (!fds.empty() && ::poll(fds.data(), fds.size(), 0) > 0) {
@@ -426,6 +453,7 @@ void PoolCore::pump_locked(Finished& finished, bool check_deaths) {
         if (fds[k].revents) handle_exit_locked(which[k], finished);
       }
     }
+    retry_spawns_locked(finished);
   }
   reclaim_locked();
   if (!pending_.empty()) flush_pending_locked();
@@ -454,11 +482,71 @@ void PoolCore::handle_exit_locked(std::size_t slot, Finished& finished) {
     --outstanding_;
     if (++job->chunks_done == job->chunks_total) finished.push_back(std::move(job));
   }
+  const bool initialized = ch_.result_control(slot)->ready.load(std::memory_order_acquire) != 0;
   s.process.reset();
+  s.sentinel = -1;
   if (broken_ || state_ == State::kTerminate) return;
+  // A worker that ends (exits, crashes, is killed) before its initializer
+  // returns, several times in a row, breaks the pool as a throwing
+  // initializer does, instead of being replaced forever.
+  if (!initialized) {
+    if (++failed_starts_ >= kMaxFailedStarts) {
+      break_pool_locked(
+          fmt::format("Pool is broken: {} workers in a row ended before their initializer "
+                      "returned (the last, {}, {})",
+                      failed_starts_, s.name, describe_exit(code)),
+          finished);
+      return;
+    }
+  } else {
+    failed_starts_ = 0;
+  }
+  replace_locked(slot, finished);
+}
+
+// replace_locked starts a replacement in an empty slot if the pool needs
+// one. A start that fails (fork: EAGAIN under RLIMIT_NPROC, say) is retried
+// with a back-off from 10 ms to 1 s; while no worker runs at all, the tasks
+// waiting fail with ProcessError saying why, so nothing waits forever.
+void PoolCore::replace_locked(std::size_t slot, Finished& finished) {
+  Slot& s = slots_[slot];
   const bool needed = state_ == State::kRun || outstanding_ > 0;
-  if (!needed) return;
-  spawn_locked(slot);
+  if (broken_ || state_ == State::kTerminate || !needed) {
+    s.retry_at.reset();
+    return;
+  }
+  try {
+    spawn_locked(slot);
+    spawn_error_.clear();
+    return;
+  } catch (const std::exception& e) {
+    spawn_error_ = e.what();
+  }
+  s.retry_at = Clock::now() + s.backoff;
+  s.backoff = std::min(s.backoff * 2, std::chrono::milliseconds(1000));
+  bool any_alive = false;
+  for (const Slot& o : slots_) any_alive = any_alive || (o.process && !o.exited);
+  if (!any_alive && outstanding_ > 0) {
+    // No worker is alive to have claimed any of them: the workers started
+    // later skip them, so a failed task never runs after all.
+    ch_.control()->next.store(tail_, std::memory_order_release);
+    fail_all_locked(std::make_exception_ptr(ProcessError(fmt::format(
+                        "Pool could not start a worker ({}), and none is running: the task "
+                        "failed; the pool keeps trying to start workers",
+                        spawn_error_))),
+                    finished);
+    records_.clear();
+    head_ = tail_;
+  }
+}
+
+void PoolCore::retry_spawns_locked(Finished& finished) {
+  const auto now = Clock::now();
+  for (std::size_t i = 0; i < slots_.size(); ++i) {
+    Slot& s = slots_[i];
+    if (s.process || !s.retry_at || now < *s.retry_at) continue;
+    replace_locked(i, finished);
+  }
 }
 
 void PoolCore::fail_all_locked(const std::exception_ptr& error, Finished& finished) {

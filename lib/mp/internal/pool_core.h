@@ -62,6 +62,10 @@ struct CoreOptions {
   std::size_t result_buffer = 256 << 10;
 };
 
+// inject_spawn_failures makes the next n worker starts fail as fork() does
+// under RLIMIT_NPROC (EAGAIN): a fault-injection seam for the tests.
+void inject_spawn_failures(int n);
+
 // ChunkEncoder appends the payload of chunk i to `out`.
 using ChunkEncoder = std::function<void(std::uint32_t i, std::string& out)>;
 
@@ -121,7 +125,12 @@ class PoolCore {
   };
   struct Slot {
     std::optional<Process> process;
+    int sentinel = -1;  // the worker's pidfd; -1 when none could be opened
     pid_t pid = 0;
+    // A replacement that could not be started (fork failed): when to retry,
+    // and the next back-off.
+    std::optional<std::chrono::steady_clock::time_point> retry_at;
+    std::chrono::milliseconds backoff{10};
     std::string name;
     Partial partial;
     bool exited = false;
@@ -143,6 +152,8 @@ class PoolCore {
   void flush_pending_locked();
   void handle_exit_locked(std::size_t slot, Finished& finished);
   void spawn_locked(std::size_t slot);
+  void replace_locked(std::size_t slot, Finished& finished);
+  void retry_spawns_locked(Finished& finished);
   void fail_all_locked(const std::exception_ptr& error, Finished& finished);
   void break_pool_locked(std::string message, Finished& finished);
   void stop_workers_locked();
@@ -161,6 +172,8 @@ class PoolCore {
   State state_ = State::kRun;
   bool joined_ = false;
   std::optional<std::string> broken_;  // the initializer's failure
+  int failed_starts_ = 0;  // workers in a row that ended before their initializer returned
+  std::string spawn_error_;  // why the last replacement could not be started
   std::vector<Slot> slots_;
   int worker_counter_ = 0;
   std::uint64_t tail_ = 0;  // task ring: end of written records

@@ -53,6 +53,7 @@ class Worker {
 
   void run() {
     if (!run_initializer()) return;
+    rc_->ready.store(1, std::memory_order_release);
     std::string out;
     out.reserve(256);
     std::uint64_t done = 0;
