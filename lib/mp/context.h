@@ -48,7 +48,9 @@
 // (Queue, SimpleQueue, JoinableQueue, Lock, RLock, Semaphore,
 // BoundedSemaphore, Event, Condition, Barrier, Value, Array, SharedMemory,
 // a Connection from Pipe()), which arrive as handles to the same object.
-// Move-only objects travel as std::ref(obj). A function's address does not
+// Move-only objects travel as std::ref(obj). A Process subclass travels when
+// it derives from mp::SpawnableProcess<Self> and names its fields in
+// travel() (mp/process.h). A function's address does not
 // survive exec; mp sends it as the loaded object that holds it and the
 // offset within it, checked against the object's build id, so no
 // registration is needed (internal/modules.h).
