@@ -295,7 +295,7 @@ namespace {
 // claim can cost at most that much); beyond, it starts at kTrustedLength and
 // doubles each time it is full, never past the claim, so it holds at most
 // twice the bytes that actually arrived. Doubling keeps the copying linear:
-// a 64 MiB message is copied about once more in all (measured below in
+// a 64 MiB message is copied about once more in all (timings in
 // connection.h).
 constexpr std::uint64_t kTrustedLength = 4u << 20;
 
