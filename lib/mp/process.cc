@@ -60,7 +60,9 @@ struct ChildState {
   std::string name;
   // The name is the default one, made in Process's constructor before the
   // dynamic type was known; adopt_class_name() puts the class name in.
-  bool default_name = false;
+  // Atomic so that a name() after start() (e.g. in the child, whose copy of
+  // `mu` may have been held by another thread at fork) takes no lock.
+  std::atomic<bool> default_name{false};
   bool daemon = false;
   bool started = false;
   bool closed = false;
@@ -382,9 +384,10 @@ std::string class_name(const std::type_info& t) {
 // constructor, where the dynamic type is still mp::Process, so it is
 // corrected on first use (name(), format(), start()); start() freezes it.
 void adopt_class_name(ChildState& s, const std::type_info& t, bool freeze) {
+  if (!s.default_name.load()) return;
   std::lock_guard lock(s.mu);
-  if (!s.default_name) return;
-  if (freeze) s.default_name = false;
+  if (!s.default_name.load()) return;
+  if (freeze) s.default_name.store(false);
   if (t == typeid(Process)) return;
   // Every default name is "Process-<identity>" (top_name_prefix and each
   // child_prefix start so).
