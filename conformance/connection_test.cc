@@ -10,12 +10,17 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <map>
 #include <optional>
 #include <span>
@@ -603,6 +608,114 @@ TEST(Connection, ALargeMessageGrowsASimplexPipeOnceAndSmallOnesDoNot) {
   w2.send(std::vector<char>(20 * 1024, 'v'));
   EXPECT_EQ(fcntl(w2.fileno(), F_GETPIPE_SZ), 128 * 1024);
   EXPECT_EQ(r2.recv<std::vector<char>>().size(), 20u * 1024);
+}
+
+// ---- hostile peers: a length header is a claim ---------------------------------------
+
+// peak_rss_kib() is the process's peak resident size (VmHWM) in KiB;
+// reset_peak_rss() brings the peak down to the current size (Linux 4.0+).
+std::size_t status_kib(const char* field) {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  std::size_t kib = 0;
+  const std::size_t len = std::strlen(field);
+  while (std::fgets(line, sizeof line, f)) {
+    if (std::strncmp(line, field, len) == 0) kib = std::strtoull(line + len, nullptr, 10);
+  }
+  std::fclose(f);
+  return kib;
+}
+bool reset_peak_rss() {
+  FILE* f = std::fopen("/proc/self/clear_refs", "w");
+  if (!f) return false;
+  const bool ok = std::fputs("5", f) >= 0;
+  return std::fclose(f) == 0 && ok;
+}
+
+// forged(claim, sent): the reading end of a socket whose peer wrote a header
+// claiming `claim` bytes, then `sent` bytes, then closed.
+mp::Connection forged(std::uint64_t claim, std::size_t sent) {
+  int fds[2];
+  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  std::string wire(sizeof claim + sent, 'x');
+  std::memcpy(wire.data(), &claim, sizeof claim);
+  EXPECT_EQ(::write(fds[1], wire.data(), wire.size()), static_cast<ssize_t>(wire.size()));
+  ::close(fds[1]);
+  return mp::Connection(fds[0], true, true);
+}
+
+// The three ways to receive a message, each on a forged stream.
+const std::vector<std::pair<const char*, std::function<void(mp::Connection&)>>>& receivers() {
+  static const std::vector<std::pair<const char*, std::function<void(mp::Connection&)>>> all = {
+      {"recv_bytes()", [](mp::Connection& c) { (void)c.recv_bytes(); }},
+      {"recv<std::string>()", [](mp::Connection& c) { (void)c.recv<std::string>(); }},
+      {"recv_bytes_into(16 bytes)",
+       [](mp::Connection& c) {
+         std::array<char, 16> small{};
+         (void)c.recv_bytes_into(std::span<char>(small));
+       }},
+  };
+  return all;
+}
+
+TEST(HostilePeer, HeaderClaimingOneGiBGrowsMemoryOnlyWithTheBytesThatArrive) {
+  constexpr std::size_t kBoundKib = 32 * 1024;  // 32 MiB: far below the claim
+  for (const auto& [name, receive] : receivers()) {
+    mp::Connection c = forged(1ull << 30, 100);
+    if (!reset_peak_rss()) GTEST_SKIP() << "/proc/self/clear_refs is not writable here";
+    const std::size_t before = status_kib("VmRSS:");
+    EXPECT_THROW(receive(c), mp::EOFError) << name;
+    const std::size_t peak = status_kib("VmHWM:");
+    EXPECT_LT(peak - std::min(peak, before), kBoundKib)
+        << name << " grew the resident size by " << (peak - before) / 1024 << " MiB for 100 bytes";
+  }
+}
+
+TEST(HostilePeer, ClaimsUpToTwoToThe64RaiseMpErrorsNeverBadAlloc) {
+  const std::uint64_t claims[] = {6ull << 30, 1ull << 40, (1ull << 62) - 1, 1ull << 62, ~0ull};
+  for (std::uint64_t claim : claims) {
+    for (const auto& [name, receive] : receivers()) {
+      mp::Connection c = forged(claim, 100);
+      try {
+        receive(c);
+        ADD_FAILURE() << name << " received a message of " << claim << " bytes from 100";
+      } catch (const mp::Error&) {
+        // EOFError (the peer closed mid-message) or ValueError (no message is that long).
+      } catch (const std::bad_alloc&) {
+        ADD_FAILURE() << name << " raised std::bad_alloc for a claim of " << claim << " bytes";
+      }
+    }
+  }
+}
+
+TEST(HostilePeer, LargeMessagesOfOddSizesStillArriveWhole) {
+  // Past the size allocated at once, the buffer grows as bytes arrive; each
+  // receiving path must still return the whole message, byte for byte.
+  for (std::size_t size : {(4u << 20) - 1, (4u << 20) + 1, (64u << 20) + 12345}) {
+    std::string big(size, '\0');
+    for (std::size_t i = 0; i + 8 <= size; i += 4096) {
+      const std::uint64_t stamp = (i + size) * 0x9E3779B97F4A7C15ull;
+      std::memcpy(big.data() + i, &stamp, sizeof stamp);
+    }
+    big.back() = 'z';
+    auto [a, b] = mp::Pipe();
+    std::thread sender([&, &a = a] {
+      a.send_bytes(big);
+      a.send(big);
+      a.send_bytes(big);
+    });
+    EXPECT_TRUE(b.recv_bytes() == big) << size;
+    EXPECT_TRUE(b.recv<std::string>() == big) << size;
+    std::array<char, 16> small{};
+    try {
+      (void)b.recv_bytes_into(std::span<char>(small));
+      ADD_FAILURE() << "a message of " << size << " bytes fit in 16";
+    } catch (const mp::BufferTooShort& e) {
+      EXPECT_TRUE(e.message() == big) << size;
+    }
+    sender.join();
+  }
 }
 
 // ---- inherited ends ----------------------------------------------------------------

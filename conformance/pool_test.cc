@@ -5,6 +5,7 @@
 // (bpo-22393), failing initializers (gh-87472), Ctrl-C, unencodable results.
 #include "mp/pool.h"
 
+#include <cxxabi.h>
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -17,6 +18,8 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <memory>
+#include <optional>
 #include <random>
 #include <ranges>
 #include <set>
@@ -24,11 +27,15 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <type_traits>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "conformance/test_util.h"
 #include "mp/os.h"
 #include "mp/process.h"
+#include "mp/shared.h"
 
 namespace {
 struct Explosive {
@@ -390,6 +397,114 @@ TEST(Pool, RegisteredExceptionIsRethrownAsItsType) {
   } catch (const RegisteredError& e) {
     EXPECT_STREQ(e.what(), "registered boom");
   }
+}
+
+// ---------------------------------------------------------------- one error taxonomy
+
+// Every mp error type, by index, from the one list in mp/errors.h.
+std::vector<std::string> mp_error_names() {
+  std::vector<std::string> names;
+#define NAME_OF(Name) names.push_back("mp::" #Name);
+  MP_ERROR_TYPES(NAME_OF)
+#undef NAME_OF
+  return names;
+}
+
+template <class E>
+E make_error(const std::string& what) {
+  if constexpr (std::is_same_v<E, mp::BufferTooShort>) {
+    return E(what, "");
+  } else if constexpr (std::is_same_v<E, mp::RemoteError>) {
+    return E("SomeRemoteType", what);
+  } else if constexpr (std::is_same_v<E, mp::WorkerLostError>) {
+    return E(what, 0, 0);
+  } else {
+    return E(what);
+  }
+}
+
+std::string taxonomy_message(int index) { return fmt::format("taxonomy boom {}", index); }
+
+// throw_mp_error(i) raises the i-th mp error type with taxonomy_message(i).
+int throw_mp_error(int index) {
+  int i = 0;
+#define THROW_IF(Name) \
+  if (i++ == index) throw make_error<mp::Name>(taxonomy_message(index));
+  MP_ERROR_TYPES(THROW_IF)
+#undef THROW_IF
+  return -1;
+}
+
+// make_error_what(i) is the what() of the i-th error as the task raises it.
+std::string make_error_what(int index) {
+  try {
+    (void)throw_mp_error(index);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// name_of_current_exception() is the demangled type of the exception being handled.
+std::string name_of_current_exception() {
+  const std::type_info* t = abi::__cxa_current_exception_type();
+  if (!t) return "none";
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> p(abi::__cxa_demangle(t->name(), nullptr, nullptr, &status), std::free);
+  return status == 0 && p ? p.get() : t->name();
+}
+
+TEST(ErrorTaxonomy, EveryMpErrorRaisedInAPoolTaskReachesTheCallerAsItself) {
+  const std::vector<std::string> names = mp_error_names();
+  mp::Pool pool(1);
+  for (int i = 0; i < static_cast<int>(names.size()); ++i) {
+    const std::string expected_what = make_error_what(i);
+    try {
+      pool.apply(throw_mp_error, i);
+      ADD_FAILURE() << names[i] << " was not raised";
+    } catch (const mp::Error& e) {
+      EXPECT_EQ(name_of_current_exception(), names[i]) << "raised " << names[i] << ", got " << e.what();
+      EXPECT_EQ(std::string(e.what()), expected_what) << names[i];
+    } catch (...) {
+      ADD_FAILURE() << names[i] << " arrived as " << name_of_current_exception();
+    }
+  }
+}
+
+// exit_with_mp_error(i, path) sends its stderr to path, then raises the i-th
+// mp error type out of the process's target.
+void exit_with_mp_error(int index, const std::string& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    ::dup2(fd, 2);
+    ::close(fd);
+  }
+  (void)throw_mp_error(index);
+}
+
+TEST(ErrorTaxonomy, AProcessWhoseTargetRaisesAnMpErrorExitsWithOneAndNamesTheType) {
+  const std::vector<std::string> names = mp_error_names();
+  char dir_template[] = "/tmp/mp_taxonomy_XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template;
+  for (int i = 0; i < static_cast<int>(names.size()); ++i) {
+    const std::string path = fmt::format("{}/stderr{}", dir, i);
+    mp::Process p(exit_with_mp_error, i, path);
+    p.start();
+    p.join();
+    EXPECT_EQ(p.exitcode(), std::optional<int>(1)) << names[i];
+    std::string text;
+    if (FILE* f = std::fopen(path.c_str(), "r")) {
+      char buf[4096];
+      std::size_t n;
+      while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+      std::fclose(f);
+    }
+    ::unlink(path.c_str());
+    EXPECT_NE(text.find(fmt::format("{}: {}", names[i], make_error_what(i))), std::string::npos)
+        << names[i] << " printed: " << text;
+  }
+  ::rmdir(dir.c_str());
 }
 
 TEST(Pool, UnencodableResultFailsThatTaskOnly) {

@@ -275,6 +275,15 @@ TEST(ThreadName, ExplicitNameIsKeptAndDoesNotAdvanceTheCounter) {
   EXPECT_EQ(t.name(), fmt::format("Thread-{} (work)", n + 1));
 }
 
+TEST(ThreadName, EmptyNameGivesTheDefaultAndAdvancesTheCounter) {
+  // CPython: Thread(target=work, name="").name == "Thread-N (work)".
+  int n = next_thread_number();
+  mp::Thread empty({.name = ""}, work);
+  EXPECT_EQ(empty.name(), fmt::format("Thread-{} (work)", n + 1));
+  mp::Thread t(work);
+  EXPECT_EQ(t.name(), fmt::format("Thread-{} (work)", n + 2));
+}
+
 TEST(ThreadName, SetNameRenamesAtAnyTime) {
   auto gate = std::make_shared<Gate>();
   mp::Thread t([gate] { gate->wait(); });

@@ -21,6 +21,20 @@
 //     recv_bytes_into(buffer, offset) move raw bytes. Message boundaries are
 //     kept: n sends are n receives, and an empty message is a message.
 //   * Messages have a 64-bit length header: any size, no 2 GiB cap.
+//   * A length header is a claim, not a promise (a hostile or broken peer
+//     can claim 1 GiB and send 100 bytes, or claim 2^64 - 1). Receiving
+//     memory grows with the bytes that actually arrive, never with the
+//     claim: a payload of up to 4 MiB is allocated at once; a longer one
+//     starts at 4 MiB and doubles each time it is full, never past the
+//     claim, so it holds at most twice the bytes received (plus 4 MiB).
+//     Doubling keeps the copying linear (a 256 MiB message round trip:
+//     ~200 ms before, ~250 ms after, here). Every failure on such a stream
+//     is an mp error: mp::EOFError when the peer closes before the claimed
+//     bytes arrive, mp::ValueError ("bad message length") for a claim no
+//     std::string can hold; never std::bad_alloc for a claim. The same
+//     holds for recv<T>() and for recv_bytes_into() into a small buffer
+//     (whose BufferTooShort needs the whole message). There is no maximum
+//     message size: a peer that really sends N bytes costs up to 2N.
 //   * poll() returns at once; poll(timeout) waits at most about `timeout`;
 //     poll(std::nullopt) waits forever. True when a message or end-of-file
 //     is pending.

@@ -17,6 +17,15 @@
 //
 // Every message says what was wrong, in CPython's words where it has them
 // ("can only join a started process").
+//
+// Every mp error type is declared here and nowhere else, and each is listed
+// once in MP_ERROR_TYPES below. That list is what crosses process
+// boundaries: an mp error raised in a Pool task is re-raised in the caller
+// as the same type with the same what() (mp/pool.h); one that escapes a
+// Process target makes the child print "<type>: <what>" and exit with code 1
+// (mp/process.h). What travels is the type and what(); the extra fields of
+// BufferTooShort (message()) and WorkerLostError (pid(), exitcode()) arrive
+// empty / 0, since only the caller's own pool can fill them truthfully.
 #pragma once
 
 // mp's headers are C++20 (concepts, designated initialisers). Without it a
@@ -26,8 +35,11 @@
 #include "mp: stopped here, see the error above"  // a missing file ends the compile
 #endif
 
+#include <sys/types.h>
+
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace mp {
@@ -149,5 +161,85 @@ class OwnerDeadError : public Error {
  public:
   using Error::Error;
 };
+
+// FileNotFoundError: SharedMemory::attach() (or unlink()) of a name that does
+// not exist. Mirrors CPython's FileNotFoundError.
+class FileNotFoundError : public Error {
+ public:
+  using Error::Error;
+};
+
+// FileExistsError: SharedMemory::create() with a name that already exists.
+// Mirrors CPython's FileExistsError.
+class FileExistsError : public Error {
+ public:
+  using Error::Error;
+};
+
+// IndexError: Array::at() out of range. Mirrors CPython's IndexError.
+class IndexError : public Error {
+ public:
+  using Error::Error;
+};
+
+// WorkerLostError: a Pool worker running a task died before returning its
+// result (killed by a signal, crashed, or exited). The message names the
+// worker, its pid and the signal ("... was killed by signal 9 (SIGKILL)").
+class WorkerLostError : public ProcessError {
+ public:
+  WorkerLostError(const std::string& what, pid_t pid, int exitcode)
+      : ProcessError(what), pid_(pid), exitcode_(exitcode) {}
+  // pid() is the lost worker's pid (0 when re-raised from another process).
+  pid_t pid() const noexcept { return pid_; }
+  // exitcode() is as Process::exitcode(): -N for death by signal N.
+  int exitcode() const noexcept { return exitcode_; }
+  // signal() is the signal that killed the worker, or 0.
+  int signal() const noexcept { return exitcode_ < 0 ? -exitcode_ : 0; }
+
+ private:
+  pid_t pid_;
+  int exitcode_;
+};
+
+// BrokenPoolError: a Pool's initializer raised in a worker; the pool runs
+// no more tasks. The message carries the initializer's exception type and
+// message.
+class BrokenPoolError : public ProcessError {
+ public:
+  using ProcessError::ProcessError;
+};
+
+// MP_ERROR_TYPES(X) expands X(Name) once for every mp error type above, by
+// its unqualified name. It is the one list from which mp builds what must
+// know every error (the Pool's table of errors re-raised as themselves); a
+// new error type is added here and nowhere else.
+#define MP_ERROR_TYPES(X)                                                                  \
+  X(Error) X(ValueError) X(RuntimeError) X(TimeoutError) X(Empty) X(Full) X(EOFError)       \
+  X(BrokenPipeError) X(BufferTooShort) X(BrokenBarrierError) X(CodecError) X(ProcessError)  \
+  X(RemoteError) X(OwnerDeadError) X(FileNotFoundError) X(FileExistsError) X(IndexError)    \
+  X(WorkerLostError) X(BrokenPoolError)
+
+namespace internal {
+
+// error_from_what<E>(what) re-creates an mp error E raised elsewhere from
+// its what(), so that the copy's what() is the same string.
+template <class E>
+E error_from_what(const std::string& what) {
+  if constexpr (std::is_same_v<E, BufferTooShort>) {
+    return E(what, std::string());
+  } else if constexpr (std::is_same_v<E, WorkerLostError>) {
+    return E(what, 0, 0);
+  } else if constexpr (std::is_same_v<E, RemoteError>) {
+    // what() is "<type>: <message>".
+    const auto colon = what.find(": ");
+    if (colon == std::string::npos) return E("unknown", what);
+    RemoteError e(what.substr(0, colon), what.substr(colon + 2));
+    return e;
+  } else {
+    return E(what);
+  }
+}
+
+}  // namespace internal
 
 }  // namespace mp

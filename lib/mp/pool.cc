@@ -28,6 +28,11 @@ std::exception_ptr make(const std::string& message) {
   return std::make_exception_ptr(E(message));
 }
 
+template <class E>
+std::exception_ptr make_mp(const std::string& what) {
+  return std::make_exception_ptr(internal::error_from_what<E>(what));
+}
+
 Registry& registry() {
   static Registry* r = [] {
     auto* reg = new Registry;
@@ -41,19 +46,10 @@ Registry& registry() {
     add("std::range_error", make<std::range_error>);
     add("std::overflow_error", make<std::overflow_error>);
     add("std::underflow_error", make<std::underflow_error>);
-    add("mp::Error", make<Error>);
-    add("mp::ValueError", make<ValueError>);
-    add("mp::RuntimeError", make<RuntimeError>);
-    add("mp::TimeoutError", make<TimeoutError>);
-    add("mp::Empty", make<Empty>);
-    add("mp::Full", make<Full>);
-    add("mp::EOFError", make<EOFError>);
-    add("mp::BrokenPipeError", make<BrokenPipeError>);
-    add("mp::BrokenBarrierError", make<BrokenBarrierError>);
-    add("mp::CodecError", make<CodecError>);
-    add("mp::ProcessError", make<ProcessError>);
-    add("mp::OwnerDeadError", make<OwnerDeadError>);
-    add("mp::BrokenPoolError", make<BrokenPoolError>);
+    // Every mp error, from the one list in mp/errors.h.
+#define MP_ADD_ERROR(Name) add("mp::" #Name, make_mp<Name>);
+    MP_ERROR_TYPES(MP_ADD_ERROR)
+#undef MP_ADD_ERROR
     return reg;
   }();
   return *r;

@@ -34,7 +34,9 @@
 //   * apply() blocks; apply_async() returns an AsyncResult at once. get()
 //     rethrows a task's exception every time it is called: std exception
 //     types (runtime_error, logic_error, invalid_argument, out_of_range...)
-//     and mp's errors as their own type, types registered with
+//     and every mp error (all of mp/errors.h's MP_ERROR_TYPES, with the
+//     same what(); see there for the fields that do not travel) as its own
+//     type, types registered with
 //     mp::register_exception<E>() as E, anything else as mp::RemoteError
 //     carrying the remote type's name and message. The thrown object's
 //     dynamic type is matched exactly (a subclass of std::runtime_error that
@@ -121,32 +123,8 @@
 
 namespace mp {
 
-// WorkerLostError: the worker running a task died before returning its
-// result (killed by a signal, crashed, or exited). The message names the
-// worker, its pid and the signal ("... was killed by signal 9 (SIGKILL)").
-class WorkerLostError : public ProcessError {
- public:
-  WorkerLostError(const std::string& what, pid_t pid, int exitcode)
-      : ProcessError(what), pid_(pid), exitcode_(exitcode) {}
-  // pid() is the lost worker's pid.
-  pid_t pid() const noexcept { return pid_; }
-  // exitcode() is as Process::exitcode(): -N for death by signal N.
-  int exitcode() const noexcept { return exitcode_; }
-  // signal() is the signal that killed the worker, or 0.
-  int signal() const noexcept { return exitcode_ < 0 ? -exitcode_ : 0; }
-
- private:
-  pid_t pid_;
-  int exitcode_;
-};
-
-// BrokenPoolError: the pool's initializer raised in a worker; the pool runs
-// no more tasks. The message carries the initializer's exception type and
-// message.
-class BrokenPoolError : public ProcessError {
- public:
-  using ProcessError::ProcessError;
-};
+// WorkerLostError and BrokenPoolError, raised here, are declared in
+// mp/errors.h with every other mp error.
 
 namespace pool_detail {
 using ExceptionFactory = std::exception_ptr (*)(const std::string& message);

@@ -17,6 +17,7 @@
 #include <exception>
 #include <mutex>
 #include <system_error>
+#include <string_view>
 #include <typeinfo>
 
 #include "mp/errors.h"
@@ -57,6 +58,11 @@ struct ChildState {
 
   std::mutex mu;  // guards everything below
   std::string name;
+  // The name is the default one, made in Process's constructor before the
+  // dynamic type was known; adopt_class_name() puts the class name in.
+  // Atomic so that a name() after start() (e.g. in the child, whose copy of
+  // `mu` may have been held by another thread at fork) takes no lock.
+  std::atomic<bool> default_name{false};
   bool daemon = false;
   bool started = false;
   bool closed = false;
@@ -361,8 +367,32 @@ std::string signal_name(int sig) {
     case SIGPIPE: return "SIGPIPE";
     case SIGALRM: return "SIGALRM";
     case SIGTERM: return "SIGTERM";
-    default: return fmt::format("-{}", sig);
+    default: return std::to_string(sig);
   }
+}
+
+// class_name is a type's demangled name without its namespaces, as CPython's
+// type(self).__name__: "app::(anonymous namespace)::Worker" -> "Worker".
+std::string class_name(const std::type_info& t) {
+  std::string type = demangle(t.name());
+  const auto pos = type.rfind("::", type.find('<'));
+  return pos == std::string::npos ? type : type.substr(pos + 2);
+}
+
+// adopt_class_name gives a default-named process of a subclass CPython's
+// "<ClassName>-N" instead of "Process-N". The name is made in Process's
+// constructor, where the dynamic type is still mp::Process, so it is
+// corrected on first use (name(), format(), start()); start() freezes it.
+void adopt_class_name(ChildState& s, const std::type_info& t, bool freeze) {
+  if (!s.default_name.load()) return;
+  std::lock_guard lock(s.mu);
+  if (!s.default_name.load()) return;
+  if (freeze) s.default_name.store(false);
+  if (t == typeid(Process)) return;
+  // Every default name is "Process-<identity>" (top_name_prefix and each
+  // child_prefix start so).
+  constexpr std::string_view kDefault = "Process";
+  if (s.name.starts_with("Process-")) s.name.replace(0, kDefault.size(), class_name(t));
 }
 
 }  // namespace
@@ -404,6 +434,7 @@ Process::Process(ProcessOptions options) : state_(new_state()) {
     state_->name = std::move(*options.name);
   } else {
     state_->name = fmt::format("{}{}", *g.name_prefix, n);
+    state_->default_name = true;
   }
   state_->daemon = options.daemon.value_or(g.daemonic);
   if (options.start_method) {
@@ -464,6 +495,7 @@ void Process::start() {
   check_not_closed();
   Globals& g = globals();
   ChildState& s = *state_;
+  adopt_class_name(s, typeid(*this), /*freeze=*/true);
   if (s.is_main || this == g.current) throw RuntimeError("cannot start a process twice");
   {
     std::lock_guard lock(s.mu);
@@ -625,7 +657,7 @@ void Process::run_and_exit() {
 void Process::join(std::optional<std::chrono::duration<double>> timeout) {
   check_not_closed();
   ChildState& s = *state_;
-  if (is_current()) throw RuntimeError("cannot join current process");
+  if (is_current()) throw RuntimeError("can only join a child process");
   check_child(s, "join");
   {
     std::lock_guard lock(s.mu);
@@ -683,6 +715,7 @@ void Process::close() {
 
 const std::string& Process::name() const {
   if (!state_) throw ValueError("process object was moved from");
+  adopt_class_name(*state_, typeid(*this), /*freeze=*/false);
   return state_->name;
 }
 
@@ -690,6 +723,7 @@ void Process::set_name(std::string name) {
   check_not_closed();
   std::lock_guard lock(state_->mu);
   state_->name = std::move(name);
+  state_->default_name = false;
 }
 
 bool Process::daemon() const {
@@ -733,8 +767,8 @@ int Process::sentinel() const {
 std::string Process::format() const {
   if (!state_) return "<Process moved-from>";
   ChildState& s = *state_;
-  std::string type = demangle(typeid(*this).name());
-  if (auto pos = type.rfind("::"); pos != std::string::npos) type = type.substr(pos + 2);
+  adopt_class_name(s, typeid(*this), /*freeze=*/false);
+  const std::string type = class_name(typeid(*this));
   if (s.is_main) return fmt::format("<_MainProcess name='{}' parent=None started>", s.name);
 
   std::optional<int> code;
@@ -754,7 +788,8 @@ std::string Process::format() const {
   std::string out = fmt::format("<{} name='{}'", type, s.name);
   if (s.started) out += fmt::format(" pid={}", s.pid);
   out += fmt::format(" parent={} {}", s.creator_pid, status);
-  if (code) out += fmt::format(" exitcode={}", *code < 0 ? signal_name(-*code) : std::to_string(*code));
+  // CPython: "exitcode=-SIGTERM" for a known signal, "exitcode=-N" else.
+  if (code) out += fmt::format(" exitcode={}", *code < 0 ? "-" + signal_name(-*code) : std::to_string(*code));
   if (s.daemon) out += " daemon";
   return out + ">";
 }

@@ -23,15 +23,20 @@
 // Contract (CPython's, unless said otherwise):
 //   * name(): "Process-N" by default, N a 1-based counter of the creating
 //     process advanced at every construction; children of a child are
-//     "Process-N:M". An explicit name is kept. Inside the child,
-//     current_process().name() is the same name.
+//     "Process-N:M". An object of a subclass is "<ClassName>-N" (the
+//     dynamic type's name without namespaces, as type(self).__name__; the
+//     counter is shared). C++ gives the dynamic type only after Process's
+//     constructor, so the class name is put in at the first name(),
+//     format() or start(), and start() fixes it. An explicit name is kept.
+//     Inside the child, current_process().name() is the same name.
 //   * pid(): empty before start(); then the child's getpid().
 //   * exitcode(): empty before start and while running; 0 when the target
 //     returns; 1 when it throws (the child writes "Process <name>:" and the
 //     exception's type and message to stderr); n&0xff after mp::exit(n) or
 //     _exit(n); -N after death by signal N.
 //   * join(timeout) returns after about the timeout with the child still
-//     alive and may be called again; join(0s) polls. It waits on the
+//     alive and may be called again; join(0s) polls. Joining the current
+//     process raises "can only join a child process" (CPython's words). It waits on the
 //     child's pidfd (sentinel()), never in a sleep loop.
 //   * terminate() sends SIGTERM (exitcode -15), kill() SIGKILL (-9); both do
 //     nothing once the child has ended. Signals go through the pidfd, so a
@@ -86,6 +91,14 @@
 //     child ending after that reports exitcode 255 (its status is lost).
 //
 // Where mp differs from CPython, and why:
+//   * exitcode() reads 255 where the child's exit status is lost: someone
+//     else reaped it (waitpid(-1) elsewhere in the program, or SIGCHLD set
+//     to SIG_IGN, with which the kernel reaps children itself and no wait
+//     can see their status), or a forkserver child whose server was killed.
+//     255 is a placeholder, not the child's code: the child has ended
+//     (join() returns, is_alive() is false) and its real code is unknowable.
+//     CPython in the same case reports exitcode None and is_alive() True
+//     forever; mp prefers an ended process with a code that says "failed".
 //   * Misuse raises mp::RuntimeError (CPython raises AssertionError from
 //     `assert`): start twice, join before start, join of the current
 //     process, join of a process this process did not start, daemon after
@@ -247,7 +260,9 @@ class Process {
   int sentinel() const;
 
   // format() is CPython's repr:
-  // "<Process name='Process-1' pid=123 parent=100 started>".
+  // "<Process name='Process-1' pid=123 parent=100 started>", with the
+  // subclass's name in place of Process, and "stopped exitcode=0" or, after
+  // death by a signal, "stopped exitcode=-SIGTERM" (-N for an unnamed one).
   std::string format() const;
 
  private:

@@ -56,25 +56,8 @@
 
 namespace mp {
 
-// FileNotFoundError: SharedMemory::attach() (or unlink()) of a name that does
-// not exist. Mirrors CPython's FileNotFoundError.
-class FileNotFoundError : public Error {
- public:
-  using Error::Error;
-};
-
-// FileExistsError: SharedMemory::create() with a name that already exists.
-// Mirrors CPython's FileExistsError.
-class FileExistsError : public Error {
- public:
-  using Error::Error;
-};
-
-// IndexError: Array::at() out of range. Mirrors CPython's IndexError.
-class IndexError : public Error {
- public:
-  using Error::Error;
-};
+// FileNotFoundError, FileExistsError and IndexError, raised here, are
+// declared in mp/errors.h with every other mp error.
 
 // NoLock selects a Value or Array without a lock (CPython's lock=False,
 // RawValue, RawArray).

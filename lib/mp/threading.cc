@@ -595,7 +595,7 @@ void Thread::init(ThreadOptions options, std::unique_ptr<internal::ThreadTarget>
   Registry& r = registry();
   bool daemon = options.daemon ? *options.daemon : current_state()->daemon;
   std::string name;
-  if (options.name) {
+  if (options.name && !options.name->empty()) {
     name = std::move(*options.name);
   } else {
     name = next_name(r, "Thread");

@@ -200,8 +200,9 @@ std::optional<std::string> target_name(const F& f) {
 }  // namespace internal
 
 // ThreadOptions are CPython's Thread(name=..., daemon=...) keywords.
-// An empty name gives the default "Thread-N" / "Thread-N (target)"; an empty
-// daemon inherits the creating thread's daemon flag.
+// No name, or an empty one (CPython's `name or _newname()`), gives the
+// default "Thread-N" / "Thread-N (target)" and advances N; an empty daemon
+// inherits the creating thread's daemon flag.
 struct ThreadOptions {
   std::optional<std::string> name = std::nullopt;
   std::optional<bool> daemon = std::nullopt;
@@ -305,7 +306,7 @@ class Thread : public ThreadHandle {
     requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
   Thread(ThreadOptions options, F&& target, Args&&... args) : ThreadHandle(new_state()) {
     std::optional<std::string> tname;
-    if (!options.name) tname = internal::target_name(static_cast<const std::decay_t<F>&>(target));
+    if (!options.name || options.name->empty()) tname = internal::target_name(static_cast<const std::decay_t<F>&>(target));
     init(std::move(options), internal::make_target(std::forward<F>(target), std::forward<Args>(args)...),
          std::move(tname));
   }
