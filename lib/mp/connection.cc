@@ -1,4 +1,5 @@
 // mp/connection.cc — Pipe(), Connection and wait(); see connection.h.
+#include "mp/internal/futex.h"
 #include "mp/connection.h"
 
 #include <errno.h>
@@ -478,11 +479,7 @@ namespace {
 // restarts with the remaining time. Returns the poll(2) result.
 int poll_fds(pollfd* fds, nfds_t n, Timeout timeout) {
   using Clock = std::chrono::steady_clock;
-  std::optional<Clock::time_point> deadline;
-  if (timeout) {
-    const double seconds = std::clamp(timeout->count(), 0.0, 1e9);  // ~31 years: "forever enough"
-    deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
-  }
+  const internal::Deadline deadline = internal::deadline_after(timeout);  // the one conversion
   for (;;) {
     timespec ts{};
     timespec* tsp = nullptr;

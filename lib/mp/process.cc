@@ -21,6 +21,7 @@
 #include <typeinfo>
 
 #include "mp/errors.h"
+#include "mp/internal/futex.h"
 #include "mp/internal/lifecycle.h"
 #include "mp/internal/modules.h"
 #include "mp/internal/start.h"
@@ -334,11 +335,7 @@ void finalize_children() {
 
 std::optional<Clock::time_point> deadline_from(
     std::optional<std::chrono::duration<double>> timeout) {
-  if (!timeout) return std::nullopt;
-  double secs = std::max(0.0, timeout->count());
-  if (secs > 1e9) return std::nullopt;  // effectively forever
-  return Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                            std::chrono::duration<double>(secs));
+  return internal::deadline_after(timeout);  // the one conversion (internal/futex.h)
 }
 
 [[noreturn]] void throw_closed() { throw ValueError("process object is closed"); }

@@ -89,8 +89,6 @@ using Nanos = std::chrono::nanoseconds;
 // than overflowing the clock.
 template <class Rep, class Period>
 Deadline deadline_in(std::chrono::duration<Rep, Period> timeout) {
-  using Years100 = std::chrono::duration<double, std::ratio<3153600000>>;
-  if (std::chrono::duration_cast<Years100>(timeout).count() >= 1.0) return std::nullopt;
   return deadline_after(std::optional<std::chrono::duration<Rep, Period>>(timeout));
 }
 
