@@ -1,6 +1,7 @@
 #include "mp/os.h"
 
 #include <stdio_ext.h>
+#include <sys/single_threaded.h>
 #include <sys/stat.h>
 #include <sched.h>
 #include <sys/wait.h>
@@ -27,6 +28,9 @@ std::atomic<bool> g_fork_warned{false};
 // link count of 2 + threads, so one stat() answers (no directory buffer to
 // allocate: every page a parent writes before fork costs a fault later).
 int thread_count() noexcept {
+  // glibc clears __libc_single_threaded at the first pthread_create: while
+  // it is set, no stat() of /proc (a few us on every fork) is needed.
+  if (__libc_single_threaded) return 1;
   struct stat st;
   if (::stat("/proc/self/task", &st) != 0 || st.st_nlink < 3) return 1;
   return static_cast<int>(st.st_nlink - 2);
