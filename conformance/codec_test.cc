@@ -146,7 +146,89 @@ struct Celsius {
   float degrees;
 };
 
+// Issue 15 item 10: trivially copyable, but a field refers to the sender's
+// memory, so the struct is not encodable (compile_fail_test checks the
+// error names the field).
+struct WithPointer {
+  int id;
+  int* data;
+};
+struct WithView {
+  int id;
+  std::string_view name;
+};
+struct InnerSpan {
+  std::span<const int> items;
+};
+struct OuterOfSpan {
+  double weight;
+  InnerSpan inner;
+};
+struct WithConstRef {
+  const int& value;
+};
+struct WithOptionalPointer {
+  std::optional<int*> maybe;
+};
+struct WithPointerArray {
+  int n;
+  int* slots[3];
+};
+struct PointerBase {
+  int* p;
+};
+struct DerivedFromPointer : PointerBase {
+  int y;
+};
+// Plain fields, C arrays, nested structs, bases, bitfields and non-aggregate
+// members stay memcpy'd.
+struct PlainBase {
+  int a;
+};
+struct PlainFields : PlainBase {
+  char name[16];
+  std::array<double, 2> xy;
+  std::chrono::milliseconds ttl;
+  Pod pod;
+  unsigned flag : 1;
+  const int fixed;
+};
+// Not an aggregate: its fields cannot be visited, so it stays memcpy'd.
+class Opaque {
+ public:
+  Opaque() = default;
+
+ private:
+  const void* p_ = nullptr;
+};
+
+// Issue 15 item 11: a trivially copyable type whose traits validate.
+struct Checked {
+  int v;
+};
+inline int checked_encodes = 0;
+inline int checked_decodes = 0;
+// A struct holding a type with its own traits: a memcpy would bypass them.
+struct HoldsChecked {
+  Checked c;
+};
+
 }  // namespace
+
+template <>
+struct mp::codec_traits<Checked> {
+  static void encode(mp::Encoder& e, const Checked& c) {
+    ++checked_encodes;
+    if (c.v < 0) throw mp::CodecError("Checked: negative");
+    e.write(c.v + 1000);  // transformed on the wire
+  }
+  static Checked decode(mp::Decoder& d) {
+    ++checked_decodes;
+    const int w = d.read<int>();
+    if (w < 1000) throw mp::CodecError("Checked: corrupt");
+    return Checked{w - 1000};
+  }
+};
 
 template <>
 struct mp::codec_traits<Celsius> {
@@ -157,6 +239,82 @@ struct mp::codec_traits<Celsius> {
 namespace {
 
 static_assert(!mp::BitwiseEncodable<Celsius>);
+
+static_assert(!mp::Encodable<WithPointer>);
+static_assert(!mp::Encodable<WithView>);
+static_assert(!mp::Encodable<InnerSpan>);
+static_assert(!mp::Encodable<OuterOfSpan>);
+static_assert(!mp::Encodable<WithConstRef>);
+static_assert(!mp::Encodable<WithOptionalPointer>);
+static_assert(!mp::Encodable<WithPointerArray>);
+static_assert(!mp::Encodable<DerivedFromPointer>);
+static_assert(!mp::Encodable<HoldsChecked>);
+static_assert(!mp::Encodable<std::vector<WithPointer>>);
+static_assert(!mp::Encodable<std::array<WithView, 2>>);
+static_assert(mp::Encodable<PlainFields>);
+static_assert(mp::BitwiseEncodable<PlainFields>);
+static_assert(mp::Encodable<Opaque>);
+// A view encodes, and decodes at top level as a view into the input, but
+// does not travel: a transport reuses the buffer the view would point into.
+static_assert(mp::Encodable<std::string_view>);
+static_assert(!mp::Transportable<std::string_view>);
+static_assert(!mp::Transportable<std::vector<std::optional<std::string_view>>>);
+static_assert(mp::Transportable<std::vector<std::string>>);
+
+TEST(CodecTypes, StructWithPlainFieldsBasesAndArraysRoundTripsAsItsBytes) {
+  PlainFields p{{7}, "name", {1.5, 2.5}, std::chrono::milliseconds(30), Pod{1, 2.0, {'c'}, Color::kRed}, 1, 42};
+  const std::string bytes = mp::encode(p);
+  EXPECT_EQ(bytes.size(), sizeof(PlainFields));
+  const PlainFields q = mp::decode<PlainFields>(bytes);
+  EXPECT_EQ(q.a, 7);
+  EXPECT_STREQ(q.name, "name");
+  EXPECT_EQ(q.xy[1], 2.5);
+  EXPECT_EQ(q.ttl, std::chrono::milliseconds(30));
+  EXPECT_EQ(q.fixed, 42);
+}
+
+TEST(CodecExtension, VectorElementsGoThroughTheUsersTraits) {
+  checked_encodes = checked_decodes = 0;
+  const std::vector<Checked> v{{1}, {2}, {3}};
+  const std::string bytes = mp::encode(v);
+  EXPECT_EQ(checked_encodes, 3);
+  const auto back = mp::decode<std::vector<Checked>>(bytes);
+  EXPECT_EQ(checked_decodes, 3);
+  ASSERT_EQ(back.size(), 3u);
+  EXPECT_EQ(back[2].v, 3);
+  EXPECT_THROW(mp::encode(std::vector<Checked>{{1}, {-1}}), mp::CodecError);
+  // Raw bytes that the traits would never write are refused on decode.
+  std::string raw;
+  mp::Encoder e(raw);
+  e.write_size(1);
+  e.write(5);
+  EXPECT_THROW(mp::decode<std::vector<Checked>>(raw), mp::CodecError);
+}
+
+TEST(CodecExtension, ArrayElementsGoThroughTheUsersTraits) {
+  checked_encodes = checked_decodes = 0;
+  const std::array<Checked, 2> a{{{4}, {5}}};
+  const std::string bytes = mp::encode(a);
+  EXPECT_EQ(checked_encodes, 2);
+  const auto back = mp::decode<std::array<Checked, 2>>(bytes);
+  EXPECT_EQ(checked_decodes, 2);
+  EXPECT_EQ(back[0].v, 4);
+  EXPECT_EQ(back[1].v, 5);
+  EXPECT_THROW(mp::encode(std::array<Checked, 2>{{{1}, {-1}}}), mp::CodecError);
+  const std::string raw = mp::encode(std::array<int, 1>{{5}});
+  EXPECT_THROW((mp::decode<std::array<Checked, 1>>(raw)), mp::CodecError);
+}
+
+TEST(CodecExtension, VectorOfTypeWithTraitsIsNotCopiedInBulk) {
+  static_assert(!mp::BitwiseEncodable<Checked>);
+  // Each element is the traits' int (1000 + v), not the struct's bytes.
+  std::string expected;
+  mp::Encoder e(expected);
+  e.write_size(2);
+  e.write(1001);
+  e.write(1002);
+  EXPECT_EQ(mp::encode(std::vector<Checked>{{1}, {2}}), expected);
+}
 
 TEST(CodecExtension, SpecialisationOverridesTheBuiltInMemcpy) {
   EXPECT_EQ(mp::encode(Celsius{21.5f}).size(), sizeof(double));

@@ -54,6 +54,23 @@ struct mp::codec_traits<Explosive> {
 
 namespace {
 
+// Issue 15 item 11: a trivially copyable item whose traits validate.
+struct Positive {
+  int v;
+};
+}  // namespace
+
+template <>
+struct mp::codec_traits<Positive> {
+  static void encode(mp::Encoder& e, const Positive& x) {
+    if (x.v <= 0) throw mp::CodecError("Positive: not positive");
+    e.write(x.v);
+  }
+  static Positive decode(mp::Decoder& d) { return Positive{d.read<int>()}; }
+};
+
+namespace {
+
 using namespace std::chrono_literals;
 using mp_test::Stopwatch;
 
@@ -531,6 +548,15 @@ TEST(Pool, ArgumentsLargerThanTheTaskBufferRaiseAtSubmit) {
 }
 
 // --------------------------------------------------------------------- map
+
+int positive_value(Positive p) { return p.v; }
+
+TEST(Pool, MapItemsGoThroughTheUsersCodecTraitsLikeApply) {
+  mp::Pool pool(1);
+  EXPECT_THROW(pool.apply(positive_value, Positive{-1}), mp::CodecError);
+  EXPECT_THROW(pool.map(positive_value, std::vector<Positive>{{1}, {-1}}), mp::CodecError);
+  EXPECT_EQ(pool.map(positive_value, std::vector<Positive>{{1}, {2}}), (std::vector<int>{1, 2}));
+}
 
 TEST(Pool, MapReturnsResultsInInputOrder) {
   mp::Pool pool(2);

@@ -12,23 +12,54 @@
 //
 //   * bool, arithmetic types and enums;
 //   * trivially copyable types (user structs of plain fields, std::chrono
-//     durations...), copied with one memcpy;
+//     durations...), copied with one memcpy — for an aggregate struct, only
+//     if no field at any depth refers to memory (see "Types that never
+//     travel" below);
 //   * std::basic_string, std::string_view (encoded as a string; decoding a
-//     string_view returns a view into the input bytes), std::vector,
-//     std::deque, std::list, std::array, std::pair, std::tuple,
-//     std::optional, std::variant (and std::monostate), std::map,
-//     std::multimap, std::unordered_map, std::set, std::multiset,
+//     top-level string_view with mp::decode returns a view into the input
+//     bytes), std::vector, std::deque, std::list, std::array, std::pair,
+//     std::tuple, std::optional, std::variant (and std::monostate),
+//     std::map, std::multimap, std::unordered_map, std::set, std::multiset,
 //     std::unordered_set — nested in any combination;
 //   * any other type through the one extension point, mp::codec_traits<T>
 //     (see below and examples/codec_custom_type.cc).
 //
-// Types that are never encodable, even though some are trivially copyable:
-// raw and member pointers, C arrays (use std::array), std::span and
-// std::reference_wrapper (they refer to memory of the sending process).
-// `mp::Encodable<T>` tells whether T is encodable; mp::encode, mp::decode and
-// everything in mp that sends values fail to compile on a type that is not,
-// with a static_assert inside `mp::codec_detail::NotEncodable<X>` where X is
-// the innermost type at fault (`NotEncodable<Foo>` for a std::vector<Foo>).
+// Types that never travel. Never encodable, even though some are
+// trivially copyable: raw and member pointers, C arrays at top level (use
+// std::array), std::span and std::reference_wrapper (they refer to memory
+// of the sending process). The same goes for a trivially copyable
+// aggregate struct (any depth: nested structs, bases, std::array, C-array
+// and std::optional/pair/tuple/variant fields) holding
+//   - a pointer or member pointer, a reference (T&, const T&, T&&), a
+//     std::string_view, std::span or std::reference_wrapper: the memcpy
+//     would carry an address into the sender's memory;
+//   - a field whose type has its own codec_traits: the memcpy would bypass
+//     them (a user's traits always win).
+// What to do instead: give the struct a codec_traits specialisation that
+// writes what the pointer or view refers to (as a std::string, a
+// std::vector...), or send owning types in the first place. The fields are visited by aggregate
+// initialisation (no reflection), which cannot see the fields of
+//   - a class that is not an aggregate (private fields, constructors) or a
+//     union: it stays memcpy'd as it is, its author vouches for its fields
+//     (std::chrono::duration is one); give it codec_traits if it holds a
+//     pointer;
+//   - a struct beyond its first 4096 leaf fields (each C-array element is
+//     one), or one that cannot be aggregate-initialised from 64 fields or
+//     fewer: the rest, or all, is not checked.
+// A view cannot travel through a transport either: Queue, Pool (task
+// arguments, map items and results), Connection and Process (travelling
+// arguments) take `mp::Transportable<T>` types, i.e. Encodable and no
+// std::string_view anywhere in std containers, since a decoded view would
+// point into a buffer the transport reuses (the second Queue::get() would
+// overwrite the first's view). Send std::string.
+// `mp::Encodable<T>` tells whether T is encodable; mp::encode, mp::decode
+// and everything in mp that sends values fail to compile on a type that is
+// not, all through one check: a static_assert inside
+// `mp::codec_detail::NotEncodable<X>` where X is the innermost type at fault
+// (`NotEncodable<Foo>` for a std::vector<Foo>), or
+// `NotEncodable<S, F>` where S is a memcpy'd struct (the outermost one) and
+// F the type of its first field at fault (`NotEncodable<Job, const char*>`
+// for a std::vector<Job>).
 //
 // Decoding contract: the decoder bounds-checks every read. Truncated input,
 // trailing bytes, an out-of-range variant index or optional tag, a bool that
@@ -45,7 +76,8 @@
 // same machine (mp's fork model: same image, same ABI). Sizes and counts are
 // 64-bit, so no value has a 2 GiB limit. Trivially copyable T: sizeof(T)
 // raw bytes. bool: one byte. Strings and contiguous vectors of trivially
-// copyable elements: u64 count, then the elements in one memcpy. Other
+// copyable elements without user codec_traits: u64 count, then the
+// elements in one memcpy. Other
 // sequences and maps: u64 count, then each element (a map's as key, value).
 // optional: one tag byte (0 or 1), then the value. variant: the index (one
 // byte if it has at most 255 alternatives, else four), then the alternative.
@@ -90,7 +122,9 @@
 // ever writes; it lets the decoder reject impossible element counts sooner
 // (the default assumes at least one byte). A specialisation also overrides
 // the built-in handling of a type (e.g. to validate a trivially copyable
-// struct's fields).
+// struct's fields) everywhere: std::vector<T> and std::array<T, N> call it
+// for each element (the one-memcpy block path is only for types without a
+// specialisation), and so do Queue items and Pool.map items.
 //
 // Thread safety: Encoder and Decoder are plain single-threaded cursors;
 // encode()/decode() are reentrant.
@@ -178,14 +212,238 @@ inline constexpr bool is_structured_std<std::tuple<Ts...>> = true;
 template <class T, std::size_t N>
 inline constexpr bool is_structured_std<std::array<T, N>> = true;
 
-// memcpyable<T>: encoded as its sizeof(T) raw bytes.
+// has_user_traits<T>: T has a codec_traits specialisation of the user's,
+// which then always decides how a T is written, inside containers too.
 template <class T>
-inline constexpr bool memcpyable =
-    std::is_trivially_copyable_v<T> && !std::is_const_v<T> && !std::is_volatile_v<T> &&
-    !std::is_same_v<T, bool> && !std::is_pointer_v<T> && !std::is_member_pointer_v<T> &&
-    !std::is_array_v<T> && !std::is_null_pointer_v<T> && !is_view_like<T> &&
-    !is_structured_std<T> && (std::is_arithmetic_v<T> || std::is_enum_v<T> || std::is_class_v<T> ||
-                              std::is_union_v<T>);
+inline constexpr bool has_user_traits = !requires { typename codec_traits<T>::builtin_tag; };
+
+// ---- the fields of a memcpy'd struct ---------------------------------------
+//
+// A trivially copyable aggregate is memcpy'd only if none of its fields, at
+// any depth, is a pointer, a reference, a view (std::string_view, std::span,
+// std::reference_wrapper) or a type with a user codec_traits (which a memcpy
+// of the owner would bypass). The fields are visited without reflection, by
+// aggregate initialisation from probe objects that convert to any type a
+// constraint allows: `T{probe, probe, ...}` is well-formed only if every
+// field accepts a probe. Probes never convert to a non-empty aggregate, so
+// brace elision carries them into nested structs, std::array and C arrays,
+// down to the leaves, and every leaf is checked wherever it sits (bases of
+// an aggregate included). Boost.PFR was considered: it reflects through
+// structured bindings, which are a hard error (not a testable condition) on
+// an aggregate with a base that has fields, and its field count is wrong
+// for C array fields, so it would turn structs mp encodes today into build
+// errors. What this check cannot see is documented at the top of the file.
+
+inline constexpr std::size_t kMaxCheckedFields = 4096;  // leaves, each C-array element counts
+inline constexpr std::size_t kNoFieldCount = static_cast<std::size_t>(-1);
+
+template <class U>
+concept probe_leaf = !std::is_aggregate_v<U> || std::is_union_v<U> || std::is_empty_v<U> ||
+                     (std::is_class_v<U> && has_user_traits<std::remove_cv_t<U>>);
+
+template <class U>
+constexpr bool field_ok();
+template <class U>
+concept ok_field = field_ok<std::remove_cv_t<U>>();
+
+// any_field: any leaf (counts the leaves).
+struct any_field {
+  template <class U>
+    requires probe_leaf<U>
+  operator U&() const;
+};
+// An aggregate with user codec_traits is a leaf that the probes below must
+// refuse without brace elision into its fields (which would accept it):
+// GCC elides past a volatile-returning conversion, Clang past a deleted
+// one; offered both, neither compiler elides.
+template <class U>
+concept refused_aggregate = std::is_class_v<U> && std::is_aggregate_v<U> &&
+                            has_user_traits<std::remove_cv_t<U>>;
+#define MP_CODEC_REFUSE_AGGREGATE_WITH_TRAITS \
+  template <class U>                            \
+    requires refused_aggregate<U>               \
+  operator volatile U&() const;                 \
+  template <class U>                            \
+    requires refused_aggregate<U>               \
+  operator U&() const = delete;
+// lvalue_field: an acceptable leaf by lvalue (refuses T&& fields).
+struct lvalue_field {
+  MP_CODEC_REFUSE_AGGREGATE_WITH_TRAITS
+  template <class U>
+    requires(probe_leaf<U> && ok_field<U>)
+  operator U&() const;
+};
+// prvalue_field: an acceptable leaf by prvalue (refuses T& fields).
+struct prvalue_field {
+  MP_CODEC_REFUSE_AGGREGATE_WITH_TRAITS
+  template <class U>
+    requires(probe_leaf<U> && ok_field<U>)
+  operator U() const;
+};
+#undef MP_CODEC_REFUSE_AGGREGATE_WITH_TRAITS
+// const_ref_field: binds only to a const T& field.
+struct const_ref_field {
+  template <class U>
+    requires std::is_const_v<U>
+  operator U&() const;
+};
+
+template <class T, class Probe, std::size_t... I, std::size_t... J>
+constexpr bool init_probes(std::index_sequence<I...>, std::index_sequence<J...>) {
+  return requires { T{((void)I, any_field{})..., Probe{}, ((void)J, any_field{})...}; };
+}
+// init_with<T, N, Probe, K>: T{any_field x K, Probe, any_field x (N-K-1)}.
+template <class T, std::size_t N, class Probe = any_field, std::size_t K = 0>
+constexpr bool init_with() {
+  if constexpr (N == 0) {
+    return requires { T{}; };
+  } else {
+    return init_probes<T, Probe>(std::make_index_sequence<K>{}, std::make_index_sequence<N - K - 1>{});
+  }
+}
+template <class T, class Probe, std::size_t... I>
+constexpr bool init_all(std::index_sequence<I...>) {
+  return requires { T{((void)I, Probe{})...}; };
+}
+
+template <class T, std::size_t Lo, std::size_t Hi>  // Lo leaves initialise T, Hi do not
+constexpr std::size_t bisect_fields() {
+  if constexpr (Hi - Lo <= 1) {
+    return Lo;
+  } else {
+    constexpr std::size_t mid = Lo + (Hi - Lo) / 2;
+    if constexpr (init_with<T, mid>()) return bisect_fields<T, mid, Hi>();
+    else return bisect_fields<T, Lo, mid>();
+  }
+}
+template <class T, std::size_t Lo, std::size_t Step>  // Lo leaves initialise T
+constexpr std::size_t grow_fields() {
+  constexpr std::size_t hi = Lo + Step;
+  if constexpr (hi > kMaxCheckedFields) {
+    if constexpr (init_with<T, kMaxCheckedFields>()) return kMaxCheckedFields;
+    else return bisect_fields<T, Lo, kMaxCheckedFields>();
+  } else if constexpr (init_with<T, hi>()) {
+    return grow_fields<T, hi, Step * 2>();
+  } else {
+    return bisect_fields<T, Lo, hi>();
+  }
+}
+// A field without a default (a reference) makes short lists ill-formed: the
+// leaf counts that initialise T are an interval; find its start first.
+template <class T, std::size_t N>
+constexpr std::size_t first_fitting_count() {
+  if constexpr (N > 64) return kNoFieldCount;
+  else if constexpr (init_with<T, N>()) return N;
+  else return first_fitting_count<T, N + 1>();
+}
+template <class T>
+constexpr std::size_t count_fields() {
+  constexpr std::size_t first = first_fitting_count<T, 0>();
+  if constexpr (first == kNoFieldCount) return kNoFieldCount;
+  else return grow_fields<T, first, 1>();
+}
+
+// visited_struct<T>: a memcpy candidate whose fields this check can see.
+template <class T>
+concept visited_struct = std::is_class_v<T> && std::is_aggregate_v<T> && !std::is_union_v<T> &&
+                         std::is_trivially_copyable_v<T> && !std::is_empty_v<T>;
+
+template <class T>
+inline constexpr std::size_t field_count = count_fields<T>();
+
+// first_const_ref<T, N>: the first leaf that is a const T& (N if none).
+template <class T, std::size_t N, std::size_t K = 0>
+constexpr std::size_t first_const_ref() {
+  if constexpr (K >= N) return N;
+  else if constexpr (init_with<T, N, const_ref_field, K>()) return K;
+  else return first_const_ref<T, N, K + 1>();
+}
+
+template <class T>
+constexpr bool fields_ok() {
+  constexpr std::size_t n = field_count<T>;
+  if constexpr (n == kNoFieldCount) {
+    return true;  // not visited (see the top of the file)
+  } else {
+    const bool leaves = init_all<T, lvalue_field>(std::make_index_sequence<n>{}) &&
+                        init_all<T, prvalue_field>(std::make_index_sequence<n>{});
+    if constexpr (std::is_copy_assignable_v<T>) {
+      return leaves;  // a reference field would delete the assignment
+    } else {
+      return leaves && first_const_ref<T, n>() == n;
+    }
+  }
+}
+
+template <class T>
+inline constexpr bool fields_ok_v = fields_ok<T>();
+
+template <class T>
+struct std_parts_ok : std::true_type {};
+template <class T>
+struct std_parts_ok<std::optional<T>> : std::bool_constant<field_ok<T>()> {};
+template <class A, class B>
+struct std_parts_ok<std::pair<A, B>> : std::bool_constant<field_ok<A>() && field_ok<B>()> {};
+template <class... Ts>
+struct std_parts_ok<std::tuple<Ts...>> : std::bool_constant<(field_ok<Ts>() && ...)> {};
+template <class... Ts>
+struct std_parts_ok<std::variant<Ts...>> : std::bool_constant<(field_ok<Ts>() && ...)> {};
+template <class T, std::size_t N>
+struct std_parts_ok<std::array<T, N>> : std::bool_constant<field_ok<T>()> {};
+
+// field_ok<U>: a field of type U may be memcpy'd with its owner.
+template <class U>
+constexpr bool field_ok() {
+  using V = std::remove_cv_t<U>;
+  if constexpr (std::is_reference_v<V>) {
+    return false;
+  } else if constexpr (std::is_pointer_v<V> || std::is_member_pointer_v<V> ||
+                       std::is_null_pointer_v<V> || is_view_like<V>) {
+    return false;
+  } else if constexpr (std::is_array_v<V>) {
+    return field_ok<std::remove_extent_t<V>>();
+  } else if constexpr (has_user_traits<V>) {
+    return false;
+  } else if constexpr (std::is_class_v<V> && std_parts_ok<V>::value == false) {
+    return false;
+  } else if constexpr (visited_struct<V>) {
+    return fields_ok_v<V>;
+  } else {
+    return true;
+  }
+}
+
+// deep_ok<T>: T holds no pointer, reference or view at any depth that this
+// check can see.
+template <class T>
+constexpr bool deep_ok() {
+  if constexpr (visited_struct<T>) return fields_ok_v<T>;
+  else return true;
+}
+
+template <class T>
+constexpr bool memcpyable_v() {
+  if constexpr (!(std::is_trivially_copyable_v<T> && !std::is_const_v<T> && !std::is_volatile_v<T> &&
+                  !std::is_same_v<T, bool> && !std::is_pointer_v<T> && !std::is_member_pointer_v<T> &&
+                  !std::is_array_v<T> && !std::is_null_pointer_v<T> && !is_view_like<T> &&
+                  !is_structured_std<T> &&
+                  (std::is_arithmetic_v<T> || std::is_enum_v<T> || std::is_class_v<T> ||
+                   std::is_union_v<T>))) {
+    return false;
+  } else {
+    return deep_ok<T>();
+  }
+}
+
+// memcpyable<T>: encoded as its sizeof(T) raw bytes (unless a user's
+// codec_traits<T> says otherwise: see plain_memcpy).
+template <class T>
+inline constexpr bool memcpyable = memcpyable_v<T>();
+
+// plain_memcpy<T>: a T may be copied in bulk (a vector's or array's block,
+// a ring slot): built-in memcpy type and no user codec_traits.
+template <class T>
+inline constexpr bool plain_memcpy = memcpyable<T> && !has_user_traits<T>;
 
 // Element types whose storage may be filled by plain char-range assignment.
 template <class T>
@@ -365,25 +623,172 @@ struct culprit<std::multiset<K, C, A>> : culprit_of_parts<std::multiset<K, C, A>
 template <class K, class H, class E, class A>
 struct culprit<std::unordered_set<K, H, E, A>> : culprit_of_parts<std::unordered_set<K, H, E, A>, K> {};
 
-// NotEncodable<X> is where a use of a non-encodable type stops the build;
-// X (in the compiler's "In instantiation of NotEncodable<X>") names it.
-template <class X>
+// NotEncodable<X> is where a use of a type that cannot travel stops the
+// build; X (in the compiler's "In instantiation of NotEncodable<X>") names
+// it. NotEncodable<S, F>: the memcpy'd struct S holds a field of type F (a
+// pointer, reference, view, or a type with its own codec_traits).
+template <class X, class Field = void>
 struct NotEncodable {
-  static_assert(always_false<X>,
-                "mp codec: this type is not encodable (see NotEncodable<...> above for which). "
-                "Encodable are arithmetic types, enums, trivially copyable structs, std strings, "
-                "containers, pair/tuple/optional/variant of encodable types, and any type with an "
+  static_assert(!std::is_void_v<Field> || always_false<X>,
+                "mp codec: this type cannot travel (see NotEncodable<...> above for which). "
+                "Encodable are arithmetic types, enums, trivially copyable structs without "
+                "pointer, reference or view fields, std strings, containers, "
+                "pair/tuple/optional/variant of encodable types, and any type with an "
                 "mp::codec_traits<T> specialisation (see mp/codec.h). Pointers, C arrays, std::span "
-                "and std::reference_wrapper are never encodable.");
+                "and std::reference_wrapper are never encodable, and a view (std::string_view) "
+                "cannot travel through a Queue, Pool, Connection or Process: use std::string.");
+  static_assert(std::is_void_v<Field> || always_false<X>,
+                "mp codec: this struct is memcpy'd and holds a field that cannot travel (see "
+                "NotEncodable<Struct, Field> above: a pointer, reference, view or span refers to "
+                "the sender's memory; a field type with its own mp::codec_traits would be "
+                "bypassed). Use owning types (std::string, std::vector) or give the struct an "
+                "mp::codec_traits<T> specialisation (see mp/codec.h).");
   static constexpr bool value = false;
 };
+
+// ---- naming the field at fault in a memcpy'd struct -----------------------
+
+enum class FieldFault { kType, kLvalueRef, kRvalueRef, kConstRef };
+
+struct field_is_fine {};
+template <class Owner, class U, FieldFault F>
+struct field_fault {
+  using bad = std::conditional_t<
+      F == FieldFault::kType, U,
+      std::conditional_t<F == FieldFault::kLvalueRef, U&,
+                         std::conditional_t<F == FieldFault::kRvalueRef, U&&, const std::remove_const_t<U>&>>>;
+  using type = std::conditional_t<F != FieldFault::kType || !ok_field<U>, NotEncodable<Owner, bad>,
+                                  field_is_fine>;
+};
+// field_reporter: at the leaf at fault, its conversion instantiates
+// NotEncodable<Owner, field type>, whose static_assert stops the build.
+template <class Owner, FieldFault F>
+struct field_reporter {
+  template <class U, std::size_t = sizeof(typename field_fault<Owner, U, F>::type)>
+    requires probe_leaf<U>
+  operator U&() const;
+};
+
+template <class T, std::size_t N, class Probe, std::size_t K = 0>
+constexpr std::size_t first_refusal() {
+  if constexpr (K >= N) return N;
+  else if constexpr (!init_with<T, N, Probe, K>()) return K;
+  else return first_refusal<T, N, Probe, K + 1>();
+}
+
+template <class T, class Probe, std::size_t... I, std::size_t... J>
+void instantiate_at(std::index_sequence<I...>, std::index_sequence<J...>) {
+  (void)sizeof(T{((void)I, any_field{})..., Probe{}, ((void)J, any_field{})...});
+}
+
+// report_fields<T>(): stops the build naming T and its first bad field.
+template <class T>
+void report_fields() {
+  constexpr std::size_t n = field_count<T>;
+  constexpr std::size_t k_lv = first_refusal<T, n, lvalue_field>();
+  constexpr std::size_t k_pr = first_refusal<T, n, prvalue_field>();
+  constexpr std::size_t k_cr = std::is_copy_assignable_v<T> ? n : first_const_ref<T, n>();
+  constexpr std::size_t k = std::min({k_lv, k_pr, k_cr});
+  if constexpr (k < n) {
+    constexpr FieldFault fault =
+        k == k_lv ? (init_with<T, n, prvalue_field, k>() ? FieldFault::kRvalueRef : FieldFault::kType)
+        : k == k_pr ? FieldFault::kLvalueRef
+                    : FieldFault::kConstRef;
+    instantiate_at<T, field_reporter<T, fault>>(std::make_index_sequence<k>{},
+                                                 std::make_index_sequence<n - k - 1>{});
+  } else {
+    (void)sizeof(NotEncodable<T>);
+  }
+}
+
+template <class X>
+constexpr void report_not_encodable() {
+  if constexpr (visited_struct<X> && !fields_ok_v<X> && !has_user_traits<X>) {
+    report_fields<X>();
+  } else {
+    (void)sizeof(NotEncodable<X>);
+  }
+}
 
 template <class T>
 constexpr void require_encodable() {
   if constexpr (!Encodable<T>) {
-    (void)sizeof(NotEncodable<typename culprit<T>::type>);  // fails, naming the type
+    report_not_encodable<typename culprit<T>::type>();  // fails, naming the type
   }
 }
+
+// ---- what may travel between processes ---------------------------------------
+
+// view_inside<T>::type: a view that T holds through std containers (void if
+// none). Decoding it would point into the receiver's transport buffer.
+template <class T>
+struct view_inside {
+  using type = void;
+};
+template <class... Ts>
+struct first_view {
+  using type = void;
+};
+template <class T, class... Ts>
+struct first_view<T, Ts...> {
+  using type = std::conditional_t<std::is_void_v<typename view_inside<T>::type>,
+                                  typename first_view<Ts...>::type, typename view_inside<T>::type>;
+};
+template <class C, class Tr>
+struct view_inside<std::basic_string_view<C, Tr>> {
+  using type = std::basic_string_view<C, Tr>;
+};
+template <class T, class A>
+struct view_inside<std::vector<T, A>> : first_view<T> {};
+template <class T, class A>
+struct view_inside<std::deque<T, A>> : first_view<T> {};
+template <class T, class A>
+struct view_inside<std::list<T, A>> : first_view<T> {};
+template <class T, std::size_t N>
+struct view_inside<std::array<T, N>> : first_view<T> {};
+template <class T>
+struct view_inside<std::optional<T>> : first_view<T> {};
+template <class A, class B>
+struct view_inside<std::pair<A, B>> : first_view<A, B> {};
+template <class... Ts>
+struct view_inside<std::tuple<Ts...>> : first_view<Ts...> {};
+template <class... Ts>
+struct view_inside<std::variant<Ts...>> : first_view<Ts...> {};
+template <class K, class V, class C, class A>
+struct view_inside<std::map<K, V, C, A>> : first_view<K, V> {};
+template <class K, class V, class C, class A>
+struct view_inside<std::multimap<K, V, C, A>> : first_view<K, V> {};
+template <class K, class V, class H, class E, class A>
+struct view_inside<std::unordered_map<K, V, H, E, A>> : first_view<K, V> {};
+template <class K, class C, class A>
+struct view_inside<std::set<K, C, A>> : first_view<K> {};
+template <class K, class C, class A>
+struct view_inside<std::multiset<K, C, A>> : first_view<K> {};
+template <class K, class H, class E, class A>
+struct view_inside<std::unordered_set<K, H, E, A>> : first_view<K> {};
+
+// require_transportable<T>(): the one check behind Queue, Pool, Connection
+// and Process: T is encodable and holds no view that decoding would point
+// into a buffer the transport reuses.
+template <class T>
+constexpr void require_transportable() {
+  using U = std::remove_cv_t<T>;
+  if constexpr (!Encodable<U>) {
+    report_not_encodable<typename culprit<U>::type>();
+  } else if constexpr (!std::is_void_v<typename view_inside<U>::type>) {
+    (void)sizeof(NotEncodable<typename view_inside<U>::type>);
+  }
+}
+
+}  // namespace codec_detail
+
+// Transportable<T>: T may go through a Queue, Pool, Connection or Process:
+// Encodable, and no std::string_view inside (see the top of the file).
+template <class T>
+concept Transportable =
+    Encodable<T> && std::is_void_v<typename codec_detail::view_inside<std::remove_cv_t<T>>::type>;
+
+namespace codec_detail {
 
 // ---- minimum encoded sizes ---------------------------------------------
 
@@ -457,7 +862,7 @@ struct builtin<std::vector<T, A>> {
   static constexpr std::size_t min_size = 8;
   using V = std::vector<T, A>;
   static void encode(Encoder& e, const V& v) {
-    if constexpr (memcpyable<T>) {
+    if constexpr (plain_memcpy<T>) {
       e.write_size(v.size());
       e.write_raw(v.data(), v.size() * sizeof(T));
     } else {
@@ -467,11 +872,11 @@ struct builtin<std::vector<T, A>> {
   static V decode(Decoder& d) {
     const std::size_t n = d.read_size(codec_detail::min_size<T>());
     V v;
-    if constexpr (memcpyable<T> && byte_like<T>) {
+    if constexpr (plain_memcpy<T> && byte_like<T>) {
       std::string_view bytes = d.read_view(n);
       auto* p = reinterpret_cast<const T*>(bytes.data());
       v.assign(p, p + n);
-    } else if constexpr (memcpyable<T> && std::is_default_constructible_v<T>) {
+    } else if constexpr (plain_memcpy<T> && std::is_default_constructible_v<T>) {
       v.resize(n);
       d.read_raw(v.data(), n * sizeof(T));
     } else {
@@ -505,14 +910,14 @@ struct builtin<std::array<T, N>> {
   static constexpr std::size_t min_size = N * codec_detail::min_size<T>();
   using Arr = std::array<T, N>;
   static void encode(Encoder& e, const Arr& a) {
-    if constexpr (memcpyable<T>) {
+    if constexpr (plain_memcpy<T>) {
       e.write_raw(a.data(), N * sizeof(T));
     } else {
       for (const auto& x : a) e.write(x);
     }
   }
   static Arr decode(Decoder& d) {
-    if constexpr (memcpyable<T> && std::is_default_constructible_v<T>) {
+    if constexpr (plain_memcpy<T> && std::is_default_constructible_v<T>) {
       Arr a;
       d.read_raw(a.data(), N * sizeof(T));
       return a;

@@ -160,7 +160,7 @@ class Connection {
   // send(v) sends v, encoded by mp/codec.h, as one message.
   template <class T>
   void send(const T& value) {
-    codec_detail::require_encodable<T>();
+    codec_detail::require_transportable<T>();
     check_writable();
     // Header placeholder, then the value; a throwing encode writes nothing.
     scratch_.assign(kHeaderSize, '\0');
@@ -176,7 +176,7 @@ class Connection {
   // is left, mp::CodecError when the message is not a T.
   template <class T>
   T recv() {
-    codec_detail::require_encodable<T>();
+    codec_detail::require_transportable<T>();
     T value = recv_message([](std::string_view bytes) { return decode<T>(bytes); });
     return value;
   }

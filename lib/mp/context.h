@@ -155,7 +155,8 @@ class Context {
                   "captures: a spawn or forkserver child is a new image of the program and "
                   "cannot rebuild captured state (pass that state as arguments, or use "
                   "mp::Process, which forks)");
-    static_assert((Encodable<internal::stored_arg_t<std::decay_t<Args>>> && ...),
+    (codec_detail::require_transportable<internal::stored_arg_t<std::decay_t<Args>>>(), ...);
+    static_assert((Transportable<internal::stored_arg_t<std::decay_t<Args>>> && ...),
                   "mp::Context::Process: every argument must be encodable by mp/codec.h or be "
                   "one of mp's shareable objects (move-only ones as std::ref(obj))");
     static_assert(std::invocable<std::decay_t<F>&,

@@ -292,7 +292,8 @@ struct item_result<Fn, Item, true> {
 
 template <class R>
 constexpr void check_result() {
-  static_assert(std::is_void_v<R> || Encodable<R>,
+  if constexpr (!std::is_void_v<R>) codec_detail::require_transportable<R>();
+  static_assert(std::is_void_v<R> || Transportable<R>,
                 "mp::Pool: the task's result type must be encodable (see mp/codec.h)");
 }
 
@@ -646,6 +647,7 @@ class Pool {
     using Args = pool_detail::call_args_t<F, A...>;
     using R = pool_detail::apply_result_t<F, Args>;
     pool_detail::check_result<R>();
+    codec_detail::require_transportable<Args>();
     auto job = std::make_shared<pool_detail::CallJob<R>>();
     job->chunks_total = 1;
     set_callbacks<R>(*job, std::move(callbacks));
@@ -731,7 +733,7 @@ class Pool {
     pool_detail::write_fn(out, f);
     const std::uint64_t n = end - begin;
     out.append(reinterpret_cast<const char*>(&n), sizeof n);
-    if constexpr (codec_detail::memcpyable<Item>) {
+    if constexpr (codec_detail::plain_memcpy<Item>) {
       // Same bytes as element-wise writes (the codec's contiguous fast path).
       out.append(reinterpret_cast<const char*>(items.data() + begin), n * sizeof(Item));
       return;
@@ -749,7 +751,8 @@ class Pool {
     pool_detail::check_task<F>();
     using R = typename pool_detail::item_result<F, Item, Star>::type;
     pool_detail::check_result<R>();
-    static_assert(Encodable<Item>, "mp::Pool: map items must be encodable (see mp/codec.h)");
+    codec_detail::require_transportable<Item>();
+    static_assert(Transportable<Item>, "mp::Pool: map items must be encodable (see mp/codec.h)");
     if (chunksize) check_chunksize(*chunksize);
     std::vector<Item> items = materialize<Item>(std::forward<Rg>(range));
     const std::size_t n = items.size();
@@ -776,6 +779,7 @@ class Pool {
     using Item = pool_detail::map_item_t<F, std::ranges::range_reference_t<Rg>>;
     using R = typename pool_detail::item_result<F, Item, false>::type;
     pool_detail::check_result<R>();
+    codec_detail::require_transportable<Item>();
     using T = pool_detail::stored_t<R>;
     check_chunksize(chunksize);
     std::vector<Item> items = materialize<Item>(std::forward<Rg>(range));

@@ -310,7 +310,8 @@ std::uintptr_t write_self(Encoder& e, Process& p) {
   e.write(self.daemon());
   std::apply(
       [&](auto&... f) {
-        static_assert((Encodable<std::decay_t<decltype(f)>> && ...),
+        (codec_detail::require_transportable<std::decay_t<decltype(f)>>(), ...);
+        static_assert((Transportable<std::decay_t<decltype(f)>> && ...),
                       "mp::SpawnableProcess<Self>: every field Self::travel() names must be "
                       "encodable by mp/codec.h or be an mp object");
         (e.write(f), ...);

@@ -14,7 +14,8 @@
 // its construction (a Process started later, a pool worker): they share one
 // ring in an anonymous MAP_SHARED mapping (mp/internal/shm_channel.h).
 // Values are copied by encoding them with mp/codec.h; T must be
-// mp::Encodable, or the queue does not compile.
+// mp::Transportable (encodable, no pointer, reference or view inside: see
+// mp/codec.h), or the queue does not compile, naming the type at fault.
 //
 // Contract (CPython's, unless said otherwise):
 //   * put(v) appends v; get() removes and returns the oldest item. Several
@@ -148,7 +149,8 @@ inline Deadline now_deadline() { return std::chrono::steady_clock::now(); }
 // Queue<T> — see the top of this file.
 template <class T>
 class Queue {
-  static_assert(Encodable<T>, "mp::Queue<T>: T must be mp::Encodable (see mp/codec.h)");
+  static_assert((codec_detail::require_transportable<T>(), Transportable<T>),
+                "mp::Queue<T>: T must be mp::Transportable (see mp/codec.h)");
 
  public:
   // Queue(maxsize, ring_bytes): maxsize <= 0 means no limit on the number

@@ -65,7 +65,7 @@ inline constexpr bool travelling_function = is_function_pointer<F> || stateless_
 
 // Travels<F, Args...>: Process(F, Args...) can start with every method.
 template <class F, class... Args>
-concept Travels = travelling_function<F> && (Encodable<stored_arg_t<Args>> && ...) &&
+concept Travels = travelling_function<F> && (Transportable<stored_arg_t<Args>> && ...) &&
                   std::invocable<F&, stored_arg_t<Args>&...>;
 
 template <class T>
