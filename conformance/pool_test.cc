@@ -19,6 +19,8 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <numeric>
 #include <optional>
 #include <random>
 #include <ranges>
@@ -702,6 +704,191 @@ TEST(Pool, ImapUnorderedYieldsEachResultOnceInCompletionOrder) {
   EXPECT_EQ(out.back(), 600);  // the slow one completes last
   std::sort(out.begin(), out.end());
   EXPECT_EQ(out, (std::vector<int>{1, 2, 3, 600}));
+}
+
+// imap's input is read lazily (issue 15, item 15). These inputs run in the
+// caller, so they may keep state; the tasks stay plain functions.
+std::atomic<long> g_pulls{0};
+int counted(int i) {
+  g_pulls.fetch_add(1);
+  return i;
+}
+int fails_at_seven(int i) {
+  if (i == 7) throw std::invalid_argument("input failed at item 7");
+  return i;
+}
+auto failing_input() { return std::views::iota(0, 20) | std::views::transform(fails_at_seven); }
+
+TEST(PoolImapInput, ImapYieldsEveryEarlierResultThenRaisesTheInputsError) {
+  mp::Pool pool(2);
+  for (int chunksize : {1, 3}) {
+    auto it = pool.imap(square, failing_input(), chunksize);
+    for (int i = 0; i < 7; ++i) EXPECT_EQ(it.next(), i * i) << "chunksize " << chunksize;
+    try {
+      it.next();
+      ADD_FAILURE() << "no error, chunksize " << chunksize;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_STREQ(e.what(), "input failed at item 7");
+    }
+    EXPECT_FALSE(it.next().has_value());
+  }
+}
+
+TEST(PoolImapInput, ImapUnorderedRaisesTheInputsErrorOnceAmongTheCompletedResults) {
+  mp::Pool pool(2);
+  for (int chunksize : {1, 3}) {
+    auto it = pool.imap_unordered(square, failing_input(), chunksize);
+    std::multiset<int> got;
+    int errors = 0;
+    for (;;) {
+      try {
+        auto v = it.next();
+        if (!v) break;
+        got.insert(*v);
+      } catch (const std::invalid_argument& e) {
+        EXPECT_STREQ(e.what(), "input failed at item 7");
+        ++errors;
+      }
+    }
+    EXPECT_EQ(errors, 1) << "chunksize " << chunksize;
+    EXPECT_EQ(got, (std::multiset<int>{0, 1, 4, 9, 16, 25, 36})) << "chunksize " << chunksize;
+  }
+}
+
+TEST(PoolImapInput, ImapPullsOnlyABoundedWayAheadOfTheResultsTaken) {
+  mp::Pool pool(2);
+  for (bool ordered : {true, false}) {
+    g_pulls = 0;
+    auto input = std::views::iota(0, 1'000'000) | std::views::transform(counted);
+    auto it = ordered ? pool.imap(square, input) : pool.imap_unordered(square, input);
+    long sum = 0;
+    for (int i = 0; i < 1000; ++i) sum += *it.next();
+    // The default bound: 4 * processes() chunks of one item in flight.
+    EXPECT_LE(g_pulls.load(), 1000 + 4 * 2) << (ordered ? "imap" : "imap_unordered");
+    if (ordered) {
+      EXPECT_EQ(sum, 332833500L);
+    }
+  }
+}
+
+TEST(PoolImapInput, ImapOverAnInfiniteRangeTakesTheFirstResultsInBoundedMemory) {
+  mp::Pool pool(2);
+  for (bool ordered : {true, false}) {
+    g_pulls = 0;
+    auto input = std::views::iota(0) | std::views::transform(counted);
+    // max_in_flight: 3 chunks of 5 items.
+    auto it = ordered ? pool.imap(square, input, 5, 3) : pool.imap_unordered(square, input, 5, 3);
+    std::set<int> seen;
+    for (int i = 0; i < 1000; ++i) seen.insert(*it.next());
+    EXPECT_EQ(seen.size(), 1000u);
+    EXPECT_LE(g_pulls.load(), 1000 + 3 * 5);
+    if (ordered) {
+      EXPECT_EQ(*seen.rbegin(), 999 * 999);
+    }
+  }
+}
+
+TEST(PoolImapInput, MaxInFlightBelowOneRaisesValueError) {
+  mp::Pool pool(1);
+  EXPECT_THROW(pool.imap(square, std::vector<int>{1}, 1, 0), mp::ValueError);
+  EXPECT_THROW(pool.imap_unordered(square, std::vector<int>{1}, 1, -2), mp::ValueError);
+}
+
+TEST(PoolImapInput, AnyBoundAndChunksizeGiveTheSameResults) {
+  mp::Pool pool(3);
+  std::vector<int> in(100);
+  std::iota(in.begin(), in.end(), 0);
+  std::vector<int> want;
+  for (int x : in) want.push_back(x * x);
+  for (int bound : {1, 2, 7, 1000}) {
+    for (int chunksize : {1, 7, 100, 1000}) {
+      std::vector<int> got;
+      for (int v : pool.imap(square, in, chunksize, bound)) got.push_back(v);
+      EXPECT_EQ(got, want) << "bound " << bound << " chunksize " << chunksize;
+      std::vector<int> unordered;
+      for (int v : pool.imap_unordered(square, in, chunksize, bound)) unordered.push_back(v);
+      std::sort(unordered.begin(), unordered.end());
+      EXPECT_EQ(unordered, want) << "bound " << bound << " chunksize " << chunksize;
+    }
+  }
+}
+
+TEST(PoolImapInput, DroppingTheIteratorEarlyThenCloseAndJoinReturn) {
+  mp::Pool pool(2);
+  {
+    auto it = pool.imap(sleep_ms, std::views::iota(0) | std::views::transform([](int) { return 20; }));
+    EXPECT_EQ(it.next(), 20);
+    auto un = pool.imap_unordered(square, std::views::iota(0), 4);
+    EXPECT_TRUE(un.next().has_value());
+  }
+  EXPECT_EQ(pool.apply(square, 5), 25);  // the pool still serves
+  Stopwatch sw;
+  pool.close();
+  pool.join();
+  EXPECT_LT(sw.elapsed(), 5s);
+  EXPECT_TRUE(mp::active_children().empty());
+}
+
+TEST(PoolImapInput, AnIteratorKeepsSubmittingItsInputAfterClose) {
+  mp::Pool pool(2);
+  auto it = pool.imap(square, std::views::iota(0, 100));
+  pool.close();
+  long sum = 0;
+  int n = 0;
+  while (auto v = it.next()) {
+    sum += *v;
+    ++n;
+  }
+  EXPECT_EQ(n, 100);
+  EXPECT_EQ(sum, 328350L);
+  pool.join();
+}
+
+TEST(PoolImapInput, AfterJoinTheRestOfTheInputFailsAtItsPlaceWithPoolNotRunning) {
+  mp::Pool pool(2);
+  auto it = pool.imap(square, std::views::iota(0), 1, 2);  // chunks 0 and 1 start at once
+  pool.close();
+  pool.join();
+  EXPECT_EQ(it.next(), 0);
+  EXPECT_EQ(it.next(), 1);
+  try {
+    it.next();
+    ADD_FAILURE() << "no error";
+  } catch (const mp::ValueError& e) {
+    EXPECT_STREQ(e.what(), "Pool not running");
+  }
+  EXPECT_FALSE(it.next().has_value());
+}
+
+TEST(PoolImapInput, SeveralThreadsShareOneIterator) {
+  mp::Pool pool(2);
+  auto it = pool.imap_unordered(square, std::views::iota(0, 3000), 3, 4);
+  std::mutex mu;
+  std::multiset<int> got;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      while (auto v = it.next()) {
+        std::lock_guard lock(mu);
+        got.insert(*v);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  ASSERT_EQ(got.size(), 3000u);
+  std::multiset<int> want;
+  for (int i = 0; i < 3000; ++i) want.insert(i * i);
+  EXPECT_EQ(got, want);
+}
+
+TEST(PoolImapInput, AnItemTooLargeForTheTaskBufferFailsAtItsPlace) {
+  mp::Pool pool(mp::PoolOptions{.processes = 1, .task_buffer_bytes = 4096});
+  std::vector<std::string> in{"a", "bb", std::string(5000, 'x'), "dddd"};
+  auto it = pool.imap(length, in);
+  EXPECT_EQ(it.next(), 1u);
+  EXPECT_EQ(it.next(), 2u);
+  EXPECT_THROW(it.next(), mp::ValueError);
+  EXPECT_FALSE(it.next().has_value());
 }
 
 // -------------------------------------------------- close / terminate / join

@@ -168,4 +168,10 @@ void Pool::check_chunksize(int chunksize) {
   if (chunksize < 1) throw ValueError(fmt::format("Chunksize must be 1+, not {}", chunksize));
 }
 
+void Pool::check_max_in_flight(std::optional<int> max_in_flight) {
+  if (max_in_flight && *max_in_flight < 1) {
+    throw ValueError(fmt::format("max_in_flight must be 1+, not {}", *max_in_flight));
+  }
+}
+
 }  // namespace mp

@@ -293,6 +293,36 @@ void PoolCore::submit_one(const std::shared_ptr<JobBase>& job, Trampoline t, std
   finish(finished);
 }
 
+std::size_t PoolCore::feed(const std::shared_ptr<JobBase>& job, Trampoline t, std::uint32_t first,
+                           const std::vector<std::string_view>& payloads, std::exception_ptr& error) {
+  Finished finished;
+  std::size_t done = 0;
+  {
+    std::lock_guard lock(mu_);
+    try {
+      if (broken_) throw BrokenPoolError(*broken_);
+      if (state_ == State::kTerminate || stopping_ || joined_) throw ValueError("Pool not running");
+      if (!pending_.empty()) pump_locked(finished, false);
+      for (; done < payloads.size(); ++done) {
+        enqueue_locked(job, static_cast<std::uint32_t>(first + done), t, payloads[done]);
+        if ((done & 255) == 255) wake_workers();
+      }
+    } catch (...) {
+      error = std::current_exception();
+    }
+    // After close(), a worker that ended while nothing was outstanding
+    // (maxtasksperchild) was not replaced; the tasks just fed need one.
+    if (done && state_ == State::kClose) {
+      for (std::size_t i = 0; i < slots_.size(); ++i) {
+        if (!slots_[i].process && !slots_[i].retry_at) replace_locked(i, finished);
+      }
+    }
+  }
+  if (done) wake_workers();
+  finish(finished);
+  return done;
+}
+
 // ---- collection ---------------------------------------------------------
 
 bool PoolCore::drain_slot_locked(std::size_t slot, Finished& finished) {
@@ -687,12 +717,20 @@ void PoolCore::join() {
     if (state_ == State::kRun) throw ValueError("Pool is still running");
     if (joined_) return;
   }
-  // Every submitted task completes first.
-  wait_until([this] {
-    std::lock_guard lock(mu_);
-    return outstanding_ == 0;
-  }, std::nullopt);
-  std::lock_guard lock(mu_);
+  // Every submitted task completes first, and an imap iterator that still
+  // feeds its input after close() (PoolCore::feed) may add more meanwhile:
+  // stopping_ is set in the same hold that saw none outstanding.
+  std::unique_lock lock(mu_, std::defer_lock);
+  for (;;) {
+    wait_until([this] {
+      std::lock_guard hold(mu_);
+      return outstanding_ == 0;
+    }, std::nullopt);
+    lock.lock();
+    if (outstanding_ == 0) break;
+    lock.unlock();
+  }
+  stopping_ = true;
   PoolControl* c = ch_.control();
   c->closing.store(1, std::memory_order_seq_cst);
   c->task_seq.fetch_add(1);

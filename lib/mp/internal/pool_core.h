@@ -83,6 +83,16 @@ class PoolCore {
   void submit(const std::shared_ptr<JobBase>& job, Trampoline t, const ChunkEncoder& encode);
   // submit_one: the single-chunk fast path (payload already encoded).
   void submit_one(const std::shared_ptr<JobBase>& job, Trampoline t, std::string_view payload);
+  // feed is submit for an imap iterator that pulls its input as it goes:
+  // it queues payloads[k] as chunk `first + k` (mod 2^32), as many as it
+  // can, and returns how many. Why it stopped short goes to `error`:
+  // BrokenPoolError on a broken pool, ValueError "Pool not running" once
+  // terminate() or join() began, ValueError for a payload the task buffer
+  // can never hold. Unlike submit, it works after close(): CPython's imap
+  // keeps feeding its input after close() too; join() waits for what was
+  // fed before it, and later feeds fail.
+  std::size_t feed(const std::shared_ptr<JobBase>& job, Trampoline t, std::uint32_t first,
+                   const std::vector<std::string_view>& payloads, std::exception_ptr& error);
 
   // wait_until drives the pool until pred() holds (true) or the deadline
   // passes (false). pred is evaluated without the core's mutex.
@@ -171,6 +181,7 @@ class PoolCore {
   // Everything below is written under mu_.
   State state_ = State::kRun;
   bool joined_ = false;
+  bool stopping_ = false;  // join() saw every task done and is stopping the workers
   std::optional<std::string> broken_;  // the initializer's failure
   int failed_starts_ = 0;  // workers in a row that ended before their initializer returned
   std::string spawn_error_;  // why the last replacement could not be started
