@@ -289,7 +289,7 @@ class Goal:
                               "min_ratio or max_slowdown)")
 
     def label(self):
-        args = "" if self.args == ["*"] else "/" + ",".join(self.args)
+        args = "" if self.args in (["*"], [""]) else "/" + ",".join(self.args)
         return f"{self.family}/{self.mp}{args} vs {self.peer}"
 
     def matches(self, pair):
