@@ -1459,3 +1459,24 @@ TEST(QueueTimeouts, MaxDurationWaitsForeverAndNegativeTriesOnce) {
   EXPECT_TRUE(e.wait(std::chrono::nanoseconds::max()));
   setter.join();
 }
+
+// A wild write over the ring (issue 15, item 8): an impossible record header
+// makes get() raise an mp error (CodecError) that says what happened, not a
+// std::runtime_error, and it does so again at the next call.
+TEST(QueueDamage, ImpossibleRecordHeaderRaisesCodecError) {
+  mp::Queue<std::string> q;
+  q.put("hello");
+  const auto& region = q.channel().region();
+  // The ring follows the channel's 4 KiB header; its first record header
+  // (length, kind) is overwritten with an impossible length.
+  auto* ring = static_cast<unsigned char*>(region.data()) + 4096;
+  std::memset(ring, 0xff, 8);
+  for (int i = 0; i < 2; ++i) {
+    try {
+      (void)q.get(std::chrono::seconds(1));
+      FAIL() << "no error";
+    } catch (const mp::CodecError& e) {
+      EXPECT_NE(std::string(e.what()).find("corrupt"), std::string::npos) << e.what();
+    }
+  }
+}

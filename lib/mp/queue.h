@@ -43,6 +43,12 @@
 //     same. As in CPython it affects only the calling process's handle.
 //   * Messages of any size: one larger than the ring is streamed through it
 //     in chunks and reassembled, never truncated, no 2 GiB limit.
+//   * Damage: a process that writes over the queue's shared memory (a wild
+//     write, not a crash) and leaves an impossible record header makes
+//     get() raise mp::CodecError saying so, at every call, since the items
+//     after it cannot be found; close the queue and make a new one. No
+//     checksum is kept: damage inside an item's bytes reaches the consumer
+//     as those bytes (or as the codec's CodecError).
 //
 // Where mp differs from CPython, and why:
 //   * No feeder thread: put() copies the item into shared memory before it

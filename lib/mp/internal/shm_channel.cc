@@ -886,8 +886,11 @@ Peek peek(const Ring& r, Head& at) {
     return Peek::kRecord;
   }
   if (hh->c.commit.load(std::memory_order_acquire) != at.got) return Peek::kMoved;
-  throw std::runtime_error(fmt::format("mp: queue ring corrupt at offset {} (len {}, kind {})",
-                                       byte_pos(pos_of(at.got)) & hh->mask, at.rh.len, at.rh.kind));
+  throw CodecError(fmt::format(
+      "mp: queue ring corrupt at offset {} (record length {}, kind {}): another process wrote "
+      "over the queue's shared memory; the items from here on cannot be read (close the queue "
+      "and make a new one)",
+      byte_pos(pos_of(at.got)) & hh->mask, at.rh.len, at.rh.kind));
 }
 
 // claim moves the consumer word past the record at `at` if no one did
