@@ -14,6 +14,30 @@
 
 #include "mp/context.h"
 
+#if defined(__SANITIZE_THREAD__)
+// ThreadSanitizer (bazel test --config=tsan): the by-design patterns it
+// reports in mp, each named as precisely as its matching allows.
+//  * The Queue's consumers read a record header (read8) and copy a record
+//    out speculatively, before a compare-and-swap on the consumer word says
+//    whether the bytes were theirs (shm_channel.cc, lock-free gets); a
+//    producer may be writing that slot meanwhile, and then the CAS fails and
+//    the copy is thrown away. Plain loads, by design, on the hot path.
+//  * mp's end-of-process duty joins non-daemon mp::Threads through their
+//    state (CPython's threading._shutdown) and leaves the pthreads to the
+//    exit: a death test that exits then reads as a thread leak.
+//  * A forked child re-arms in place the thread registry's mutex, which
+//    another thread of the parent may have held at the fork; TSan does not
+//    see the re-initialisation and reports a double lock. (The two tests
+//    that fork while threads run skip themselves under TSan.)
+extern "C" const char* __tsan_default_suppressions() {
+  return "race_top:read8\n"
+         "race:append_to\n"
+         "race:take_whole\n"
+         "thread:mp::Thread::start\n"
+         "mutex:lib/mp/threading.cc\n";
+}
+#endif
+
 int main(int argc, char** argv) {
   mp::freeze_support();
   testing::InitGoogleTest(&argc, argv);
