@@ -39,5 +39,8 @@ _EXCLUSIVE = []
 
 # Helper programs a suite runs (found under the test's runfiles).
 _DATA = {
-    "start_methods_test": ["//conformance:no_freeze_support"],
+    "start_methods_test": [
+        "//conformance:no_freeze_support",
+        "//conformance:replaced_executable",
+    ],
 }

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -960,6 +961,50 @@ TEST(StartMethods, ForkWarningNamesForkserver) {
   ::waitpid(pid, nullptr, 0);
   EXPECT_NE(text.find("multi-threaded"), std::string::npos) << text;
   EXPECT_NE(text.find("forkserver"), std::string::npos) << text;
+}
+
+// ------------------------------ an executable replaced while it runs
+
+std::string runfile(const char* name) {
+  const char* dir = std::getenv("TEST_SRCDIR");
+  std::string base = dir ? std::string(dir) + "/" +
+                               (std::getenv("TEST_WORKSPACE") ? std::getenv("TEST_WORKSPACE") : "mp")
+                         : std::string("bazel-bin");
+  return base + "/conformance/" + name;
+}
+
+// The program's file is replaced (a rebuild, an upgrade) between its start
+// and its child's: mp re-executes the running image (/proc/self/exe), so the
+// child runs the same code as its parent, not whatever the path holds now.
+TEST_P(NoFreezeSupport, ChildOfAnExecutableReplacedOnDiskRunsTheParentsImage) {
+  char dir_template[] = "/tmp/mp_replaced_XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template;
+  const std::string app = dir + "/app";
+  ASSERT_EQ(std::system(("cp " + runfile("replaced_executable") + " " + app).c_str()), 0);
+  FILE* out = ::popen((app + " " + dir + " " + GetParam() + " 2>&1").c_str(), "r");
+  ASSERT_NE(out, nullptr);
+  std::this_thread::sleep_for(200ms);  // it runs, waiting for DIR/go
+  // Replace the file: a new inode at the same path, holding something else.
+  {
+    FILE* other = std::fopen((dir + "/new").c_str(), "w");
+    ASSERT_NE(other, nullptr);
+    std::fputs("#!/bin/sh\necho replaced; exit 7\n", other);
+    std::fclose(other);
+    ::chmod((dir + "/new").c_str(), 0755);
+    ASSERT_EQ(::rename((dir + "/new").c_str(), app.c_str()), 0);
+  }
+  FILE* go = std::fopen((dir + "/go").c_str(), "w");
+  ASSERT_NE(go, nullptr);
+  std::fclose(go);
+  std::string text;
+  char buf[512];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, out)) > 0) text.append(buf, n);
+  int status = ::pclose(out);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << text;
+  EXPECT_NE(text.find("child exit code 42"), std::string::npos) << text;
+  std::system(("rm -rf " + dir).c_str());
 }
 
 }  // namespace
