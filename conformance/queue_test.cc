@@ -9,6 +9,7 @@
 #include "mp/queue.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -1479,4 +1480,27 @@ TEST(QueueDamage, ImpossibleRecordHeaderRaisesCodecError) {
       EXPECT_NE(std::string(e.what()).find("corrupt"), std::string::npos) << e.what();
     }
   }
+}
+
+// The ring's capacity, mask and message limit head the channel's header
+// page. Scribbled over, they must not steer a handle outside the ring: the
+// handle keeps the geometry it checked when it was made. 200 puts and gets
+// of 1000 bytes wrap a 4 KiB ring many times over.
+TEST(QueueDamage, ScribbledGeometryInTheHeaderLeavesTheHandleInsideTheRing) {
+  mp::Queue<std::string> q(0, 4096);
+  q.put("before");
+  auto* header = static_cast<unsigned char*>(q.channel().region().data());
+  std::memset(header, 0xff, 24);
+  EXPECT_EQ(q.get(1s), "before");
+  for (int i = 0; i < 200; ++i) {
+    const std::string item(1000, static_cast<char>('a' + i % 26));
+    q.put(item);
+    ASSERT_EQ(q.get(1s), item) << "round " << i;
+  }
+  EXPECT_EQ(q.channel().capacity(), 4096u);
+  // A handle made from the damaged region afterwards is refused.
+  const int fd = fcntl(q.channel().region().fd(), F_DUPFD_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  EXPECT_THROW((void)mp::internal::ShmChannel::attach(mp::internal::SharedRegion::attach(fd)),
+               mp::CodecError);
 }

@@ -48,7 +48,11 @@
 //     get() raise mp::CodecError saying so, at every call, since the items
 //     after it cannot be found; close the queue and make a new one. No
 //     checksum is kept: damage inside an item's bytes reaches the consumer
-//     as those bytes (or as the codec's CodecError).
+//     as those bytes (or as the codec's CodecError). The ring's size is
+//     kept in each handle, checked once when the handle is made, so damage
+//     to the queue's header cannot make a put or get touch memory outside
+//     the ring (a handle that travels there afterwards, under forkserver or
+//     spawn, is refused with mp::CodecError).
 //
 // Where mp differs from CPython, and why:
 //   * No feeder thread: put() copies the item into shared memory before it

@@ -379,15 +379,17 @@ ShmChannel::ShmChannel(std::size_t capacity, std::uint32_t max_messages) {
   while (cap < capacity) cap <<= 1;
   region_ = SharedRegion(kHeaderBytes + cap);
   Header* hh = new (region_.data()) Header;
-  hh->capacity = cap;
-  hh->mask = cap - 1;
-  hh->max_messages = max_messages;
-  hh->asymmetric = kernel_has_heavy_fence();
+  geometry_ = Geometry{cap, cap - 1, max_messages, kernel_has_heavy_fence()};
+  hh->capacity = geometry_.capacity;
+  hh->mask = geometry_.mask;
+  hh->max_messages = geometry_.max_messages;
+  hh->asymmetric = geometry_.asymmetric;
 }
 
 ShmChannel::~ShmChannel() = default;
 
-ShmChannel::ShmChannel(AttachTag, SharedRegion region) noexcept : region_(std::move(region)) {}
+ShmChannel::ShmChannel(AttachTag, SharedRegion region, Geometry geometry) noexcept
+    : region_(std::move(region)), geometry_(geometry) {}
 
 ShmChannel ShmChannel::attach(SharedRegion region) {
   if (region.size() < kHeaderBytes) {
@@ -401,16 +403,19 @@ ShmChannel ShmChannel::attach(SharedRegion region) {
                                  "channel (capacity {})",
                                  region.size(), cap));
   }
-  return ShmChannel(AttachTag{}, std::move(region));
+  const Geometry g{cap, cap - 1, hh->max_messages, hh->asymmetric};
+  return ShmChannel(AttachTag{}, std::move(region), g);
 }
 
 ShmChannel::ShmChannel(ShmChannel&& o) noexcept
     : region_(std::move(o.region_)),
+      geometry_(o.geometry_),
       producer_pid_(o.producer_pid_.exchange(0)),
       consumer_pid_(o.consumer_pid_.exchange(0)) {}
 
 ShmChannel& ShmChannel::operator=(ShmChannel&& o) noexcept {
   region_ = std::move(o.region_);
+  geometry_ = o.geometry_;
   producer_pid_ = o.producer_pid_.exchange(0);
   consumer_pid_ = o.consumer_pid_.exchange(0);
   return *this;
@@ -420,8 +425,8 @@ std::byte* ShmChannel::ring() const noexcept {
   return static_cast<std::byte*>(region_.data()) + kHeaderBytes;
 }
 
-std::size_t ShmChannel::capacity() const noexcept { return h()->capacity; }
-std::uint32_t ShmChannel::max_messages() const noexcept { return h()->max_messages; }
+std::size_t ShmChannel::capacity() const noexcept { return geometry_.capacity; }
+std::uint32_t ShmChannel::max_messages() const noexcept { return geometry_.max_messages; }
 
 std::size_t ShmChannel::bytes_used() const noexcept {
   // Head first: the tail read after it is not behind it.
@@ -532,31 +537,32 @@ namespace {
 struct Ring {
   Header* h;
   std::byte* base;
+  ShmChannel::Geometry g;  // the handle's copy, never the header's
 
   // Positions here are bytes (byte_pos of a commit word's units). Records
   // are 8-aligned and the ring a power of two, so an 8-byte field at an
   // 8-aligned position never wraps: copied inline (headers, lengths).
   void write8(std::uint64_t pos, const void* src) const noexcept {
-    std::memcpy(base + (pos & h->mask), src, 8);
+    std::memcpy(base + (pos & g.mask), src, 8);
   }
   void read8(std::uint64_t pos, void* dst) const noexcept {
-    std::memcpy(dst, base + (pos & h->mask), 8);
+    std::memcpy(dst, base + (pos & g.mask), 8);
   }
   void write(std::uint64_t pos, const void* src, std::size_t n) const noexcept {
-    std::size_t off = pos & h->mask;
-    std::size_t first = std::min<std::size_t>(n, h->capacity - off);
+    std::size_t off = pos & g.mask;
+    std::size_t first = std::min<std::size_t>(n, g.capacity - off);
     std::memcpy(base + off, src, first);
     if (n > first) std::memcpy(base, static_cast<const std::byte*>(src) + first, n - first);
   }
   void read(std::uint64_t pos, void* dst, std::size_t n) const noexcept {
-    std::size_t off = pos & h->mask;
-    std::size_t first = std::min<std::size_t>(n, h->capacity - off);
+    std::size_t off = pos & g.mask;
+    std::size_t first = std::min<std::size_t>(n, g.capacity - off);
     std::memcpy(dst, base + off, first);
     if (n > first) std::memcpy(static_cast<std::byte*>(dst) + first, base, n - first);
   }
   void append_to(std::string& out, std::uint64_t pos, std::size_t n) const {
-    std::size_t off = pos & h->mask;
-    std::size_t first = std::min<std::size_t>(n, h->capacity - off);
+    std::size_t off = pos & g.mask;
+    std::size_t first = std::min<std::size_t>(n, g.capacity - off);
     out.append(reinterpret_cast<const char*>(base + off), first);
     if (n > first) out.append(reinterpret_cast<const char*>(base), n - first);
   }
@@ -564,7 +570,7 @@ struct Ring {
   // Producer side, under the producer lock.
   std::uint64_t free_bytes(std::uint64_t consumer) const noexcept {
     const std::uint32_t tail = pos_of(h->p.commit.load(std::memory_order_relaxed));
-    return h->capacity - byte_pos(tail - pos_of(consumer));
+    return g.capacity - byte_pos(tail - pos_of(consumer));
   }
   // seen_consumer returns the hint; refresh re-reads the consumer's word.
   std::uint64_t seen_consumer() const noexcept {
@@ -579,7 +585,7 @@ struct Ring {
     return free_bytes(seen_consumer()) >= need || free_bytes(refresh()) >= need;
   }
   bool has_slot() const noexcept {
-    const std::uint32_t max = h->max_messages;
+    const std::uint32_t max = g.max_messages;
     if (max == 0) return true;
     const std::uint32_t put = msgs_of(h->p.commit.load(std::memory_order_relaxed));
     return put - msgs_of(seen_consumer()) < max || put - msgs_of(refresh()) < max;
@@ -597,9 +603,9 @@ struct Ring {
       std::uint32_t wake_at = pos_of(h->c.commit.load(std::memory_order_relaxed));
       if (need != 0) {
         const std::uint64_t target = std::min<std::uint64_t>(
-            h->capacity, std::max<std::uint64_t>(need, h->capacity / 4));
+            g.capacity, std::max<std::uint64_t>(need, g.capacity / 4));
         wake_at = pos_of(h->p.commit.load(std::memory_order_relaxed)) -
-                  static_cast<std::uint32_t>((h->capacity - target) / kUnit);
+                  static_cast<std::uint32_t>((g.capacity - target) / kUnit);
       }
       h->space_wake_at.store(wake_at, std::memory_order_relaxed);
       // In slices: a consumer killed between freeing space and waking
@@ -692,23 +698,23 @@ ChannelStatus ShmChannel::send_parts(const void* head, std::size_t head_size, co
     enrol(hh->producers, me);
     producer_pid_ = me;
   }
-  const SideLock lock{hh->p.lock, hh->p.lock_seq, hh->asymmetric};
+  const SideLock lock{hh->p.lock, hh->p.lock_seq, geometry_.asymmetric};
   if (!lock_side(lock, deadline)) return ChannelStatus::kTimedOut;
   // Released early when a stream is abandoned.
-  Unlock unlock{lock, hh, hh->asymmetric && light_fences_for(me)};
-  const Ring r{hh, ring()};
+  Unlock unlock{lock, hh, geometry_.asymmetric && light_fences_for(me)};
+  const Ring r{hh, ring(), geometry_};
 
   ChannelStatus st = r.wait_space([&] { return r.has_slot(); }, 0, deadline, cancel);
   if (st != ChannelStatus::kOk) return st;
 
   const std::uint64_t whole = record_size(size);
-  if (whole <= hh->capacity / 2) {
+  if (whole <= r.g.capacity / 2) {
     st = r.wait_space([&] { return r.has_space(whole); }, whole, deadline, cancel);
     if (st != ChannelStatus::kOk) return st;
     const std::uint64_t tail = r.tail();
     const RecordHeader rh{static_cast<std::uint32_t>(size), kBegin | kEnd};
-    const std::size_t off = tail & hh->mask;
-    if (off + whole <= hh->capacity) {
+    const std::size_t off = tail & r.g.mask;
+    if (off + whole <= r.g.capacity) {
       // The record does not wrap (nearly always): plain copies.
       std::byte* dst = ring() + off;
       std::memcpy(dst, &rh, kRecordHeader);
@@ -724,7 +730,7 @@ ChannelStatus ShmChannel::send_parts(const void* head, std::size_t head_size, co
   }
 
   // Stream: BEGIN chunk (total length first), middle chunks, END chunk.
-  const std::size_t chunk_max = hh->capacity / 4 - 16;
+  const std::size_t chunk_max = r.g.capacity / 4 - 16;
   std::size_t off = 0;
   bool first = true;
   while (off < size) {
@@ -784,7 +790,7 @@ bool wait_next_chunk(const Ring& r) {
     sleep_on(hh->data_seq, [&] { return records_available(hh); },
              Clock::now() + ShmChannel::kLivenessSlice);
     if (records_available(hh)) return true;
-    const SideLock producer{hh->p.lock, hh->p.lock_seq, hh->asymmetric};
+    const SideLock producer{hh->p.lock, hh->p.lock_seq, r.g.asymmetric};
     if (!try_take(producer)) continue;  // a live producer is at work
     const bool ready = records_available(hh);
     release_side(producer);
@@ -860,11 +866,12 @@ enum class Peek { kRecord, kEmpty, kMoved };
 // The hint is trusted only if it is ahead of `got` by no more than the ring
 // holds, in position and in messages: a hint stored late by a consumer that
 // was preempted for 2^32 units of traffic could otherwise look ahead.
-bool published_past(Header* hh, std::uint64_t got) noexcept {
+bool published_past(const Ring& r, std::uint64_t got) noexcept {
+  Header* hh = r.h;
   const std::uint64_t seen = hh->c.seen_producer.load(std::memory_order_acquire);
   const auto ahead = static_cast<std::int32_t>(pos_of(seen) - pos_of(got));
   const auto more = static_cast<std::int32_t>(msgs_of(seen) - msgs_of(got));
-  const auto most = static_cast<std::int64_t>(hh->capacity / kUnit);
+  const auto most = static_cast<std::int64_t>(r.g.capacity / kUnit);
   if (ahead > 0 && ahead <= most && more >= 0 && more <= most) return true;
   const std::uint64_t put = hh->p.commit.load(std::memory_order_acquire);
   if (pos_of(put) == pos_of(got)) return false;
@@ -876,10 +883,10 @@ bool published_past(Header* hh, std::uint64_t got) noexcept {
 Peek peek(const Ring& r, Head& at) {
   Header* hh = r.h;
   at.got = hh->c.commit.load(std::memory_order_acquire);
-  if (!published_past(hh, at.got)) return Peek::kEmpty;
+  if (!published_past(r, at.got)) return Peek::kEmpty;
   r.read8(byte_pos(pos_of(at.got)), &at.rh);
-  const std::uint64_t len_max = at.rh.kind == (kBegin | kEnd) ? hh->capacity / 2 - kRecordHeader
-                                                             : hh->capacity / 4;
+  const std::uint64_t len_max = at.rh.kind == (kBegin | kEnd) ? r.g.capacity / 2 - kRecordHeader
+                                                             : r.g.capacity / 4;
   const bool begins_stream = at.rh.kind == kBegin;  // its payload starts with the total length
   if (at.rh.len <= len_max && (at.rh.kind & ~(kBegin | kEnd)) == 0 &&
       !(begins_stream && at.rh.len < sizeof(std::uint64_t))) {
@@ -890,7 +897,7 @@ Peek peek(const Ring& r, Head& at) {
       "mp: queue ring corrupt at offset {} (record length {}, kind {}): another process wrote "
       "over the queue's shared memory; the items from here on cannot be read (close the queue "
       "and make a new one)",
-      byte_pos(pos_of(at.got)) & hh->mask, at.rh.len, at.rh.kind));
+      byte_pos(pos_of(at.got)) & r.g.mask, at.rh.len, at.rh.kind));
 }
 
 // claim moves the consumer word past the record at `at` if no one did
@@ -904,9 +911,9 @@ bool claim(Header* hh, Head& at) noexcept {
 bool take_whole(const Ring& r, Sink& sink, Head& at) {
   Header* hh = r.h;
   const std::uint64_t pos = byte_pos(pos_of(at.got)) + kRecordHeader;
-  const std::size_t off = pos & hh->mask;
+  const std::size_t off = pos & r.g.mask;
   const std::size_t len = at.rh.len;
-  if (off + len <= hh->capacity) {
+  if (off + len <= r.g.capacity) {
     sink.take_whole(r.base + off, len);  // does not wrap (nearly always)
   } else {
     sink.start(len);
@@ -1038,7 +1045,7 @@ ChannelStatus ShmChannel::recv_bytes(std::string& out, const Deadline& deadline,
                                      const std::atomic<bool>* cancel, void* prefix,
                                      std::size_t prefix_size) {
   Header* hh = h();
-  const Ring r{hh, ring()};
+  const Ring r{hh, ring(), geometry_};
   Sink sink{out, static_cast<std::byte*>(prefix), prefix ? prefix_size : 0};
   const pid_t me = self_pid();
   if (consumer_pid_ != me) {
@@ -1053,7 +1060,7 @@ ChannelStatus ShmChannel::recv_bytes(std::string& out, const Deadline& deadline,
     if (spin_for_records(hh, deadline)) continue;
     const std::uint32_t gen = hh->producers.gen.load();
     const bool woken = sleep_on(hh->data_seq, [&] { return records_available(hh); },
-                                earlier(deadline, Clock::now() + kLivenessSlice), hh->asymmetric);
+                                earlier(deadline, Clock::now() + kLivenessSlice), r.g.asymmetric);
     if (records_available(hh)) continue;
     if (cancel && cancel->load()) return ChannelStatus::kCancelled;
     if (side_gone(hh->producers, gen, woken, deadline, [&] { return records_available(hh); })) {

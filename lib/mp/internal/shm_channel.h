@@ -240,13 +240,25 @@ class ShmChannel {
 
   struct Header;  // the shared layout, defined in shm_channel.cc
 
+  // Geometry is the channel's fixed shape. Every handle keeps its own copy,
+  // checked when it is made (construction or attach()), and never re-reads
+  // it from shared memory: another process scribbling over the header can
+  // garble messages but cannot make this one read or write outside the ring.
+  struct Geometry {
+    std::uint64_t capacity = 0;  // ring bytes, a power of two
+    std::uint64_t mask = 0;      // capacity - 1
+    std::uint32_t max_messages = 0;
+    bool asymmetric = false;     // producers publish with light fences
+  };
+
  private:
   struct AttachTag {};
-  ShmChannel(AttachTag, SharedRegion region) noexcept;
+  ShmChannel(AttachTag, SharedRegion region, Geometry geometry) noexcept;
   Header* h() const noexcept { return region_.as<Header>(); }
   std::byte* ring() const noexcept;
 
   SharedRegion region_;
+  Geometry geometry_;
   // The processes that registered as a producer / consumer through this
   // handle (a forked child's copy still names the parent, so the child
   // registers itself).
