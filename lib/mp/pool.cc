@@ -1,6 +1,5 @@
 #include "mp/pool.h"
 
-#include <cxxabi.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "mp/internal/demangle.h"
 #include "mp/os.h"
 
 namespace mp {
@@ -63,21 +63,22 @@ void register_exception_factory(std::string type_name, ExceptionFactory factory)
   r.factories[std::move(type_name)] = factory;
 }
 
-std::string demangled_name(const std::type_info& t) {
-  int status = 0;
-  std::unique_ptr<char, void (*)(void*)> p(abi::__cxa_demangle(t.name(), nullptr, nullptr, &status), std::free);
-  return status == 0 && p ? std::string(p.get()) : std::string(t.name());
-}
+std::string demangled_name(const std::type_info& t) { return internal::demangle(t.name()); }
 
 void report_callback_error(std::exception_ptr error) noexcept {
   try {
     std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    const std::type_info* t = abi::__cxa_current_exception_type();
-    std::string text = fmt::format("mp::Pool: a result callback raised {}: {}\n",
-                                   t ? demangled_name(*t) : "std::exception", e.what());
-    std::fputs(text.c_str(), stderr);
   } catch (...) {
+    try {
+      const internal::CaughtException caught = internal::describe_caught_exception();
+      if (caught.standard) {
+        std::fputs(fmt::format("mp::Pool: a result callback raised {}: {}\n", caught.type,
+                               caught.what).c_str(),
+                   stderr);
+        return;
+      }
+    } catch (...) {  // no memory for the message: the short one below
+    }
     std::fputs("mp::Pool: a result callback raised an exception\n", stderr);
   }
 }

@@ -1,6 +1,5 @@
 #include "mp/process.h"
 
-#include <cxxabi.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -21,6 +20,7 @@
 #include <typeinfo>
 
 #include "mp/errors.h"
+#include "mp/internal/demangle.h"
 #include "mp/internal/futex.h"
 #include "mp/internal/lifecycle.h"
 #include "mp/internal/modules.h"
@@ -167,14 +167,6 @@ pid_t current_pid() { return globals().pid; }
 internal::LifecycleState& internal::lifecycle_state() noexcept { return globals().lifecycle; }
 
 namespace {
-
-std::string demangle(const char* mangled) {
-  int status = 0;
-  char* out = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
-  std::string name = (status == 0 && out) ? out : mangled;
-  std::free(out);
-  return name;
-}
 
 // Waits until the child's pidfd is readable or the deadline passes.
 // Returns true when the child has ended.
@@ -371,7 +363,7 @@ std::string signal_name(int sig) {
 // class_name is a type's demangled name without its namespaces, as CPython's
 // type(self).__name__: "app::(anonymous namespace)::Worker" -> "Worker".
 std::string class_name(const std::type_info& t) {
-  std::string type = demangle(t.name());
+  std::string type = internal::demangle(t.name());
   const auto pos = type.rfind("::", type.find('<'));
   return pos == std::string::npos ? type : type.substr(pos + 2);
 }
@@ -561,11 +553,12 @@ void Process::start_elsewhere(int method_number) {
   auto method = static_cast<internal::StartMethod>(method_number);
   std::string_view method_name = internal::start_method_name(method);
   if (typeid(*this) != typeid(Process) && !write_self_) {
+    const std::string type = internal::demangle(typeid(*this).name());
     throw ValueError(fmt::format(
         "a Process subclass ({}) starts with the {} start method only if it derives from "
         "mp::SpawnableProcess<{}> and names what its child gets in travel() (mp/process.h): the "
         "child is a new image that cannot rebuild an arbitrary object",
-        demangle(typeid(*this).name()), method_name, demangle(typeid(*this).name())));
+        type, method_name, type));
   }
   if (!write_self_ && !write_task_) {
     throw ValueError(fmt::format(
@@ -630,19 +623,15 @@ void Process::run_and_exit() {
   int code = 0;
   try {
     run();
-  } catch (const std::exception& e) {
-    code = 1;
-    internal::flush_stdio();
-    auto* type = abi::__cxa_current_exception_type();
-    std::string text = fmt::format("Process {}:\n{}: {}\n", name(),
-                                   type ? demangle(type->name()) : "exception", e.what());
-    std::fputs(text.c_str(), stderr);
   } catch (...) {
     code = 1;
     internal::flush_stdio();
-    auto* type = abi::__cxa_current_exception_type();
-    std::string text = fmt::format("Process {}:\nuncaught exception of type {}\n", name(),
-                                   type ? demangle(type->name()) : "unknown");
+    const internal::CaughtException caught = internal::describe_caught_exception();
+    const std::string type = caught.type.empty() ? "unknown" : caught.type;
+    std::string text = caught.standard
+                           ? fmt::format("Process {}:\n{}: {}\n", name(), type, caught.what)
+                           : fmt::format("Process {}:\nuncaught exception of type {}\n", name(),
+                                         type);
     std::fputs(text.c_str(), stderr);
   }
   internal::flush_stdio();

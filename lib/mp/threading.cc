@@ -13,6 +13,7 @@
 #include <mutex>
 #include <new>
 
+#include "mp/internal/demangle.h"
 #include "mp/internal/lifecycle.h"
 #include "mp/internal/liveness.h"
 
@@ -764,18 +765,13 @@ void default_excepthook(const ExceptHookArgs& args) {
   std::string what;
   try {
     std::rethrow_exception(args.exception);
-  } catch (const std::exception& e) {
-    int status = 0;
-    char* d = abi::__cxa_demangle(typeid(e).name(), nullptr, nullptr, &status);
-    type = status == 0 && d ? d : typeid(e).name();
-    std::free(d);
-    what = e.what();
   } catch (...) {
-    if (const std::type_info* t = abi::__cxa_current_exception_type()) {
-      int status = 0;
-      char* d = abi::__cxa_demangle(t->name(), nullptr, nullptr, &status);
-      type = fmt::format("exception of type {}", status == 0 && d ? d : t->name());
-      std::free(d);
+    const internal::CaughtException caught = internal::describe_caught_exception();
+    if (caught.standard) {
+      type = caught.type;
+      what = caught.what;
+    } else if (!caught.type.empty()) {
+      type = fmt::format("exception of type {}", caught.type);
     }
   }
   std::string text = what.empty()

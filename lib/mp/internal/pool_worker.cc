@@ -1,6 +1,5 @@
 #include "mp/internal/pool_worker.h"
 
-#include <cxxabi.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -13,6 +12,7 @@
 
 #include "mp/codec.h"
 #include "mp/errors.h"
+#include "mp/internal/demangle.h"
 #include "mp/internal/futex.h"
 #include "mp/internal/modules.h"
 #include "mp/process.h"
@@ -22,12 +22,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-std::string demangle_name(const char* mangled) {
-  int status = 0;
-  std::unique_ptr<char, void (*)(void*)> p(abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
-  return status == 0 && p ? std::string(p.get()) : std::string(mangled);
-}
 
 [[noreturn]] void parent_gone() { ::_exit(1); }
 
@@ -299,13 +293,10 @@ void describe_current_exception(std::string& out) {
   } catch (const mp::RemoteError& e) {
     type = e.type_name();
     message = e.message();
-  } catch (const std::exception& e) {
-    const std::type_info* t = abi::__cxa_current_exception_type();
-    type = t ? demangle_name(t->name()) : "std::exception";
-    message = e.what();
   } catch (...) {
-    const std::type_info* t = abi::__cxa_current_exception_type();
-    type = t ? demangle_name(t->name()) : "unknown exception";
+    const CaughtException caught = describe_caught_exception();
+    type = caught.type.empty() ? "unknown exception" : caught.type;
+    message = caught.what;
   }
   try {
     mp::encode_into(out, std::tuple<std::string, std::string>(type, message));

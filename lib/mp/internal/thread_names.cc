@@ -1,6 +1,5 @@
 #include "mp/internal/thread_names.h"
 
-#include <cxxabi.h>
 #include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
@@ -18,6 +17,8 @@
 #include <new>
 #include <string_view>
 #include <unordered_map>
+
+#include "mp/internal/demangle.h"
 
 namespace mp::internal {
 namespace {
@@ -39,13 +40,6 @@ Cache& cache() {
     return p;
   }();
   return *c;
-}
-
-std::string demangle(const char* mangled) {
-  int status = 0;
-  std::unique_ptr<char, void (*)(void*)> out(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
-                                             std::free);
-  return status == 0 && out ? std::string(out.get()) : std::string(mangled);
 }
 
 // Removes a trailing balanced group that closes with `close` ("...(int)" or
