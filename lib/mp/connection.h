@@ -237,14 +237,14 @@ class Connection {
 
  private:
   static constexpr std::size_t kHeaderSize = sizeof(std::uint64_t);
-  static constexpr std::size_t kReadBuffer = 64 * 1024;
+  static constexpr std::size_t kReadBuffer = std::size_t{64} * 1024;
   static constexpr std::size_t kMaxKeptScratch = 1 << 20;
   // Messages from this size on are read into their destination directly.
   // Smaller ones (32 KiB included) are read ahead whole with their header in
   // one read and copied: measured 0.4-0.65x of a raw pipe at 32 KiB with the
   // direct path (a header read, then a payload readv, per message) and
   // 0.76-0.89x with read-ahead.
-  static constexpr std::size_t kLargeMessage = 48 * 1024;
+  static constexpr std::size_t kLargeMessage = std::size_t{48} * 1024;
 
   void check_open() const;
   void check_readable() const;
@@ -255,7 +255,7 @@ class Connection {
   void write_all(const void* head, std::size_t head_n, const void* tail, std::size_t tail_n);
   // Messages of kGrowPipeAt payload bytes or more grow a pipe to kGrownPipe
   // bytes (see the file comment); grow_pipe() does it once per end.
-  static constexpr std::size_t kGrowPipeAt = 16 * 1024;
+  static constexpr std::size_t kGrowPipeAt = std::size_t{16} * 1024;
   static constexpr int kGrownPipe = 128 * 1024;
   void grow_pipe() noexcept;
 

@@ -177,7 +177,7 @@ class Context {
   }
   mp::Pool Pool(PoolOptions options) const {
     options.start_method = get_start_method();
-    return mp::Pool(std::move(options));
+    return mp::Pool(options);
   }
 
   // The shareable objects: the same types as mp's, made with the same

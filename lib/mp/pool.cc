@@ -65,7 +65,7 @@ void register_exception_factory(std::string type_name, ExceptionFactory factory)
 
 std::string demangled_name(const std::type_info& t) { return internal::demangle(t.name()); }
 
-void report_callback_error(std::exception_ptr error) noexcept {
+void report_callback_error(const std::exception_ptr& error) noexcept {
   try {
     std::rethrow_exception(error);
   } catch (...) {
@@ -139,7 +139,7 @@ Pool::Pool() : Pool(PoolOptions{}) {}
 
 Pool::Pool(int processes) : Pool(PoolOptions{.processes = processes}) {}
 
-Pool::Pool(PoolOptions options)
+Pool::Pool(const PoolOptions& options)
     : core_(std::make_shared<internal::pool::PoolCore>(core_options(options))) {}
 
 Pool::~Pool() {

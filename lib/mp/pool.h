@@ -159,7 +159,7 @@ namespace pool_detail {
 using ExceptionFactory = std::exception_ptr (*)(const std::string& message);
 void register_exception_factory(std::string type_name, ExceptionFactory factory);
 std::string demangled_name(const std::type_info& t);
-void report_callback_error(std::exception_ptr error) noexcept;
+void report_callback_error(const std::exception_ptr& error) noexcept;
 }  // namespace pool_detail
 
 // register_exception<E>() makes results rethrow E (constructed from the
@@ -847,7 +847,7 @@ class Pool {
   // Pool() starts cpu_count() workers; Pool(n) starts n (n >= 1).
   Pool();
   explicit Pool(int processes);
-  explicit Pool(PoolOptions options);
+  explicit Pool(const PoolOptions& options);
   // ~Pool() terminates and joins the workers.
   ~Pool();
   Pool(Pool&&) noexcept = default;

@@ -91,7 +91,8 @@ struct mp::codec_traits<mp::internal::pool::WorkerStart> {
 namespace mp::internal::pool {
 namespace {
 
-void worker_entry(WorkerStart start) {
+// Takes `start` by value: the worker's entry owns what it was sent.
+void worker_entry(WorkerStart start) {  // NOLINT(performance-unnecessary-value-param)
   static std::function<void()>* init = new std::function<void()>;  // lives with the worker
   if (start.initializer) {
     *init = relocate(reinterpret_cast<void (*)()>(static_cast<std::uintptr_t>(start.initializer)));

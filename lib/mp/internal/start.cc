@@ -306,6 +306,7 @@ pid_t spawn_image(const char* mode, Fd& parent_end) {
   envp.push_back(nullptr);
   const auto& args = own_argv();
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
 
