@@ -37,28 +37,10 @@ namespace {
 
 using namespace std::chrono_literals;
 using mp_test::Stopwatch;
+using mp_test::joined_exitcode;
+using mp_test::require;
 using mp_test::run_worker;
-
-// require(ok, what) fails a worker's body: a child process then exits with
-// code 1 after printing `what`, a thread worker reports 99 (run_worker).
-void require(bool ok, const char* what) {
-  if (!ok) throw std::runtime_error(what);
-}
-
-// start(target, args...) starts a child of the run's default start method
-// running target(args...).
-template <class F, class... Args>
-mp::Process start(F target, Args&&... args) {
-  mp::Process p(target, std::forward<Args>(args)...);
-  p.start();
-  return p;
-}
-
-// joined_exitcode(p) waits for p and returns its exit code (-N: signal N).
-int joined_exitcode(mp::Process& p) {
-  p.join();
-  return p.exitcode().value_or(-1000);
-}
+using mp_test::start_child;
 
 // Threads and Processes start a worker running body(args...) and join it:
 // join() is 0 when the body returned. A Processes worker is a child process
@@ -89,7 +71,7 @@ struct Processes {
   class Worker {
    public:
     template <class F, class... Args>
-    explicit Worker(F body, Args... args) : process_(start(body, args...)) {}
+    explicit Worker(F body, Args... args) : process_(start_child(body, args...)) {}
     int join() { return joined_exitcode(process_); }
 
    private:
@@ -446,7 +428,7 @@ TEST(Lock, HugeTimeoutMeansNoTimeoutNotAnOverflow) {
   EXPECT_TRUE(lock.acquire(std::chrono::hours::max()));
   EXPECT_FALSE(lock.acquire(false));
   mp::Event go;
-  mp::Process child = start(wait_then_release<mp::Lock>, lock, go);
+  mp::Process child = start_child(wait_then_release<mp::Lock>, lock, go);
   go.set();
   EXPECT_TRUE(lock.acquire(std::chrono::nanoseconds::max()));  // waits for the child
   EXPECT_EQ(joined_exitcode(child), 0);
@@ -490,7 +472,7 @@ TEST(Lock, CopiesShareOneLock) {
 template <class L>
 mp::Process child_holding(L lock, int depth = 1) {
   mp::Event held;
-  mp::Process p = start(hold_forever<L>, lock, depth, held);
+  mp::Process p = start_child(hold_forever<L>, lock, depth, held);
   if (!held.wait(10s)) ADD_FAILURE() << "child did not take the lock";
   return p;
 }
@@ -517,7 +499,7 @@ TEST(LockOwnerDeath, BlockedWaiterInAnotherProcessTakesOverWithOwnerDeadError) {
   mp::Lock lock;
   mp::Process holder = child_holding(lock);
   mp::Event waiting;
-  mp::Process waiter = start(take_over_from_the_dead, lock, waiting);
+  mp::Process waiter = start_child(take_over_from_the_dead, lock, waiting);
   ASSERT_TRUE(waiting.wait(10s));
   holder.kill();
   EXPECT_EQ(joined_exitcode(holder), -SIGKILL);
@@ -551,10 +533,12 @@ TEST(LockOwnerDeath, SurvivorsFinishWhenAPeerIsKilledMidLoop) {
   mp::Lock lock;
   mp::RawValue<long> counter(0);
   mp::Event started;
-  mp::Process victim = start(count_until_killed, lock, counter, started);
+  mp::Process victim = start_child(count_until_killed, lock, counter, started);
   ASSERT_TRUE(started.wait(10s));
   std::vector<mp::Process> survivors;
-  for (int i = 0; i < 2; ++i) survivors.push_back(start(count_under_lock, lock, counter, 20000));
+  for (int i = 0; i < 2; ++i) {
+    survivors.push_back(start_child(count_under_lock, lock, counter, 20000));
+  }
   while (counter.get_obj() < 5000) sched_yield();
   victim.kill();
   EXPECT_EQ(joined_exitcode(victim), -SIGKILL);
@@ -600,11 +584,11 @@ TEST(RLock, OwnerMayAcquireAgainAndNeedsAsManyReleases) {
   lock.release();
   lock.release();
   EXPECT_TRUE(lock.locked());
-  mp::Process child = start(expect_try_acquire<mp::RLock>, lock, false);
+  mp::Process child = start_child(expect_try_acquire<mp::RLock>, lock, false);
   EXPECT_EQ(joined_exitcode(child), 0);  // still held after 2 of 3 releases
   lock.release();
   EXPECT_FALSE(lock.locked());
-  mp::Process after = start(expect_try_acquire<mp::RLock>, lock, true);
+  mp::Process after = start_child(expect_try_acquire<mp::RLock>, lock, true);
   EXPECT_EQ(joined_exitcode(after), 0);
 }
 
@@ -636,7 +620,7 @@ TYPED_TEST(AcrossWorkers, RLockReleaseByNonOwnerRaises) {
 TEST(RLock, ChildDoesNotInheritOwnership) {
   mp::RLock lock;
   lock.acquire();
-  mp::Process child = start(expect_not_owner, lock);
+  mp::Process child = start_child(expect_not_owner, lock);
   EXPECT_EQ(joined_exitcode(child), 0);
   lock.release();
 }
@@ -701,7 +685,7 @@ TEST(Semaphore, NeverAdmitsMoreHoldersThanItsValueAcrossProcesses) {
   mp::Semaphore sem(2);
   mp::Value<int> inside(0), most(0);
   std::vector<mp::Process> children;
-  for (int p = 0; p < 4; ++p) children.push_back(start(pass_semaphore, sem, inside, most));
+  for (int p = 0; p < 4; ++p) children.push_back(start_child(pass_semaphore, sem, inside, most));
   for (auto& p : children) EXPECT_EQ(joined_exitcode(p), 0);
   // Never more than two inside; whether two ever overlapped depends on the
   // scheduler (2 shared cores), so that is not asserted here.
@@ -744,7 +728,7 @@ TEST(Event, SetWakesEveryWaitingProcess) {
   mp::Event ev;
   mp::Semaphore ready(0);
   std::vector<mp::Process> children;
-  for (int i = 0; i < 3; ++i) children.push_back(start(await_event, ready, ev));
+  for (int i = 0; i < 3; ++i) children.push_back(start_child(await_event, ready, ev));
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(ready.acquire(10s));
   ev.set();
   for (auto& p : children) EXPECT_EQ(joined_exitcode(p), 0);
@@ -761,7 +745,7 @@ TEST(Condition, WaitOrNotifyWithoutTheLockRaises) {
   mp::Lock lock;
   mp::Condition on_lock(lock);
   mp::Event held, done;
-  mp::Process holder = start(hold_until<mp::Lock>, lock, held, done);
+  mp::Process holder = start_child(hold_until<mp::Lock>, lock, held, done);
   ASSERT_TRUE(held.wait(10s));
   EXPECT_THROW(on_lock.notify(), mp::RuntimeError);
   done.set();
@@ -783,7 +767,7 @@ TEST(Condition, WaitReleasesEveryLevelOfAnRLockAndRestoresThem) {
   lock.acquire();
   lock.acquire();
   mp::Event go;
-  mp::Process notifier = start(notify_when, cond, go);
+  mp::Process notifier = start_child(notify_when, cond, go);
   go.set();
   EXPECT_TRUE(cond.wait(10s));
   EXPECT_EQ(joined_exitcode(notifier), 0);
@@ -798,7 +782,7 @@ TEST(Condition, WaitForReturnsOncePredicateHoldsOrFalseAfterTimeout) {
   mp::Lock lock;
   mp::Condition cond(lock);
   mp::Value<int> state(0);
-  mp::Process counter = start(count_to_three, cond, state);
+  mp::Process counter = start_child(count_to_three, cond, state);
   {
     std::lock_guard<mp::Condition> g(cond);
     EXPECT_TRUE(cond.wait_for([&] { return state.load() == 3; }, 10s));
@@ -814,7 +798,9 @@ TEST(Condition, WaitForReturnsOncePredicateHoldsOrFalseAfterTimeout) {
 class ConditionNotify : public ::testing::Test {
  protected:
   void SetUp() override {
-    for (int i = 0; i < 3; ++i) children_.push_back(start(notified_waiter, cond_, ready_, woken_));
+    for (int i = 0; i < 3; ++i) {
+      children_.push_back(start_child(notified_waiter, cond_, ready_, woken_));
+    }
     for (int i = 0; i < 3; ++i) {
       threads_.emplace_back([this] {
         thread_rc_ += run_worker([this] {
@@ -895,10 +881,10 @@ TEST(Condition, TimedOutWaiterConsumesNoNotification) {
   mp::RawValue<int> woken(0);
   // A waits with a short timeout and gives up; B waits long. A later
   // notify() must go to B, not be spent on A's stale place in the queue.
-  mp::Process a = start(expect_wait_times_out, cond);
+  mp::Process a = start_child(expect_wait_times_out, cond);
   EXPECT_EQ(joined_exitcode(a), 0);
   // B posts while holding the lock: the test's notify comes after its wait.
-  mp::Process b = start(notified_waiter, cond, long_waiting, woken);
+  mp::Process b = start_child(notified_waiter, cond, long_waiting, woken);
   ASSERT_TRUE(long_waiting.acquire(10s));
   {
     std::lock_guard<mp::Condition> g(cond);
@@ -964,7 +950,7 @@ TEST(Barrier, FiveProcessesPassItOneThousandTimes) {
   mp::RawArray<int> hits(kParties * kRounds);
   std::vector<mp::Process> children;
   for (int p = 0; p < kParties; ++p) {
-    children.push_back(start(pass_rounds, barrier, actions, hits, kRounds));
+    children.push_back(start_child(pass_rounds, barrier, actions, hits, kRounds));
   }
   for (auto& p : children) EXPECT_EQ(joined_exitcode(p), 0);
   EXPECT_EQ(actions.get_obj(), kRounds);
@@ -979,7 +965,9 @@ TEST(Barrier, ActionRunsOncePerGenerationBeforeAnyoneLeaves) {
   action_runs = actions;
   mp::Barrier barrier(3, count_action_run);
   std::vector<mp::Process> children;
-  for (int p = 0; p < 2; ++p) children.push_back(start(expect_action_ran_first, barrier, actions));
+  for (int p = 0; p < 2; ++p) {
+    children.push_back(start_child(expect_action_ran_first, barrier, actions));
+  }
   for (int g = 1; g <= 3; ++g) {
     barrier.wait(10s);
     EXPECT_GE(actions.get_obj(), g);
@@ -990,7 +978,7 @@ TEST(Barrier, ActionRunsOncePerGenerationBeforeAnyoneLeaves) {
 
 TEST(Barrier, TimeoutBreaksTheBarrierForEveryWaiter) {
   mp::Barrier barrier(3);
-  mp::Process waiter = start(expect_broken_wait, barrier);
+  mp::Process waiter = start_child(expect_broken_wait, barrier);
   wait_for_waiters(barrier, 1);
   ASSERT_EQ(barrier.n_waiting(), 1);
   Stopwatch sw;
@@ -1011,7 +999,7 @@ TEST(Barrier, DefaultTimeoutFromConstructorApplies) {
 TEST(Barrier, AbortGivesWaitersBrokenBarrierError) {
   mp::Barrier barrier(3);
   std::vector<mp::Process> children;
-  for (int i = 0; i < 2; ++i) children.push_back(start(expect_broken_wait, barrier));
+  for (int i = 0; i < 2; ++i) children.push_back(start_child(expect_broken_wait, barrier));
   wait_for_waiters(barrier, 2);
   EXPECT_EQ(barrier.n_waiting(), 2);
   barrier.abort();
@@ -1022,7 +1010,7 @@ TEST(Barrier, AbortGivesWaitersBrokenBarrierError) {
 
 TEST(Barrier, ResetBreaksCurrentWaitersAndMakesItUsableAgain) {
   mp::Barrier barrier(2);
-  mp::Process child = start(wait_through_reset, barrier);
+  mp::Process child = start_child(wait_through_reset, barrier);
   wait_for_waiters(barrier, 1);
   barrier.reset();
   EXPECT_FALSE(barrier.broken());
@@ -1091,9 +1079,9 @@ TEST(BarrierDeath, PartyKilledInsideTheActionBreaksTheBarrier) {
   action_entered = in_action;  // the action runs in this process after the reset
   mp::Barrier b(2, enter_and_linger);
   mp::Value<int> outcome(0);
-  mp::Process waiter = start(record_wait_outcome, b, outcome);
+  mp::Process waiter = start_child(record_wait_outcome, b, outcome);
   wait_for_waiters(b, 1);
-  mp::Process last = start(wait_last, b, in_action);
+  mp::Process last = start_child(wait_last, b, in_action);
   ASSERT_TRUE(in_action.wait(std::chrono::seconds(10)));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   mp_test::Stopwatch sw;
@@ -1118,7 +1106,7 @@ TEST(BarrierDeath, PartyKilledInsideTheActionBreaksTheBarrier) {
 // for three live parties.
 TEST(BarrierDeath, PartyKilledInsideWaitLeavesTimeoutsWorkingAndResetRecovers) {
   mp::Barrier b(3);
-  mp::Process doomed = start(wait_at, b);
+  mp::Process doomed = start_child(wait_at, b);
   wait_for_waiters(b, 1);
   doomed.kill();
   doomed.join();
