@@ -256,20 +256,20 @@ void mark_barrier_index(mp::Barrier barrier, mp::Array<int> seen) {
 // A Barrier's action travels only as a plain function (mp/synchronize.h),
 // so what an action touches is a global of the process that runs it, which
 // each party points at the shared object it was given before it waits.
-std::optional<mp::RawValue<int>> action_runs;
-std::optional<mp::Event> action_entered;
+std::optional<mp::RawValue<int>> g_action_runs;
+std::optional<mp::Event> g_action_entered;
 
-void count_action_run() { ++action_runs->get_obj(); }
+void count_action_run() { ++g_action_runs->get_obj(); }
 
 // enter_and_linger says it runs, then keeps the barrier's lock for 3 s.
 void enter_and_linger() {
-  action_entered->set();
+  g_action_entered->set();
   std::this_thread::sleep_for(3s);
 }
 
 void pass_rounds(mp::Barrier barrier, mp::RawValue<int> runs, mp::RawArray<int> hits,
                  int rounds) {
-  action_runs = runs;
+  g_action_runs = runs;
   const int parties = barrier.parties();
   for (int round = 0; round < rounds; ++round) {
     int idx = barrier.wait(30s);
@@ -279,7 +279,7 @@ void pass_rounds(mp::Barrier barrier, mp::RawValue<int> runs, mp::RawArray<int> 
 }
 
 void expect_action_ran_first(mp::Barrier barrier, mp::RawValue<int> runs) {
-  action_runs = runs;
+  g_action_runs = runs;
   for (int g = 1; g <= 3; ++g) {
     barrier.wait(10s);
     require(runs.get_obj() >= g, "left before the generation's action ran");
@@ -303,7 +303,7 @@ void wait_through_reset(mp::Barrier barrier) {
 void wait_at(mp::Barrier barrier) { barrier.wait(); }
 
 void wait_last(mp::Barrier barrier, mp::Event entered) {
-  action_entered = entered;
+  g_action_entered = entered;
   barrier.wait();
 }
 
@@ -962,7 +962,7 @@ TEST(Barrier, FiveProcessesPassItOneThousandTimes) {
 
 TEST(Barrier, ActionRunsOncePerGenerationBeforeAnyoneLeaves) {
   mp::RawValue<int> actions(0);
-  action_runs = actions;
+  g_action_runs = actions;
   mp::Barrier barrier(3, count_action_run);
   std::vector<mp::Process> children;
   for (int p = 0; p < 2; ++p) {
@@ -1076,7 +1076,7 @@ TEST(Barrier, NWaitingAndPartiesReportState) {
 // OwnerDeadError, no deadlock on a second call), and reset() recovers it.
 TEST(BarrierDeath, PartyKilledInsideTheActionBreaksTheBarrier) {
   mp::Event in_action;
-  action_entered = in_action;  // the action runs in this process after the reset
+  g_action_entered = in_action;  // the action runs in this process after the reset
   mp::Barrier b(2, enter_and_linger);
   mp::Value<int> outcome(0);
   mp::Process waiter = start_child(record_wait_outcome, b, outcome);
