@@ -5,6 +5,10 @@
 // with a size, attach by name, close(), unlink(), the errors for a bad size,
 // a missing name and an existing name). Plus mp's promise that no /dev/shm
 // entry is left behind and that only the creator unlinks by default.
+//
+// Children run targets that travel (functions taking Value and Array by
+// value, a SharedMemory by reference through std::ref), so the suite runs
+// under each start method (conformance/defs.bzl).
 #include "mp/shared.h"
 
 #include <gtest/gtest.h>
@@ -15,7 +19,6 @@
 
 #include <cerrno>
 #include <system_error>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -39,9 +42,10 @@ extern char** environ;
 namespace {
 
 using namespace std::chrono_literals;
-using mp_test::Signal;
-using mp_test::fork_child;
+using mp_test::joined_exitcode;
+using mp_test::require;
 using mp_test::run_worker;
+using mp_test::start_child;
 using mp_test::wait_exit_code;
 
 // --- the posix_spawn'ed helper ---------------------------------------------
@@ -76,20 +80,32 @@ bool shm_exists(const std::string& name) {
 }
 
 // Threads and Processes: one typed test runs against both worker kinds.
+// run_all(n, body, args...) runs body(args...) in n workers at once and
+// expects each to return; a Processes worker is a child of the run's start
+// method.
 struct Threads {
-  static void run_all(int n, const std::function<int()>& body) {
+  template <class F, class... Args>
+  static void run_all(int n, F body, const Args&... args) {
     std::vector<std::thread> ts;
     std::vector<int> rcs(n, -1);
-    for (int i = 0; i < n; ++i) ts.emplace_back([&, i] { rcs[i] = run_worker(body); });
+    for (int i = 0; i < n; ++i) {
+      ts.emplace_back([&, i] {
+        rcs[i] = run_worker([&] {
+          body(args...);
+          return 0;
+        });
+      });
+    }
     for (auto& t : ts) t.join();
     for (int rc : rcs) EXPECT_EQ(rc, 0);
   }
 };
 struct Processes {
-  static void run_all(int n, const std::function<int()>& body) {
-    std::vector<pid_t> pids;
-    for (int i = 0; i < n; ++i) pids.push_back(fork_child(body));
-    for (pid_t pid : pids) EXPECT_EQ(wait_exit_code(pid), 0);
+  template <class F, class... Args>
+  static void run_all(int n, F body, const Args&... args) {
+    std::vector<mp::Process> children;
+    for (int i = 0; i < n; ++i) children.push_back(start_child(body, args...));
+    for (auto& p : children) EXPECT_EQ(joined_exitcode(p), 0);
   }
 };
 template <class W>
@@ -107,40 +123,77 @@ TYPED_TEST_SUITE(SharedAcrossWorkers, WorkerKinds, WorkerKindNames);
 template <class T>
 concept HasGetLock = requires(T& t) { t.get_lock(); };
 
+// ------------------------------------------------------------- targets
+// Workers' bodies, shared by threads and children of every start method.
+
+void increment_under_get_lock(mp::Value<int> counter) {
+  for (int i = 0; i < 20000; ++i) {
+    std::lock_guard<mp::RLock> g(counter.get_lock());
+    counter.get_obj() += 1;
+  }
+}
+
+void add_two_by_update(mp::Value<long> counter) {
+  for (int i = 0; i < 5000; ++i) counter.update([](long& x) { x += 2; });
+}
+
+struct Point {
+  double x, y;
+};
+
+void store_point(mp::Value<Point> p, Point to) { p.store(to); }
+
+void expect_lock_busy(mp::Value<int, mp::Lock> v) {
+  require(!v.get_lock().acquire(100ms), "acquired a lock the parent holds");
+}
+
+void fill_squares_under_lock(mp::Array<int> a) {
+  std::lock_guard<mp::RLock> g(a.get_lock());
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = static_cast<int>(i * i);
+}
+
+// write_then_destroy marks byte 0 of the segment and destroys the handle
+// it was given, in the child.
+void write_then_destroy(mp::SharedMemory& shm) {
+  shm.buf()[0] = std::byte{1};
+  { auto moved = std::move(shm); }
+}
+
+// die_holding_lock takes the lock of a Value or an Array and dies.
+template <class Shared>
+void die_holding_lock(Shared shared) {
+  shared.get_lock().acquire();
+  ::raise(SIGKILL);
+}
+
+void die_inside_update(mp::Value<int> v) {
+  v.update([](int& x) {
+    x = 5;
+    ::raise(SIGKILL);  // dies inside the update, holding the lock
+  });
+}
+
+void store_value(mp::Value<int> v, int x) { v.store(x); }
+
 // ==================================================================== Value
 
 TYPED_TEST(SharedAcrossWorkers, FourWorkersTimesTwentyThousandIncrementsEndAt80000) {
   mp::Value<int> counter(0);
-  TypeParam::run_all(4, [&] {
-    for (int i = 0; i < 20000; ++i) {
-      std::lock_guard<mp::RLock> g(counter.get_lock());
-      counter.get_obj() += 1;
-    }
-    return 0;
-  });
+  TypeParam::run_all(4, increment_under_get_lock, counter);
   EXPECT_EQ(counter.load(), 80000);
 }
 
 TYPED_TEST(SharedAcrossWorkers, UpdateIsAtomicUnderTheValuesLock) {
   mp::Value<long> counter(0);
-  TypeParam::run_all(3, [&] {
-    for (int i = 0; i < 5000; ++i) counter.update([](long& x) { x += 2; });
-    return 0;
-  });
+  TypeParam::run_all(3, add_two_by_update, counter);
   EXPECT_EQ(counter.load(), 30000);
 }
 
 TEST(Value, StoreInChildIsSeenByParent) {
-  struct Point {
-    double x, y;
-  };
   mp::Value<Point> p(Point{1.5, 2.5});
   EXPECT_EQ(p.load().x, 1.5);
-  pid_t pid = fork_child([&] {
-    p.store(Point{3.0, 4.0});
-    return 0;
-  });
-  EXPECT_EQ(wait_exit_code(pid), 0);
+  mp::Process child = start_child(store_point, p, Point{3.0, 4.0});
+  EXPECT_EQ(joined_exitcode(child), 0);
   EXPECT_EQ(p.load().x, 3.0);
   EXPECT_EQ(p.load().y, 4.0);
 }
@@ -160,11 +213,9 @@ TEST(Value, GivenLockIsTheOneUsed) {
   shared.acquire();
   EXPECT_TRUE(a.get_lock().locked());
   EXPECT_FALSE(b.get_lock().acquire(false));
-  pid_t pid = fork_child([&] {
-    // Blocked by the parent's hold on the shared lock.
-    return a.get_lock().acquire(100ms) ? 1 : 0;
-  });
-  EXPECT_EQ(wait_exit_code(pid), 0);
+  // The child is blocked by the parent's hold on the shared lock.
+  mp::Process child = start_child(expect_lock_busy, a);
+  EXPECT_EQ(joined_exitcode(child), 0);
   shared.release();
   EXPECT_EQ(a.load() + b.load(), 3);
   mp::Value deduced(3, shared);
@@ -238,12 +289,8 @@ TEST(Array, IsIterableAndConvertsToASpan) {
 TEST(Array, ChildWritesAreSeenByParentUnderItsLock) {
   mp::Array<int> a(4);
   static_assert(std::is_same_v<decltype(a.get_lock()), mp::RLock&>);
-  pid_t pid = fork_child([&] {
-    std::lock_guard<mp::RLock> g(a.get_lock());
-    for (std::size_t i = 0; i < a.size(); ++i) a[i] = static_cast<int>(i * i);
-    return 0;
-  });
-  EXPECT_EQ(wait_exit_code(pid), 0);
+  mp::Process child = start_child(fill_squares_under_lock, a);
+  EXPECT_EQ(joined_exitcode(child), 0);
   EXPECT_EQ(a.to_vector(), (std::vector<int>{0, 1, 4, 9}));
 }
 
@@ -331,14 +378,12 @@ TEST(SharedMemory, AttacherDoesNotUnlinkByDefault) {
   EXPECT_TRUE(shm_exists(shm.name()));
 }
 
-TEST(SharedMemory, ForkedChildsCopyOfTheCreatorDoesNotUnlink) {
+// Under fork the child's handle is a copy of the creating one (only the
+// creating process unlinks); under spawn and forkserver an attached one.
+TEST(SharedMemory, ChildsHandleDestroyedInTheChildDoesNotUnlink) {
   auto shm = mp::SharedMemory::create(128);
-  pid_t pid = fork_child([&] {
-    shm.buf()[0] = std::byte{1};
-    { auto moved = std::move(shm); }  // destroyed in the child
-    return 0;
-  });
-  EXPECT_EQ(wait_exit_code(pid), 0);
+  mp::Process child = start_child(write_then_destroy, std::ref(shm));
+  EXPECT_EQ(joined_exitcode(child), 0);
   EXPECT_TRUE(shm_exists(shm.name()));
   EXPECT_EQ(shm.buf()[0], std::byte{1});
 }
@@ -428,13 +473,8 @@ TEST(SharedMemory, CreateLargerThanDevShmFreeSpaceRaisesEnospcAndLeavesNoName) {
 // free, so nothing hangs afterwards, in this process or another.
 TEST(Value, LockHolderDeathIsReportedOnceAndTheLockIsFreeAfter) {
   mp::Value<int, mp::Lock> v(1);
-  mp::Process holder([&] {
-    v.get_lock().acquire();
-    ::raise(SIGKILL);
-  });
-  holder.start();
-  holder.join();
-  ASSERT_EQ(holder.exitcode(), -SIGKILL);
+  mp::Process holder = start_child(die_holding_lock<mp::Value<int, mp::Lock>>, v);
+  ASSERT_EQ(joined_exitcode(holder), -SIGKILL);
   EXPECT_THROW(v.store(2), mp::OwnerDeadError);
   v.store(3);  // returns: the lock is free
   EXPECT_EQ(v.load(), 3);
@@ -443,17 +483,10 @@ TEST(Value, LockHolderDeathIsReportedOnceAndTheLockIsFreeAfter) {
 
 TEST(Value, RLockHolderDeathLeavesTheLockFreeForOtherProcesses) {
   mp::Value<int> v(1);  // RLock by default
-  mp::Process holder([&] {
-    v.update([](int& x) {
-      x = 5;
-      ::raise(SIGKILL);  // dies inside the update, holding the lock
-    });
-  });
-  holder.start();
+  mp::Process holder = start_child(die_inside_update, v);
   holder.join();
   EXPECT_THROW(v.load(), mp::OwnerDeadError);
-  mp::Process writer([&] { v.store(4); });
-  writer.start();
+  mp::Process writer = start_child(store_value, v, 4);
   writer.join(std::chrono::seconds(10));
   EXPECT_EQ(writer.exitcode(), 0);  // not blocked by a survivor owning the lock
   EXPECT_EQ(v.load(), 4);
@@ -461,11 +494,7 @@ TEST(Value, RLockHolderDeathLeavesTheLockFreeForOtherProcesses) {
 
 TEST(Array, LockHolderDeathIsReportedOnceAndToVectorWorksAfter) {
   mp::Array<int> a(std::vector<int>{1, 2, 3});
-  mp::Process holder([&] {
-    a.get_lock().acquire();
-    ::raise(SIGKILL);
-  });
-  holder.start();
+  mp::Process holder = start_child(die_holding_lock<mp::Array<int>>, a);
   holder.join();
   EXPECT_THROW(a.to_vector(), mp::OwnerDeadError);
   EXPECT_EQ(a.to_vector(), (std::vector<int>{1, 2, 3}));

@@ -7,42 +7,55 @@
 // promise: a process killed holding a Lock/RLock does not deadlock the rest.
 //
 // Where one interface serves threads and processes, a typed test runs the
-// same scenario with std::thread workers and with forked workers.
+// same scenario with std::thread workers and with child processes. Every
+// child runs a target that travels (a function taking mp objects by value),
+// so the suite runs under each start method (conformance/defs.bzl): the
+// objects reach a spawn or forkserver child as handles to the same state.
 #include "mp/synchronize.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
-#include <functional>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
+#include <stdexcept>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "conformance/test_util.h"
 #include "mp/os.h"
+#include "mp/process.h"
 #include "mp/shared.h"
 
 namespace {
 
 using namespace std::chrono_literals;
-using mp_test::Signal;
 using mp_test::Stopwatch;
-using mp_test::fork_child;
+using mp_test::joined_exitcode;
+using mp_test::require;
 using mp_test::run_worker;
-using mp_test::wait_exit_code;
+using mp_test::start_child;
 
-// Threads and Processes start a worker running `body` (its int result is the
-// worker's exit code) and join it. A Processes worker is a forked child.
+// Threads and Processes start a worker running body(args...) and join it:
+// join() is 0 when the body returned. A Processes worker is a child process
+// of the run's start method.
 struct Threads {
   class Worker {
    public:
-    explicit Worker(std::function<int()> body)
-        : thread_([this, body] { rc_ = run_worker(body); }) {}
+    template <class F, class... Args>
+    explicit Worker(F body, Args... args)
+        : thread_([this, body, task = std::make_tuple(args...)] {
+            rc_ = run_worker([&] {
+              std::apply(body, task);
+              return 0;
+            });
+          }) {}
     int join() {
       thread_.join();
       return rc_;
@@ -57,18 +70,12 @@ struct Threads {
 struct Processes {
   class Worker {
    public:
-    explicit Worker(std::function<int()> body) {
-      pid_ = mp::fork();
-      if (pid_ == 0) _exit(run_worker(body));
-    }
-    int join() {
-      int status = 0;
-      if (waitpid(pid_, &status, 0) != pid_) return -1;
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
+    template <class F, class... Args>
+    explicit Worker(F body, Args... args) : process_(start_child(body, args...)) {}
+    int join() { return joined_exitcode(process_); }
 
    private:
-    pid_t pid_ = -1;
+    mp::Process process_;
   };
 };
 
@@ -89,22 +96,244 @@ void expect_elapsed_about(std::chrono::milliseconds elapsed, std::chrono::millis
   EXPECT_LT(elapsed, timeout + 1s);
 }
 
+// ------------------------------------------------------------- targets
+// Workers' bodies, shared by threads and children of every start method.
+
+// hold_until takes `lock`, says so on `held`, and releases it once `done`
+// is set.
+template <class L>
+void hold_until(L lock, mp::Event held, mp::Event done) {
+  lock.acquire();
+  held.set();
+  done.wait();
+  lock.release();
+}
+
+// hold_forever takes `lock` `depth` times, says so on `held`, and blocks
+// until killed.
+template <class L>
+void hold_forever(L lock, int depth, mp::Event held) {
+  for (int i = 0; i < depth; ++i) lock.acquire();
+  held.set();
+  for (;;) pause();
+}
+
+// wait_then_release gives back one unit of `lock` (a Lock, a Semaphore)
+// once `go` is set.
+template <class L>
+void wait_then_release(L lock, mp::Event go) {
+  go.wait();
+  lock.release();
+}
+
+// expect_try_acquire checks that a non-blocking acquire of `lock` gives
+// `expected` (and gives back what it took).
+template <class L>
+void expect_try_acquire(L lock, bool expected) {
+  bool got = lock.acquire(false);
+  if (got) lock.release();
+  require(got == expected, expected ? "the lock is held elsewhere" : "acquired a held lock");
+}
+
+void release_lock(mp::Lock lock) { lock.release(); }
+
+void increment_under_lock(mp::Lock lock, mp::RawValue<int> counter) {
+  for (int i = 0; i < 5000; ++i) {
+    std::lock_guard<mp::Lock> guard(lock);
+    int v = counter.get_obj();
+    if (i % 64 == 0) sched_yield();  // widen the window a lost update needs
+    counter.get_obj() = v + 1;
+  }
+}
+
+void acquire_then_mark(mp::Lock lock, mp::Event started, mp::RawValue<int> got) {
+  started.set();
+  require(lock.acquire(10s), "acquire timed out");
+  got.get_obj() = 1;
+  lock.release();
+}
+
+// take_over_from_the_dead waits for `lock`, whose holder is about to be
+// killed, and expects to learn of the death holding the lock.
+void take_over_from_the_dead(mp::Lock lock, mp::Event waiting) {
+  waiting.set();
+  try {
+    lock.acquire(20s);
+  } catch (const mp::OwnerDeadError&) {
+    require(!lock.acquire(false), "took over, yet a non-blocking acquire succeeded");
+    lock.release();
+    return;
+  }
+  throw std::runtime_error("acquired without learning of the death");
+}
+
+// count_under_lock adds 1 to `counter` under `lock`, n times, taking the
+// lock over from a dead holder.
+void count_under_lock(mp::Lock lock, mp::RawValue<long> counter, int n) {
+  for (int i = 0; i < n; ++i) {
+    try {
+      require(lock.acquire(20s), "acquire timed out");
+    } catch (const mp::OwnerDeadError&) {
+      // Held now; the counter is a single store, so nothing to repair.
+    }
+    ++counter.get_obj();
+    lock.release();
+  }
+}
+
+void count_until_killed(mp::Lock lock, mp::RawValue<long> counter, mp::Event started) {
+  started.set();
+  count_under_lock(lock, counter, 1 << 30);
+}
+
+void expect_not_owner(mp::RLock lock) {
+  require(!lock.is_owned(), "the child owns the parent's RLock");
+  require(!lock.acquire(false), "the child acquired the parent's RLock");
+  try {
+    lock.release();
+  } catch (const mp::RuntimeError&) {
+    return;
+  }
+  throw std::runtime_error("the child released the parent's RLock");
+}
+
+void pass_semaphore(mp::Semaphore sem, mp::Value<int> inside, mp::Value<int> most) {
+  for (int i = 0; i < 300; ++i) {
+    sem.acquire();
+    int now = inside.update([](int& x) { ++x; });
+    most.update([now](int& m) { m = std::max(m, now); });
+    sched_yield();
+    inside.update([](int& x) { --x; });
+    sem.release();
+  }
+}
+
+void wait_then_set(mp::Event go, mp::Event ev) {
+  go.wait();
+  ev.set();
+}
+
+void await_event(mp::Semaphore ready, mp::Event ev) {
+  ready.release();
+  require(ev.wait(20s), "the event was not set");
+}
+
+void notify_when(mp::Condition cond, mp::Event go) {
+  go.wait();
+  std::lock_guard<mp::Condition> g(cond);  // possible only once the waiter let go
+  cond.notify();
+}
+
+void count_to_three(mp::Condition cond, mp::Value<int> state) {
+  for (int i = 1; i <= 3; ++i) {
+    std::lock_guard<mp::Condition> g(cond);
+    state.store(i);
+    cond.notify_all();
+  }
+}
+
+// notified_waiter posts `ready` while holding the lock, just before wait(),
+// and counts itself in `woken` after a notified return.
+void notified_waiter(mp::Condition cond, mp::Semaphore ready, mp::RawValue<int> woken) {
+  std::lock_guard<mp::Condition> g(cond);
+  ready.release();
+  require(cond.wait(30s), "not notified");
+  ++woken.get_obj();
+}
+
+void expect_wait_times_out(mp::Condition cond) {
+  std::lock_guard<mp::Condition> g(cond);
+  require(!cond.wait(100ms), "notified, but nobody notifies");
+}
+
+// mark_barrier_index counts the index its wait() returned in `seen`.
+void mark_barrier_index(mp::Barrier barrier, mp::Array<int> seen) {
+  int idx = barrier.wait(10s);
+  std::lock_guard<mp::RLock> g(seen.get_lock());
+  ++seen.at(idx);
+}
+
+// A Barrier's action travels only as a plain function (mp/synchronize.h),
+// so what an action touches is a global of the process that runs it, which
+// each party points at the shared object it was given before it waits.
+std::optional<mp::RawValue<int>> g_action_runs;
+std::optional<mp::Event> g_action_entered;
+
+void count_action_run() { ++g_action_runs->get_obj(); }
+
+// enter_and_linger says it runs, then keeps the barrier's lock for 3 s.
+void enter_and_linger() {
+  g_action_entered->set();
+  std::this_thread::sleep_for(3s);
+}
+
+void pass_rounds(mp::Barrier barrier, mp::RawValue<int> runs, mp::RawArray<int> hits,
+                 int rounds) {
+  g_action_runs = runs;
+  const int parties = barrier.parties();
+  for (int round = 0; round < rounds; ++round) {
+    int idx = barrier.wait(30s);
+    // Distinct per generation: each slot is hit once, no locking needed.
+    ++hits[round * parties + idx];
+  }
+}
+
+void expect_action_ran_first(mp::Barrier barrier, mp::RawValue<int> runs) {
+  g_action_runs = runs;
+  for (int g = 1; g <= 3; ++g) {
+    barrier.wait(10s);
+    require(runs.get_obj() >= g, "left before the generation's action ran");
+  }
+}
+
+void expect_broken_wait(mp::Barrier barrier) {
+  try {
+    barrier.wait(20s);
+  } catch (const mp::BrokenBarrierError&) {
+    return;
+  }
+  throw std::runtime_error("passed a barrier that should have broken");
+}
+
+void wait_through_reset(mp::Barrier barrier) {
+  expect_broken_wait(barrier);
+  barrier.wait(20s);  // after the reset the barrier works again
+}
+
+void wait_at(mp::Barrier barrier) { barrier.wait(); }
+
+void wait_last(mp::Barrier barrier, mp::Event entered) {
+  g_action_entered = entered;
+  barrier.wait();
+}
+
+// record_wait_outcome stores 1 when its 2 s wait passed, 2 when it broke,
+// 3 on any other error.
+void record_wait_outcome(mp::Barrier barrier, mp::Value<int> outcome) {
+  try {
+    barrier.wait(2s);
+    outcome.store(1);
+  } catch (const mp::BrokenBarrierError&) {
+    outcome.store(2);
+  } catch (...) {
+    outcome.store(3);
+  }
+}
+
+// wait_for_waiters returns once `n` callers wait on `barrier` (or after 10 s).
+void wait_for_waiters(mp::Barrier& barrier, int n) {
+  for (Stopwatch sw; barrier.n_waiting() < n && sw.elapsed() < 10s;) {
+    std::this_thread::sleep_for(1ms);
+  }
+}
+
 // ===================================================================== Lock
 
 TYPED_TEST(AcrossWorkers, LockExcludesConcurrentIncrements) {
   using Worker = typename TypeParam::Worker;
   mp::Lock lock;
   mp::RawValue<int> counter(0);
-  auto body = [&] {
-    for (int i = 0; i < 5000; ++i) {
-      std::lock_guard<mp::Lock> guard(lock);
-      int v = counter.get_obj();
-      if (i % 64 == 0) sched_yield();  // widen the window a lost update needs
-      counter.get_obj() = v + 1;
-    }
-    return 0;
-  };
-  Worker a(body), b(body);
+  Worker a(increment_under_lock, lock, counter), b(increment_under_lock, lock, counter);
   EXPECT_EQ(a.join(), 0);
   EXPECT_EQ(b.join(), 0);
   EXPECT_EQ(counter.get_obj(), 10000);
@@ -114,10 +343,7 @@ TYPED_TEST(AcrossWorkers, LockMayBeReleasedByAnotherWorker) {
   using Worker = typename TypeParam::Worker;
   mp::Lock lock;
   ASSERT_TRUE(lock.acquire());
-  Worker w([&] {
-    lock.release();
-    return 0;
-  });
+  Worker w(release_lock, lock);
   EXPECT_EQ(w.join(), 0);
   EXPECT_FALSE(lock.locked());
   EXPECT_TRUE(lock.acquire(false));
@@ -127,20 +353,14 @@ TYPED_TEST(AcrossWorkers, LockMayBeReleasedByAnotherWorker) {
 TYPED_TEST(AcrossWorkers, LockAcquireWithTimeoutReturnsFalseWhileWorkerHoldsIt) {
   using Worker = typename TypeParam::Worker;
   mp::Lock lock;
-  Signal held, done;
-  Worker w([&] {
-    lock.acquire();
-    held.notify();
-    done.wait();
-    lock.release();
-    return 0;
-  });
-  ASSERT_TRUE(held.wait());
+  mp::Event held, done;
+  Worker w(hold_until<mp::Lock>, lock, held, done);
+  ASSERT_TRUE(held.wait(10s));
   EXPECT_FALSE(lock.acquire(false));
   Stopwatch sw;
   EXPECT_FALSE(lock.acquire(300ms));
   expect_elapsed_about(sw.elapsed(), 300ms);
-  done.notify();
+  done.set();
   EXPECT_EQ(w.join(), 0);
   EXPECT_TRUE(lock.acquire(5s));
   lock.release();
@@ -151,15 +371,9 @@ TYPED_TEST(AcrossWorkers, LockBlockedAcquireProceedsWhenReleased) {
   mp::Lock lock;
   mp::RawValue<int> got(0);
   lock.acquire();
-  Signal started;
-  Worker w([&] {
-    started.notify();
-    if (!lock.acquire(10s)) return 1;
-    got.get_obj() = 1;
-    lock.release();
-    return 0;
-  });
-  ASSERT_TRUE(started.wait());
+  mp::Event started;
+  Worker w(acquire_then_mark, lock, started, got);
+  ASSERT_TRUE(started.wait(10s));
   EXPECT_EQ(got.get_obj(), 0);
   lock.release();
   EXPECT_EQ(w.join(), 0);
@@ -213,15 +427,11 @@ TEST(Lock, HugeTimeoutMeansNoTimeoutNotAnOverflow) {
   mp::Lock lock;
   EXPECT_TRUE(lock.acquire(std::chrono::hours::max()));
   EXPECT_FALSE(lock.acquire(false));
-  Signal go;
-  pid_t pid = fork_child([&] {
-    go.wait();
-    lock.release();
-    return 0;
-  });
-  go.notify();
+  mp::Event go;
+  mp::Process child = start_child(wait_then_release<mp::Lock>, lock, go);
+  go.set();
   EXPECT_TRUE(lock.acquire(std::chrono::nanoseconds::max()));  // waits for the child
-  EXPECT_EQ(wait_exit_code(pid), 0);
+  EXPECT_EQ(joined_exitcode(child), 0);
   lock.release();
 }
 
@@ -257,26 +467,22 @@ TEST(Lock, CopiesShareOneLock) {
 
 // ------------------------------------------------------------- owner death
 
-// hold_and_die forks a child that takes `acquire` and then blocks forever; it
-// returns once the child holds the lock.
+// child_holding starts a child that takes `lock` `depth` times and then
+// blocks until killed; it returns once the child holds the lock.
 template <class L>
-pid_t child_holding(L& lock) {
-  Signal held;
-  pid_t pid = fork_child([&] {
-    lock.acquire();
-    held.notify();
-    for (;;) pause();
-    return 0;
-  });
-  if (!held.wait()) ADD_FAILURE() << "child did not take the lock";
-  return pid;
+mp::Process child_holding(L lock, int depth = 1) {
+  mp::Event held;
+  mp::Process p = start_child(hold_forever<L>, lock, depth, held);
+  if (!held.wait(10s)) ADD_FAILURE() << "child did not take the lock";
+  return p;
 }
 
 TEST(LockOwnerDeath, ParentRecoversLockOfChildKilledHoldingIt) {
   mp::Lock lock;
-  pid_t pid = child_holding(lock);
-  ASSERT_EQ(kill(pid, SIGKILL), 0);
-  // Not reaped yet: the dead owner is a zombie, which must count as dead.
+  mp::Process holder = child_holding(lock);
+  holder.kill();
+  // Not reaped yet (fork, spawn: the child is ours and nobody waited for it):
+  // the dead owner is a zombie, which must count as dead.
   Stopwatch sw;
   EXPECT_THROW(lock.acquire(10s), mp::OwnerDeadError);
   EXPECT_LT(sw.elapsed(), 2s);
@@ -286,37 +492,26 @@ TEST(LockOwnerDeath, ParentRecoversLockOfChildKilledHoldingIt) {
   lock.release();
   EXPECT_TRUE(lock.acquire(false));  // an ordinary lock again
   lock.release();
-  EXPECT_EQ(wait_exit_code(pid), 128 + SIGKILL);
+  EXPECT_EQ(joined_exitcode(holder), -SIGKILL);
 }
 
 TEST(LockOwnerDeath, BlockedWaiterInAnotherProcessTakesOverWithOwnerDeadError) {
   mp::Lock lock;
-  pid_t holder = child_holding(lock);
-  Signal waiting;
-  pid_t waiter = fork_child([&] {
-    waiting.notify();
-    try {
-      lock.acquire(20s);
-      return 1;  // acquired without learning of the death
-    } catch (const mp::OwnerDeadError&) {
-      // We hold it now: a non-blocking acquire must fail.
-      if (lock.acquire(false)) return 2;
-      lock.release();
-      return 0;
-    }
-  });
-  ASSERT_TRUE(waiting.wait());
-  ASSERT_EQ(kill(holder, SIGKILL), 0);
-  EXPECT_EQ(wait_exit_code(holder), 128 + SIGKILL);
-  EXPECT_EQ(wait_exit_code(waiter), 0);
+  mp::Process holder = child_holding(lock);
+  mp::Event waiting;
+  mp::Process waiter = start_child(take_over_from_the_dead, lock, waiting);
+  ASSERT_TRUE(waiting.wait(10s));
+  holder.kill();
+  EXPECT_EQ(joined_exitcode(holder), -SIGKILL);
+  EXPECT_EQ(joined_exitcode(waiter), 0);
   EXPECT_FALSE(lock.locked());
 }
 
 TEST(LockOwnerDeath, TryAcquireOfReapedDeadOwnersLockTakesItOver) {
   mp::Lock lock;
-  pid_t pid = child_holding(lock);
-  ASSERT_EQ(kill(pid, SIGKILL), 0);
-  EXPECT_EQ(wait_exit_code(pid), 128 + SIGKILL);
+  mp::Process holder = child_holding(lock);
+  holder.kill();
+  EXPECT_EQ(joined_exitcode(holder), -SIGKILL);
   EXPECT_THROW(lock.try_acquire(), mp::OwnerDeadError);
   EXPECT_TRUE(lock.locked());
   lock.release();
@@ -324,12 +519,12 @@ TEST(LockOwnerDeath, TryAcquireOfReapedDeadOwnersLockTakesItOver) {
 
 TEST(LockOwnerDeath, TimedAcquireOnLiveOwnerStillTimesOut) {
   mp::Lock lock;
-  pid_t pid = child_holding(lock);
+  mp::Process holder = child_holding(lock);
   Stopwatch sw;
   EXPECT_FALSE(lock.acquire(200ms));  // alive: no takeover
   expect_elapsed_about(sw.elapsed(), 200ms);
-  kill(pid, SIGKILL);
-  wait_exit_code(pid);
+  holder.kill();
+  holder.join();
   EXPECT_THROW(lock.acquire(5s), mp::OwnerDeadError);
   lock.release();
 }
@@ -337,30 +532,17 @@ TEST(LockOwnerDeath, TimedAcquireOnLiveOwnerStillTimesOut) {
 TEST(LockOwnerDeath, SurvivorsFinishWhenAPeerIsKilledMidLoop) {
   mp::Lock lock;
   mp::RawValue<long> counter(0);
-  auto loop = [&](int n) {
-    for (int i = 0; i < n; ++i) {
-      try {
-        if (!lock.acquire(20s)) return 1;
-      } catch (const mp::OwnerDeadError&) {
-        // Held now; the counter is a single store, so nothing to repair.
-      }
-      ++counter.get_obj();
-      lock.release();
-    }
-    return 0;
-  };
-  Signal started;
-  pid_t victim = fork_child([&] {
-    started.notify();
-    return loop(1 << 30);  // runs until killed
-  });
-  ASSERT_TRUE(started.wait());
-  std::vector<pid_t> survivors;
-  for (int i = 0; i < 2; ++i) survivors.push_back(fork_child([&] { return loop(20000); }));
+  mp::Event started;
+  mp::Process victim = start_child(count_until_killed, lock, counter, started);
+  ASSERT_TRUE(started.wait(10s));
+  std::vector<mp::Process> survivors;
+  for (int i = 0; i < 2; ++i) {
+    survivors.push_back(start_child(count_under_lock, lock, counter, 20000));
+  }
   while (counter.get_obj() < 5000) sched_yield();
-  ASSERT_EQ(kill(victim, SIGKILL), 0);
-  EXPECT_EQ(wait_exit_code(victim), 128 + SIGKILL);
-  for (pid_t pid : survivors) EXPECT_EQ(wait_exit_code(pid), 0);
+  victim.kill();
+  EXPECT_EQ(joined_exitcode(victim), -SIGKILL);
+  for (auto& p : survivors) EXPECT_EQ(joined_exitcode(p), 0);
   // Whoever holds it now (maybe the dead victim) must let us in.
   try {
     EXPECT_TRUE(lock.acquire(10s));
@@ -383,21 +565,13 @@ TEST(LockOwnerDeath, ReusedPidIsNotMistakenForTheOwner) {
 
 TEST(RLockOwnerDeath, ParentRecoversRLockOfChildKilledHoldingItTwice) {
   mp::RLock lock;
-  Signal held;
-  pid_t pid = fork_child([&] {
-    lock.acquire();
-    lock.acquire();
-    held.notify();
-    for (;;) pause();
-    return 0;
-  });
-  ASSERT_TRUE(held.wait());
-  kill(pid, SIGKILL);
+  mp::Process holder = child_holding(lock, 2);
+  holder.kill();
   EXPECT_THROW(lock.acquire(10s), mp::OwnerDeadError);
   EXPECT_TRUE(lock.is_owned());
   lock.release();  // one level: the dead owner's depth is gone
   EXPECT_FALSE(lock.locked());
-  EXPECT_EQ(wait_exit_code(pid), 128 + SIGKILL);
+  EXPECT_EQ(joined_exitcode(holder), -SIGKILL);
 }
 
 // ==================================================================== RLock
@@ -410,16 +584,12 @@ TEST(RLock, OwnerMayAcquireAgainAndNeedsAsManyReleases) {
   lock.release();
   lock.release();
   EXPECT_TRUE(lock.locked());
-  pid_t pid = fork_child([&] { return lock.acquire(false) ? 1 : 0; });
-  EXPECT_EQ(wait_exit_code(pid), 0);  // still held after 2 of 3 releases
+  mp::Process child = start_child(expect_try_acquire<mp::RLock>, lock, false);
+  EXPECT_EQ(joined_exitcode(child), 0);  // still held after 2 of 3 releases
   lock.release();
   EXPECT_FALSE(lock.locked());
-  pid = fork_child([&] {
-    if (!lock.acquire(false)) return 1;
-    lock.release();
-    return 0;
-  });
-  EXPECT_EQ(wait_exit_code(pid), 0);
+  mp::Process after = start_child(expect_try_acquire<mp::RLock>, lock, true);
+  EXPECT_EQ(joined_exitcode(after), 0);
 }
 
 TEST(RLock, ReleaseOfUnownedRLockRaises) {
@@ -435,19 +605,13 @@ TEST(RLock, ReleaseOfUnownedRLockRaises) {
 TYPED_TEST(AcrossWorkers, RLockReleaseByNonOwnerRaises) {
   using Worker = typename TypeParam::Worker;
   mp::RLock lock;
-  Signal held, done;
-  Worker w([&] {
-    lock.acquire();
-    held.notify();
-    done.wait();
-    lock.release();
-    return 0;
-  });
-  ASSERT_TRUE(held.wait());
+  mp::Event held, done;
+  Worker w(hold_until<mp::RLock>, lock, held, done);
+  ASSERT_TRUE(held.wait(10s));
   EXPECT_FALSE(lock.is_owned());
   EXPECT_THROW(lock.release(), mp::RuntimeError);
   EXPECT_FALSE(lock.acquire(false));
-  done.notify();
+  done.set();
   EXPECT_EQ(w.join(), 0);
   EXPECT_TRUE(lock.acquire(false));
   lock.release();
@@ -456,17 +620,8 @@ TYPED_TEST(AcrossWorkers, RLockReleaseByNonOwnerRaises) {
 TEST(RLock, ChildDoesNotInheritOwnership) {
   mp::RLock lock;
   lock.acquire();
-  pid_t pid = fork_child([&] {
-    if (lock.is_owned()) return 1;
-    if (lock.acquire(false)) return 2;
-    try {
-      lock.release();
-      return 3;
-    } catch (const mp::RuntimeError&) {
-      return 0;
-    }
-  });
-  EXPECT_EQ(wait_exit_code(pid), 0);
+  mp::Process child = start_child(expect_not_owner, lock);
+  EXPECT_EQ(joined_exitcode(child), 0);
   lock.release();
 }
 
@@ -517,14 +672,10 @@ TEST(Semaphore, AcquireWithTimeoutReturnsFalseAfterTimeout) {
 TYPED_TEST(AcrossWorkers, SemaphoreBlocksAtZeroUntilAWorkerReleases) {
   using Worker = typename TypeParam::Worker;
   mp::Semaphore sem(0);
-  Signal go;
-  Worker w([&] {
-    go.wait();
-    sem.release();
-    return 0;
-  });
+  mp::Event go;
+  Worker w(wait_then_release<mp::Semaphore>, sem, go);
   EXPECT_FALSE(sem.acquire(false));
-  go.notify();
+  go.set();
   EXPECT_TRUE(sem.acquire(10s));
   EXPECT_EQ(w.join(), 0);
   EXPECT_EQ(sem.get_value(), 0);
@@ -533,21 +684,9 @@ TYPED_TEST(AcrossWorkers, SemaphoreBlocksAtZeroUntilAWorkerReleases) {
 TEST(Semaphore, NeverAdmitsMoreHoldersThanItsValueAcrossProcesses) {
   mp::Semaphore sem(2);
   mp::Value<int> inside(0), most(0);
-  std::vector<pid_t> pids;
-  for (int p = 0; p < 4; ++p) {
-    pids.push_back(fork_child([&] {
-      for (int i = 0; i < 300; ++i) {
-        sem.acquire();
-        int now = inside.update([](int& x) { ++x; });
-        most.update([now](int& m) { m = std::max(m, now); });
-        sched_yield();
-        inside.update([](int& x) { --x; });
-        sem.release();
-      }
-      return 0;
-    }));
-  }
-  for (pid_t pid : pids) EXPECT_EQ(wait_exit_code(pid), 0);
+  std::vector<mp::Process> children;
+  for (int p = 0; p < 4; ++p) children.push_back(start_child(pass_semaphore, sem, inside, most));
+  for (auto& p : children) EXPECT_EQ(joined_exitcode(p), 0);
   // Never more than two inside; whether two ever overlapped depends on the
   // scheduler (2 shared cores), so that is not asserted here.
   EXPECT_LE(most.load(), 2);
@@ -577,14 +716,9 @@ TEST(Event, WaitWithTimeoutReturnsFalseAfterTimeout) {
 
 TYPED_TEST(AcrossWorkers, EventWaitReturnsTrueOnceAWorkerSetsIt) {
   using Worker = typename TypeParam::Worker;
-  mp::Event ev;
-  Signal go;
-  Worker w([&] {
-    go.wait();
-    ev.set();
-    return 0;
-  });
-  go.notify();
+  mp::Event ev, go;
+  Worker w(wait_then_set, go, ev);
+  go.set();
   EXPECT_TRUE(ev.wait(10s));
   EXPECT_TRUE(ev.is_set());
   EXPECT_EQ(w.join(), 0);
@@ -593,16 +727,11 @@ TYPED_TEST(AcrossWorkers, EventWaitReturnsTrueOnceAWorkerSetsIt) {
 TEST(Event, SetWakesEveryWaitingProcess) {
   mp::Event ev;
   mp::Semaphore ready(0);
-  std::vector<pid_t> pids;
-  for (int i = 0; i < 3; ++i) {
-    pids.push_back(fork_child([&] {
-      ready.release();
-      return ev.wait(20s) ? 0 : 1;
-    }));
-  }
+  std::vector<mp::Process> children;
+  for (int i = 0; i < 3; ++i) children.push_back(start_child(await_event, ready, ev));
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(ready.acquire(10s));
   ev.set();
-  for (pid_t pid : pids) EXPECT_EQ(wait_exit_code(pid), 0);
+  for (auto& p : children) EXPECT_EQ(joined_exitcode(p), 0);
 }
 
 // ================================================================ Condition
@@ -615,17 +744,12 @@ TEST(Condition, WaitOrNotifyWithoutTheLockRaises) {
   // Held by another process is not held by us.
   mp::Lock lock;
   mp::Condition on_lock(lock);
-  Signal held, done;
-  pid_t pid = fork_child([&] {
-    lock.acquire();
-    held.notify();
-    done.wait();
-    return 0;
-  });
-  ASSERT_TRUE(held.wait());
+  mp::Event held, done;
+  mp::Process holder = start_child(hold_until<mp::Lock>, lock, held, done);
+  ASSERT_TRUE(held.wait(10s));
   EXPECT_THROW(on_lock.notify(), mp::RuntimeError);
-  done.notify();
-  EXPECT_EQ(wait_exit_code(pid), 0);
+  done.set();
+  EXPECT_EQ(joined_exitcode(holder), 0);
 }
 
 TEST(Condition, WaitWithTimeoutReturnsFalseAndHoldsTheLockAgain) {
@@ -642,16 +766,11 @@ TEST(Condition, WaitReleasesEveryLevelOfAnRLockAndRestoresThem) {
   mp::Condition cond(lock);
   lock.acquire();
   lock.acquire();
-  Signal go;
-  pid_t pid = fork_child([&] {
-    go.wait();
-    std::lock_guard<mp::Condition> g(cond);  // possible only if wait let go
-    cond.notify();
-    return 0;
-  });
-  go.notify();
+  mp::Event go;
+  mp::Process notifier = start_child(notify_when, cond, go);
+  go.set();
   EXPECT_TRUE(cond.wait(10s));
-  EXPECT_EQ(wait_exit_code(pid), 0);
+  EXPECT_EQ(joined_exitcode(notifier), 0);
   EXPECT_TRUE(lock.is_owned());
   lock.release();
   EXPECT_TRUE(lock.is_owned());  // second level restored
@@ -663,14 +782,7 @@ TEST(Condition, WaitForReturnsOncePredicateHoldsOrFalseAfterTimeout) {
   mp::Lock lock;
   mp::Condition cond(lock);
   mp::Value<int> state(0);
-  pid_t pid = fork_child([&] {
-    for (int i = 1; i <= 3; ++i) {
-      std::lock_guard<mp::Condition> g(cond);
-      state.store(i);
-      cond.notify_all();
-    }
-    return 0;
-  });
+  mp::Process counter = start_child(count_to_three, cond, state);
   {
     std::lock_guard<mp::Condition> g(cond);
     EXPECT_TRUE(cond.wait_for([&] { return state.load() == 3; }, 10s));
@@ -678,7 +790,7 @@ TEST(Condition, WaitForReturnsOncePredicateHoldsOrFalseAfterTimeout) {
     EXPECT_FALSE(cond.wait_for([&] { return state.load() == 4; }, 200ms));
     expect_elapsed_about(sw.elapsed(), 200ms);
   }
-  EXPECT_EQ(wait_exit_code(pid), 0);
+  EXPECT_EQ(joined_exitcode(counter), 0);
 }
 
 // ConditionNotify starts 3 waiting processes and 3 waiting threads on one
@@ -686,9 +798,16 @@ TEST(Condition, WaitForReturnsOncePredicateHoldsOrFalseAfterTimeout) {
 class ConditionNotify : public ::testing::Test {
  protected:
   void SetUp() override {
-    for (int i = 0; i < 3; ++i) pids_.push_back(fork_child([this] { return waiter(); }));
     for (int i = 0; i < 3; ++i) {
-      threads_.emplace_back([this] { thread_rc_ += waiter(); });
+      children_.push_back(start_child(notified_waiter, cond_, ready_, woken_));
+    }
+    for (int i = 0; i < 3; ++i) {
+      threads_.emplace_back([this] {
+        thread_rc_ += run_worker([this] {
+          notified_waiter(cond_, ready_, woken_);
+          return 0;
+        });
+      });
     }
     // Each waiter posts `ready_` while holding the lock, just before wait():
     // once all six posted, the next notify (made under the lock) finds them
@@ -700,17 +819,9 @@ class ConditionNotify : public ::testing::Test {
       std::lock_guard<mp::Condition> g(cond_);
       cond_.notify_all();
     }
-    for (pid_t pid : pids_) EXPECT_EQ(wait_exit_code(pid), 0);
+    for (auto& p : children_) EXPECT_EQ(joined_exitcode(p), 0);
     for (auto& t : threads_) t.join();
     EXPECT_EQ(thread_rc_.load(), 0);
-  }
-  int waiter() {
-    std::lock_guard<mp::Condition> g(cond_);
-    ready_.release();
-    bool notified = cond_.wait(30s);
-    if (!notified) return 1;
-    ++woken_.get_obj();
-    return 0;
   }
   // woken_after lets the notified waiters run, then reads the count.
   int woken_after_settling(int expect) {
@@ -730,7 +841,7 @@ class ConditionNotify : public ::testing::Test {
   mp::Condition cond_;
   mp::Semaphore ready_{0};
   mp::RawValue<int> woken_{0};
-  std::vector<pid_t> pids_;
+  std::vector<mp::Process> children_;
   std::vector<std::thread> threads_;
   std::atomic<int> thread_rc_{0};
 };
@@ -766,27 +877,23 @@ TEST_F(ConditionNotify, NotifyAllWakesAllSix) {
 
 TEST(Condition, TimedOutWaiterConsumesNoNotification) {
   mp::Condition cond;
-  mp::Event long_waiting;
+  mp::Semaphore long_waiting(0);
+  mp::RawValue<int> woken(0);
   // A waits with a short timeout and gives up; B waits long. A later
   // notify() must go to B, not be spent on A's stale place in the queue.
-  pid_t a = fork_child([&] {
-    std::lock_guard<mp::Condition> g(cond);
-    return cond.wait(100ms) ? 1 : 0;
-  });
-  EXPECT_EQ(wait_exit_code(a), 0);
-  pid_t b = fork_child([&] {
-    std::lock_guard<mp::Condition> g(cond);
-    long_waiting.set();  // we hold the lock: the test's notify comes after wait
-    return cond.wait(20s) ? 0 : 1;
-  });
-  ASSERT_TRUE(long_waiting.wait(10s));
+  mp::Process a = start_child(expect_wait_times_out, cond);
+  EXPECT_EQ(joined_exitcode(a), 0);
+  // B posts while holding the lock: the test's notify comes after its wait.
+  mp::Process b = start_child(notified_waiter, cond, long_waiting, woken);
+  ASSERT_TRUE(long_waiting.acquire(10s));
   {
     std::lock_guard<mp::Condition> g(cond);
     cond.notify();
   }
   Stopwatch sw;
-  EXPECT_EQ(wait_exit_code(b), 0);
+  EXPECT_EQ(joined_exitcode(b), 0);
   EXPECT_LT(sw.elapsed(), 5s);
+  EXPECT_EQ(woken.get_obj(), 1);
 }
 
 TEST(Condition, TimedOutWaiterAmongSleepersTakesNoNotification) {
@@ -829,19 +936,9 @@ TYPED_TEST(AcrossWorkers, BarrierGivesEachWaiterADistinctIndex) {
   mp::Array<int> seen(4);
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < 3; ++i) {
-    workers.push_back(std::make_unique<Worker>([&] {
-      int idx = barrier.wait(10s);
-      seen.get_lock().acquire();
-      ++seen.at(idx);
-      seen.get_lock().release();
-      return 0;
-    }));
+    workers.push_back(std::make_unique<Worker>(mark_barrier_index, barrier, seen));
   }
-  int idx = barrier.wait(10s);
-  {
-    std::lock_guard<mp::RLock> g(seen.get_lock());
-    ++seen.at(idx);
-  }
+  mark_barrier_index(barrier, seen);
   for (auto& w : workers) EXPECT_EQ(w->join(), 0);
   for (int i = 0; i < 4; ++i) EXPECT_EQ(seen[i], 1) << "index " << i;
 }
@@ -849,20 +946,13 @@ TYPED_TEST(AcrossWorkers, BarrierGivesEachWaiterADistinctIndex) {
 TEST(Barrier, FiveProcessesPassItOneThousandTimes) {
   constexpr int kParties = 5, kRounds = 1000;
   mp::RawValue<int> actions(0);
-  mp::Barrier barrier(kParties, [&] { ++actions.get_obj(); });
+  mp::Barrier barrier(kParties, count_action_run);
   mp::RawArray<int> hits(kParties * kRounds);
-  std::vector<pid_t> pids;
+  std::vector<mp::Process> children;
   for (int p = 0; p < kParties; ++p) {
-    pids.push_back(fork_child([&] {
-      for (int round = 0; round < kRounds; ++round) {
-        int idx = barrier.wait(30s);
-        // Distinct per generation: each slot is hit once, no locking needed.
-        ++hits[round * kParties + idx];
-      }
-      return 0;
-    }));
+    children.push_back(start_child(pass_rounds, barrier, actions, hits, kRounds));
   }
-  for (pid_t pid : pids) EXPECT_EQ(wait_exit_code(pid), 0);
+  for (auto& p : children) EXPECT_EQ(joined_exitcode(p), 0);
   EXPECT_EQ(actions.get_obj(), kRounds);
   int ones = 0;
   for (int h : hits) ones += (h == 1);
@@ -872,42 +962,29 @@ TEST(Barrier, FiveProcessesPassItOneThousandTimes) {
 
 TEST(Barrier, ActionRunsOncePerGenerationBeforeAnyoneLeaves) {
   mp::RawValue<int> actions(0);
-  mp::Barrier barrier(3, [&] { ++actions.get_obj(); });
-  std::vector<pid_t> pids;
+  g_action_runs = actions;
+  mp::Barrier barrier(3, count_action_run);
+  std::vector<mp::Process> children;
   for (int p = 0; p < 2; ++p) {
-    pids.push_back(fork_child([&] {
-      for (int g = 1; g <= 3; ++g) {
-        barrier.wait(10s);
-        if (actions.get_obj() < g) return 1;
-      }
-      return 0;
-    }));
+    children.push_back(start_child(expect_action_ran_first, barrier, actions));
   }
   for (int g = 1; g <= 3; ++g) {
     barrier.wait(10s);
     EXPECT_GE(actions.get_obj(), g);
   }
-  for (pid_t pid : pids) EXPECT_EQ(wait_exit_code(pid), 0);
+  for (auto& p : children) EXPECT_EQ(joined_exitcode(p), 0);
   EXPECT_EQ(actions.get_obj(), 3);
 }
 
 TEST(Barrier, TimeoutBreaksTheBarrierForEveryWaiter) {
   mp::Barrier barrier(3);
-  Signal in;
-  pid_t pid = fork_child([&] {
-    in.notify();
-    try {
-      barrier.wait(20s);
-      return 1;
-    } catch (const mp::BrokenBarrierError&) {
-      return 0;
-    }
-  });
-  ASSERT_TRUE(in.wait());
+  mp::Process waiter = start_child(expect_broken_wait, barrier);
+  wait_for_waiters(barrier, 1);
+  ASSERT_EQ(barrier.n_waiting(), 1);
   Stopwatch sw;
   EXPECT_THROW(barrier.wait(200ms), mp::BrokenBarrierError);
   expect_elapsed_about(sw.elapsed(), 200ms);
-  EXPECT_EQ(wait_exit_code(pid), 0);
+  EXPECT_EQ(joined_exitcode(waiter), 0);
   EXPECT_TRUE(barrier.broken());
   EXPECT_THROW(barrier.wait(1s), mp::BrokenBarrierError);
 }
@@ -921,45 +998,24 @@ TEST(Barrier, DefaultTimeoutFromConstructorApplies) {
 
 TEST(Barrier, AbortGivesWaitersBrokenBarrierError) {
   mp::Barrier barrier(3);
-  std::vector<pid_t> pids;
-  for (int i = 0; i < 2; ++i) {
-    pids.push_back(fork_child([&] {
-      try {
-        barrier.wait(20s);
-        return 1;
-      } catch (const mp::BrokenBarrierError&) {
-        return 0;
-      }
-    }));
-  }
-  for (Stopwatch sw; barrier.n_waiting() < 2 && sw.elapsed() < 10s;) {
-    std::this_thread::sleep_for(1ms);
-  }
+  std::vector<mp::Process> children;
+  for (int i = 0; i < 2; ++i) children.push_back(start_child(expect_broken_wait, barrier));
+  wait_for_waiters(barrier, 2);
   EXPECT_EQ(barrier.n_waiting(), 2);
   barrier.abort();
-  for (pid_t pid : pids) EXPECT_EQ(wait_exit_code(pid), 0);
+  for (auto& p : children) EXPECT_EQ(joined_exitcode(p), 0);
   EXPECT_TRUE(barrier.broken());
   EXPECT_EQ(barrier.n_waiting(), 0);
 }
 
 TEST(Barrier, ResetBreaksCurrentWaitersAndMakesItUsableAgain) {
   mp::Barrier barrier(2);
-  pid_t pid = fork_child([&] {
-    try {
-      barrier.wait(20s);
-      return 1;
-    } catch (const mp::BrokenBarrierError&) {
-    }
-    // After the reset the barrier works again.
-    return barrier.wait(20s) >= 0 ? 0 : 2;
-  });
-  for (Stopwatch sw; barrier.n_waiting() < 1 && sw.elapsed() < 10s;) {
-    std::this_thread::sleep_for(1ms);
-  }
+  mp::Process child = start_child(wait_through_reset, barrier);
+  wait_for_waiters(barrier, 1);
   barrier.reset();
   EXPECT_FALSE(barrier.broken());
   barrier.wait(20s);
-  EXPECT_EQ(wait_exit_code(pid), 0);
+  EXPECT_EQ(joined_exitcode(child), 0);
 }
 
 TEST(Barrier, ResetRepairsABrokenBarrier) {
@@ -1020,25 +1076,12 @@ TEST(Barrier, NWaitingAndPartiesReportState) {
 // OwnerDeadError, no deadlock on a second call), and reset() recovers it.
 TEST(BarrierDeath, PartyKilledInsideTheActionBreaksTheBarrier) {
   mp::Event in_action;
-  mp::Barrier b(2, [&in_action] {
-    in_action.set();
-    std::this_thread::sleep_for(std::chrono::seconds(3));
-  });
+  g_action_entered = in_action;  // the action runs in this process after the reset
+  mp::Barrier b(2, enter_and_linger);
   mp::Value<int> outcome(0);
-  mp::Process waiter([&] {
-    try {
-      b.wait(std::chrono::seconds(2));
-      outcome.store(1);
-    } catch (const mp::BrokenBarrierError&) {
-      outcome.store(2);
-    } catch (...) {
-      outcome.store(3);
-    }
-  });
-  waiter.start();
-  while (b.n_waiting() < 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  mp::Process last([&] { b.wait(); });
-  last.start();
+  mp::Process waiter = start_child(record_wait_outcome, b, outcome);
+  wait_for_waiters(b, 1);
+  mp::Process last = start_child(wait_last, b, in_action);
   ASSERT_TRUE(in_action.wait(std::chrono::seconds(10)));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   mp_test::Stopwatch sw;
@@ -1063,9 +1106,8 @@ TEST(BarrierDeath, PartyKilledInsideTheActionBreaksTheBarrier) {
 // for three live parties.
 TEST(BarrierDeath, PartyKilledInsideWaitLeavesTimeoutsWorkingAndResetRecovers) {
   mp::Barrier b(3);
-  mp::Process doomed([&] { b.wait(); });
-  doomed.start();
-  while (b.n_waiting() < 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  mp::Process doomed = start_child(wait_at, b);
+  wait_for_waiters(b, 1);
   doomed.kill();
   doomed.join();
   // Two live parties complete the generation with the dead one counted...

@@ -11,6 +11,7 @@
 #include <exception>
 #include <functional>
 #include <stdexcept>
+#include <utility>
 
 #include <gtest/gtest.h>
 
@@ -79,6 +80,29 @@ inline int run_worker(const std::function<int()>& body) {
     std::fprintf(stderr, "worker failed: %s\n", e.what());
     return 99;
   }
+}
+
+// start_child(target, args...) starts a child of the run's default start
+// method running target(args...): a target that travels (mp/context.h) runs
+// under every method, so the suites that run per method start their children
+// this way.
+template <class F, class... Args>
+mp::Process start_child(F target, Args&&... args) {
+  mp::Process p(target, std::forward<Args>(args)...);
+  p.start();
+  return p;
+}
+
+// joined_exitcode(p) waits for p and returns its exit code (-N: signal N).
+inline int joined_exitcode(mp::Process& p) {
+  p.join();
+  return p.exitcode().value_or(-1000);
+}
+
+// require(ok, what) fails a child's or a worker's body: a child process then
+// exits with code 1 after printing `what`, run_worker() returns 99.
+inline void require(bool ok, const char* what) {
+  if (!ok) throw std::runtime_error(what);
 }
 
 // fork_child forks a child that runs `body` and exits with its result.
