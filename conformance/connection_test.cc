@@ -146,13 +146,16 @@ char mixed_fill(int i, std::size_t k) {
   return static_cast<char>((i * 31 + static_cast<int>(k % 251)) & 0xff);
 }
 
+// patterned(n, i): n bytes, byte k being mixed_fill(i, k).
+std::string patterned(std::size_t n, int i) {
+  std::string m(n, '\0');
+  for (std::size_t k = 0; k < m.size(); ++k) m[k] = mixed_fill(i, k);
+  return m;
+}
+
 void send_mixed_messages(mp::Connection& unused, mp::Connection& w, int count) {
   unused.close();
-  for (int i = 0; i < count; ++i) {
-    std::string m(mixed_size(i), '\0');
-    for (std::size_t k = 0; k < m.size(); ++k) m[k] = mixed_fill(i, k);
-    w.send_bytes(m);
-  }
+  for (int i = 0; i < count; ++i) w.send_bytes(patterned(mixed_size(i), i));
 }
 
 void echo_bytes_once(mp::Connection& unused, mp::Connection& c) {
@@ -534,6 +537,24 @@ TEST(Connection, RoundTrip256MiBThroughAChild) {
   std::string back = parent.recv_bytes();
   ASSERT_EQ(back.size(), kSize);
   EXPECT_TRUE(back == big);
+  EXPECT_EQ(exitcode_after_join(p), 0);
+}
+
+// An end passed to a child carries what its read-ahead holds: the child
+// resumes the stream where the end stands, mid-message included, under every
+// start method (a forked child has it in its copy of memory; the others get
+// it with the descriptor).
+TEST(Connection, AnEndPassedToAChildCarriesItsReadAhead) {
+  auto [a, b] = mp::Pipe();
+  const std::string big = patterned(100'000, 1);
+  a.send(1);
+  a.send_bytes(big);
+  EXPECT_EQ(b.recv<int>(), 1);
+  ASSERT_TRUE(b.has_buffered_data());  // the start of the second message
+  mp::Process p = start_child(echo_bytes_once, std::ref(a), std::ref(b));
+  std::string back = a.poll(30s) ? a.recv_bytes() : std::string();
+  a.close();  // a child still waiting for the rest of its message sees EOF
+  EXPECT_TRUE(back == big) << back.size() << " bytes came back";
   EXPECT_EQ(exitcode_after_join(p), 0);
 }
 
