@@ -34,11 +34,11 @@
 #include "mp/errors.h"
 #include "mp/os.h"
 #include "mp/process.h"
+#include "mp/synchronize.h"
 
 namespace {
 
 using namespace std::chrono_literals;
-using mp_test::Signal;
 using mp_test::Stopwatch;
 
 bool fd_is_open(int fd) { return fcntl(fd, F_GETFD) != -1; }
@@ -50,14 +50,16 @@ std::string huge_string(std::size_t n) {
   s.reserve(n);
   const auto begin = reinterpret_cast<std::uintptr_t>(s.data());
   constexpr std::uintptr_t kHuge = 2u << 20;
-  const std::uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1), last = (begin + n) & ~(kHuge - 1);
+  const std::uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
+  const std::uintptr_t last = (begin + n) & ~(kHuge - 1);
   if (last > first) (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
   s.resize(n);
   return s;
 }
 
 // Fork a child running f() then _exit(0) (or 1 on an exception); returns
-// its pid. The parent must reap it with reap().
+// its pid. The parent must reap it with reap(). Only for the tests whose
+// subject is a fork (MP_FORK_ONLY); the others start an mp::Process.
 template <class F>
 pid_t fork_child(F f) {
   pid_t pid = mp::fork();
@@ -82,6 +84,188 @@ int reap(pid_t pid) {
 struct Unencodable {
   int v;
 };
+
+// ---- children -------------------------------------------------------------------
+// The suite also runs with forkserver and spawn as the default start method
+// (conformance/defs.bzl), so children run targets that travel: functions
+// taking the ends they use as mp::Connection& (passed as std::ref(end)) and
+// mp::Event for hand-shakes. A forked child holds a copy of every end; one
+// given both ends of a pipe closes the end it does not use, as CPython's
+// guidelines ask. A spawn or forkserver child holds only the ends passed.
+
+// start_child(target, args...) starts a child with the run's start method.
+template <class F, class... Args>
+mp::Process start_child(F target, Args&&... args) {
+  mp::Process p(target, std::forward<Args>(args)...);
+  p.start();
+  return p;
+}
+
+// exitcode_after_join(p) waits for p to end and returns its exit code.
+std::optional<int> exitcode_after_join(mp::Process& p) {
+  p.join();
+  return p.exitcode();
+}
+
+void wait_event(mp::Event e) { e.wait(); }
+
+using Record =
+    std::tuple<int, std::string, std::vector<double>, std::optional<std::map<std::string, int>>>;
+
+// echo_transformed echoes a Record with its first field plus one, then the
+// string of a variant with "!", so both directions cross processes.
+void echo_transformed(mp::Connection& child) {
+  auto r = child.recv<Record>();
+  std::get<0>(r) += 1;
+  child.send(r);
+  auto v = child.recv<std::variant<int, std::string>>();
+  child.send(std::get<std::string>(v) + "!");
+}
+
+// sized_message(i): message i of a stream whose sizes grow past the
+// read-ahead, i * 997 copies of one letter.
+std::string sized_message(int i) {
+  return std::string(static_cast<std::size_t>(i) * 997, static_cast<char>('a' + i % 26));
+}
+
+void send_sized_messages(mp::Connection& unused, mp::Connection& w, int count) {
+  unused.close();
+  for (int i = 0; i < count; ++i) w.send(sized_message(i));
+}
+
+// mixed_size(i) / mixed_fill(i, k): message i of a stream whose sizes jump
+// across the read-ahead and large-message thresholds both ways, and its
+// byte k. The stride 3 is prime to the 14 sizes, so every 14 messages visit
+// them all.
+std::size_t mixed_size(int i) {
+  static const std::size_t kSizes[] = {0,     1,     7,     8,      9, 4095,  32767,
+                                       32768, 65535, 65536, 65537, 300000, 3, 100000};
+  return kSizes[(i * 3) % 14] + static_cast<std::size_t>(i % 3);
+}
+char mixed_fill(int i, std::size_t k) {
+  return static_cast<char>((i * 31 + static_cast<int>(k % 251)) & 0xff);
+}
+
+// patterned(n, i): n bytes, byte k being mixed_fill(i, k).
+std::string patterned(std::size_t n, int i) {
+  std::string m(n, '\0');
+  for (std::size_t k = 0; k < m.size(); ++k) m[k] = mixed_fill(i, k);
+  return m;
+}
+
+void send_mixed_messages(mp::Connection& unused, mp::Connection& w, int count) {
+  unused.close();
+  for (int i = 0; i < count; ++i) w.send_bytes(patterned(mixed_size(i), i));
+}
+
+void echo_bytes_once(mp::Connection& unused, mp::Connection& c) {
+  unused.close();
+  std::string m = c.recv_bytes();
+  c.send_bytes(m);
+}
+
+void send_late_on_cue(mp::Event go, mp::Connection& a) {
+  go.wait();
+  a.send(std::string("late"));
+}
+
+// send_late_then_linger sends "late" after 100 ms and ends 100 ms later,
+// when its copy of w closes.
+void send_late_then_linger(mp::Connection& unused, mp::Connection& w) {
+  unused.close();
+  std::this_thread::sleep_for(100ms);
+  w.send(std::string("late"));
+  std::this_thread::sleep_for(100ms);
+}
+
+// send_64mib_on_cue sends one 64 MiB message, which blocks until the reader
+// drains it, after saying it is about to start.
+void send_64mib_on_cue(mp::Connection& unused, mp::Connection& w, mp::Event started) {
+  unused.close();
+  std::string big(64u << 20, 'k');
+  started.set();
+  w.send_bytes(big);
+}
+
+// close_peer_copy_on_cue closes its copy of w when told, then says so.
+void close_peer_copy_on_cue(mp::Connection& r, mp::Connection& w, mp::Event close_now,
+                            mp::Event closed) {
+  close_now.wait();
+  w.close();
+  closed.set();
+  r.close();
+}
+
+// exit_zero_at_eof exits 0 when its end reports end-of-file, 3 on a message.
+void exit_zero_at_eof(mp::Connection& c) {
+  try {
+    (void)c.recv<int>();
+    mp::exit(3);
+  } catch (const mp::EOFError&) {
+    mp::exit(0);
+  }
+}
+
+void send_ten_pairs(int c, mp::Connection& w) {
+  for (int i = 0; i < 10; ++i) w.send(std::pair<int, int>(c, i));
+  w.close();
+}
+
+// mp_send_raises_broken_pipe() sends into a new simplex pipe whose reader is
+// closed: true when that raised mp::BrokenPipeError (and did not kill us).
+bool mp_send_raises_broken_pipe() {
+  auto [r, w] = mp::Pipe(false);
+  r.close();
+  try {
+    w.send(1);
+  } catch (const mp::BrokenPipeError&) {
+    return true;
+  }
+  return false;
+}
+
+// raw_write_to_closed_pipe() write(2)s, outside mp, into a pipe whose reader
+// is closed: SIGPIPE's classic cause. False if no pipe could be made.
+bool raw_write_to_closed_pipe() {
+  int fds[2];
+  if (pipe(fds) != 0) return false;
+  ::close(fds[0]);
+  (void)!::write(fds[1], "x", 1);
+  ::close(fds[1]);
+  return true;
+}
+
+// The SIGPIPE children exit with: 2 (the disposition changed), 3 (no pipe
+// for the raw write), 4 (the raw write did not kill), 5 (mp's send did not
+// raise BrokenPipeError), 6 (the program's handler was not called once).
+void raw_write_dies_of_sigpipe_after_default_restored() {
+  // mp's handler is installed (in a forked child, inherited from the
+  // parent's Pipe(false)); SIG_DFL replaces it, and the next simplex Pipe()
+  // inside mp_send_raises_broken_pipe re-installs it over SIG_DFL.
+  (void)mp::Pipe(false);
+  signal(SIGPIPE, SIG_DFL);
+  if (!mp_send_raises_broken_pipe()) _exit(5);
+  if (!raw_write_to_closed_pipe()) _exit(3);
+  _exit(4);  // the raw write must have killed us
+}
+
+volatile sig_atomic_t g_sigpipe_calls = 0;
+
+void programs_own_sigpipe_handler_sees_only_raw_writes() {
+  signal(SIGPIPE, [](int) { g_sigpipe_calls = g_sigpipe_calls + 1; });
+  if (!mp_send_raises_broken_pipe()) _exit(5);
+  if (g_sigpipe_calls != 0) _exit(6);  // mp's own SIGPIPE must not reach it
+  if (!raw_write_to_closed_pipe()) _exit(3);
+  _exit(g_sigpipe_calls == 1 ? 0 : 6);
+}
+
+void ignored_sigpipe_stays_ignored() {
+  signal(SIGPIPE, SIG_IGN);
+  if (!mp_send_raises_broken_pipe()) _exit(5);
+  struct sigaction now;
+  sigaction(SIGPIPE, nullptr, &now);
+  _exit(now.sa_handler == SIG_IGN ? 0 : 2);
+}
 
 }  // namespace
 
@@ -160,17 +344,8 @@ TEST(Pipe, AdoptedDescriptorSpeaksTheSameFraming) {
 // ---- send / recv of values ----------------------------------------------------
 
 TEST(Connection, SendRecvValuesThroughAChildProcess) {
-  using Record = std::tuple<int, std::string, std::vector<double>, std::optional<std::map<std::string, int>>>;
   auto [parent, child] = mp::Pipe();
-  mp::Process p([&child] {
-    // Echo each value back, transformed, so both directions cross processes.
-    auto r = child.recv<Record>();
-    std::get<0>(r) += 1;
-    child.send(r);
-    auto v = child.recv<std::variant<int, std::string>>();
-    child.send(std::get<std::string>(v) + "!");
-  });
-  p.start();
+  mp::Process p = start_child(echo_transformed, std::ref(child));
   child.close();
   Record r{1, "rec", {1.5, 2.5}, std::map<std::string, int>{{"k", 7}}};
   parent.send(r);
@@ -179,8 +354,7 @@ TEST(Connection, SendRecvValuesThroughAChildProcess) {
   EXPECT_EQ(back, r);
   parent.send(std::variant<int, std::string>(std::string("hi")));
   EXPECT_EQ(parent.recv<std::string>(), "hi!");
-  p.join();
-  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_EQ(exitcode_after_join(p), 0);
 }
 
 TEST(Connection, RecvOfTheWrongTypeRaisesCodecError) {
@@ -312,39 +486,23 @@ TEST(Connection, EmptyMessageIsAMessage) {
 
 TEST(Connection, ManyMessagesLargerThanTheReadAheadKeepTheirOrder) {
   auto [r, w] = mp::Pipe(false);
-  pid_t pid = fork_child([&] {
-    r.close();
-    for (int i = 0; i < 200; ++i) w.send(std::string(static_cast<std::size_t>(i) * 997, static_cast<char>('a' + i % 26)));
-  });
+  mp::Process p = start_child(send_sized_messages, std::ref(r), std::ref(w), 200);
   w.close();
   for (int i = 0; i < 200; ++i) {
     auto s = r.recv<std::string>();
     ASSERT_EQ(s.size(), static_cast<std::size_t>(i) * 997);
-    if (!s.empty()) {
-      ASSERT_EQ(s.front(), static_cast<char>('a' + i % 26));
-    }
+    ASSERT_TRUE(s == sized_message(i)) << "message " << i;
   }
   EXPECT_THROW(r.recv_bytes(), mp::EOFError);
-  EXPECT_EQ(reap(pid), 0);
+  EXPECT_EQ(exitcode_after_join(p), 0);
 }
 
 TEST(Connection, MixedSmallAndLargeMessagesKeepContentAndOrder) {
-  // Sizes jump across the read-ahead and large-message thresholds both ways.
-  auto size_of = [](int i) -> std::size_t {
-    static const std::size_t kSizes[] = {0, 1, 7, 8, 9, 4095, 32767, 32768, 65535, 65536, 65537, 300000, 3, 100000};
-    return kSizes[(i * 7) % 14] + static_cast<std::size_t>(i % 3);
-  };
-  auto fill_of = [](int i, std::size_t k) { return static_cast<char>((i * 31 + static_cast<int>(k % 251)) & 0xff); };
+  // Sizes jump across the read-ahead and large-message thresholds both ways
+  // (mixed_size).
   for (bool duplex : {true, false}) {
     auto [r, w] = mp::Pipe(duplex);
-    pid_t pid = fork_child([&] {
-      r.close();
-      for (int i = 0; i < 150; ++i) {
-        std::string m(size_of(i), '\0');
-        for (std::size_t k = 0; k < m.size(); ++k) m[k] = fill_of(i, k);
-        w.send_bytes(m);
-      }
-    });
+    mp::Process p = start_child(send_mixed_messages, std::ref(r), std::ref(w), 150);
     w.close();
     std::vector<char> into(400000);
     for (int i = 0; i < 150; ++i) {
@@ -355,24 +513,20 @@ TEST(Connection, MixedSmallAndLargeMessagesKeepContentAndOrder) {
         std::size_t n = r.recv_bytes_into(std::span<char>(into));
         m.assign(into.data(), n);
       }
-      ASSERT_EQ(m.size(), size_of(i)) << "message " << i;
+      ASSERT_EQ(m.size(), mixed_size(i)) << "message " << i;
       for (std::size_t k = 0; k < m.size(); ++k) {
-        ASSERT_EQ(m[k], fill_of(i, k)) << "message " << i << " byte " << k;
+        ASSERT_EQ(m[k], mixed_fill(i, k)) << "message " << i << " byte " << k;
       }
     }
     EXPECT_THROW(r.recv_bytes(), mp::EOFError);
-    EXPECT_EQ(reap(pid), 0);
+    EXPECT_EQ(exitcode_after_join(p), 0);
   }
 }
 
 TEST(Connection, RoundTrip256MiBThroughAChild) {
   constexpr std::size_t kSize = 256u << 20;
   auto [parent, child] = mp::Pipe();
-  pid_t pid = fork_child([&] {
-    parent.close();
-    std::string m = child.recv_bytes();
-    child.send_bytes(m);
-  });
+  mp::Process p = start_child(echo_bytes_once, std::ref(parent), std::ref(child));
   child.close();
   std::string big = huge_string(kSize);
   for (std::size_t i = 0; i < kSize; i += 4096) {
@@ -383,7 +537,25 @@ TEST(Connection, RoundTrip256MiBThroughAChild) {
   std::string back = parent.recv_bytes();
   ASSERT_EQ(back.size(), kSize);
   EXPECT_TRUE(back == big);
-  EXPECT_EQ(reap(pid), 0);
+  EXPECT_EQ(exitcode_after_join(p), 0);
+}
+
+// An end passed to a child carries what its read-ahead holds: the child
+// resumes the stream where the end stands, mid-message included, under every
+// start method (a forked child has it in its copy of memory; the others get
+// it with the descriptor).
+TEST(Connection, AnEndPassedToAChildCarriesItsReadAhead) {
+  auto [a, b] = mp::Pipe();
+  const std::string big = patterned(100'000, 1);
+  a.send(1);
+  a.send_bytes(big);
+  EXPECT_EQ(b.recv<int>(), 1);
+  ASSERT_TRUE(b.has_buffered_data());  // the start of the second message
+  mp::Process p = start_child(echo_bytes_once, std::ref(a), std::ref(b));
+  std::string back = a.poll(30s) ? a.recv_bytes() : std::string();
+  a.close();  // a child still waiting for the rest of its message sees EOF
+  EXPECT_TRUE(back == big) << back.size() << " bytes came back";
+  EXPECT_EQ(exitcode_after_join(p), 0);
 }
 
 // ---- poll -----------------------------------------------------------------------
@@ -407,16 +579,13 @@ TEST(Connection, PollTimeoutReturnsFalseAfterAboutTheTimeout) {
 
 TEST(Connection, PollForeverReturnsWhenAChildSends) {
   auto [a, b] = mp::Pipe();
-  Signal go;
-  pid_t pid = fork_child([&] {
-    go.wait();
-    a.send(std::string("late"));
-  });
+  mp::Event go;
+  mp::Process p = start_child(send_late_on_cue, go, std::ref(a));
   a.close();
-  go.notify();
+  go.set();
   EXPECT_TRUE(b.poll(std::nullopt));
   EXPECT_EQ(b.recv<std::string>(), "late");
-  EXPECT_EQ(reap(pid), 0);
+  EXPECT_EQ(exitcode_after_join(p), 0);
 }
 
 // A receive that finds nothing polls briefly (sockets) and then must block:
@@ -424,20 +593,14 @@ TEST(Connection, PollForeverReturnsWhenAChildSends) {
 TEST(Connection, RecvBlocksPastItsShortPollForALateMessageThenSeesEndOfFile) {
   for (bool duplex : {true, false}) {
     auto [r, w] = mp::Pipe(duplex);
-    pid_t pid = fork_child([&] {
-      r.close();
-      std::this_thread::sleep_for(100ms);
-      w.send(std::string("late"));
-      std::this_thread::sleep_for(100ms);
-      return 0;  // w closes at exit
-    });
+    mp::Process p = start_child(send_late_then_linger, std::ref(r), std::ref(w));
     w.close();
     Stopwatch sw;
     EXPECT_EQ(r.recv<std::string>(), "late");
     EXPECT_GE(sw.elapsed(), 80ms);
     EXPECT_THROW(r.recv<std::string>(), mp::EOFError);
     EXPECT_GE(sw.elapsed(), 160ms);
-    EXPECT_EQ(reap(pid), 0);
+    EXPECT_EQ(exitcode_after_join(p), 0);
   }
 }
 
@@ -465,19 +628,14 @@ TEST(Connection, MessagesSentBeforePeerClosedAreReceivedThenEOFError) {
 
 TEST(Connection, PeerKilledMidMessageGivesEOFError) {
   auto [r, w] = mp::Pipe();
-  Signal started;
-  pid_t pid = fork_child([&] {
-    r.close();
-    std::string big(64u << 20, 'k');
-    started.notify();
-    w.send_bytes(big);  // blocks: the parent reads nothing until the kill
-  });
+  mp::Event started;
+  // The child's send blocks: the parent reads nothing until the kill.
+  mp::Process p = start_child(send_64mib_on_cue, std::ref(r), std::ref(w), started);
   w.close();
-  ASSERT_TRUE(started.wait());
+  ASSERT_TRUE(started.wait(60s));
   ASSERT_TRUE(r.poll(10s));  // the header and part of the body are there
-  ::kill(pid, SIGKILL);
-  int status = reap(pid);
-  ASSERT_TRUE(WIFSIGNALED(status));
+  p.kill();
+  ASSERT_EQ(exitcode_after_join(p), -SIGKILL);
   try {
     (void)r.recv_bytes();
     FAIL() << "a torn message was received";
@@ -499,54 +657,18 @@ TEST(Connection, SigpipeOutsideMpStillHasItsDefaultEffect) {
   // mp's SIGPIPE handling covers mp's own writes only: a raw write to a
   // closed pipe elsewhere in the program still dies of SIGPIPE.
   auto [r, w] = mp::Pipe(false);  // installs mp's handler if needed
-  pid_t pid = fork_child([] {
-    signal(SIGPIPE, SIG_DFL);
-    auto [r2, w2] = mp::Pipe(false);  // re-installs over SIG_DFL
-    r2.close();
-    EXPECT_THROW(w2.send(1), mp::BrokenPipeError);
-    int fds[2];
-    if (pipe(fds) != 0) _exit(3);
-    ::close(fds[0]);
-    (void)!::write(fds[1], "x", 1);  // must kill us
-    _exit(4);
-  });
-  int status = reap(pid);
-  ASSERT_TRUE(WIFSIGNALED(status)) << "exit status " << WEXITSTATUS(status);
-  EXPECT_EQ(WTERMSIG(status), SIGPIPE);
+  mp::Process p = start_child(raw_write_dies_of_sigpipe_after_default_restored);
+  EXPECT_EQ(exitcode_after_join(p), -SIGPIPE);
 }
 
 TEST(Connection, SigpipeOfTheProgramsOwnHandlerIsStillCalled) {
-  static volatile sig_atomic_t calls = 0;
-  pid_t pid = fork_child([] {
-    signal(SIGPIPE, [](int) { calls = calls + 1; });
-    auto [r, w] = mp::Pipe(false);
-    r.close();
-    EXPECT_THROW(w.send(1), mp::BrokenPipeError);
-    if (calls != 0) _exit(5);  // mp's own SIGPIPE must not reach it
-    int fds[2];
-    if (pipe(fds) != 0) _exit(3);
-    ::close(fds[0]);
-    (void)!::write(fds[1], "x", 1);
-    _exit(calls == 1 ? 0 : 6);
-  });
-  int status = reap(pid);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0);
+  mp::Process p = start_child(programs_own_sigpipe_handler_sees_only_raw_writes);
+  EXPECT_EQ(exitcode_after_join(p), 0);
 }
 
 TEST(Connection, IgnoredSigpipeStaysIgnored) {
-  pid_t pid = fork_child([] {
-    signal(SIGPIPE, SIG_IGN);
-    auto [r, w] = mp::Pipe(false);
-    r.close();
-    EXPECT_THROW(w.send(1), mp::BrokenPipeError);
-    struct sigaction now;
-    sigaction(SIGPIPE, nullptr, &now);
-    _exit(now.sa_handler == SIG_IGN ? 0 : 2);
-  });
-  int status = reap(pid);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0);
+  mp::Process p = start_child(ignored_sigpipe_stays_ignored);
+  EXPECT_EQ(exitcode_after_join(p), 0);
 }
 
 TEST(Connection, UseOfOwnClosedEndRaisesValueError) {
@@ -722,24 +844,22 @@ TEST(HostilePeer, LargeMessagesOfOddSizesStillArriveWhole) {
 
 TEST(InheritedEnds, EOFArrivesOnlyAfterEveryCopyOfThePeerEndIsClosed) {
   auto [r, w] = mp::Pipe();
-  Signal close_now, closed;
-  pid_t pid = fork_child([&] {
-    // The child holds copies of both ends; it closes its copy of w on cue.
-    close_now.wait();
-    w.close();
-    closed.notify();
-    r.close();
-  });
+  mp::Event close_now, closed;
+  // The child holds copies of both ends (forked: inherited; otherwise:
+  // passed); it closes its copy of w on cue.
+  mp::Process p = start_child(close_peer_copy_on_cue, std::ref(r), std::ref(w), close_now, closed);
   w.close();  // the parent's copy
   EXPECT_FALSE(r.poll(200ms)) << "EOF seen while the child still held a copy";
-  close_now.notify();
-  ASSERT_TRUE(closed.wait());
+  close_now.set();
+  ASSERT_TRUE(closed.wait(60s));
   EXPECT_TRUE(r.poll(5s));
   EXPECT_THROW(r.recv<int>(), mp::EOFError);
-  EXPECT_EQ(reap(pid), 0);
+  EXPECT_EQ(exitcode_after_join(p), 0);
 }
 
 TEST(InheritedEnds, CloseOnForkEndIsClosedInForkedChildren) {
+  MP_FORK_ONLY("close_on_fork() acts on processes forked from this one; the child checks the "
+               "parent's Connection object and fd number as inherited");
   auto [parent_end, child_end] = mp::Pipe();
   parent_end.close_on_fork();
   const int parent_fd = parent_end.fileno();
@@ -747,12 +867,7 @@ TEST(InheritedEnds, CloseOnForkEndIsClosedInForkedChildren) {
     // Already closed here: the fd is gone and the object says so.
     if (!parent_end.closed() || fd_is_open(parent_fd)) mp::exit(2);
     // So the child sees EOF as soon as the parent closes its end.
-    try {
-      (void)child_end.recv<int>();
-      mp::exit(3);
-    } catch (const mp::EOFError&) {
-      mp::exit(0);
-    }
+    exit_zero_at_eof(child_end);
   });
   p.start();
   child_end.close();
@@ -762,7 +877,25 @@ TEST(InheritedEnds, CloseOnForkEndIsClosedInForkedChildren) {
   EXPECT_EQ(p.exitcode(), 0);
 }
 
+// What close_on_fork() gives a forked child, a spawn or forkserver child has
+// by construction: it holds only the ends passed to it (run under every
+// default method, as each of these children is started explicitly).
+TEST(InheritedEnds, SpawnAndForkserverChildrenHoldOnlyTheEndsPassedToThem) {
+  for (const char* method : {"forkserver", "spawn"}) {
+    auto [parent_end, child_end] = mp::Pipe();
+    // Daemonic: a child that never sees EOF is killed at the end of the run.
+    mp::Process p(mp::ProcessOptions{.daemon = true, .start_method = method}, exit_zero_at_eof,
+                  std::ref(child_end));
+    p.start();
+    child_end.close();
+    parent_end.close();
+    p.join(10s);
+    EXPECT_EQ(p.exitcode(), 0) << method << ": the child held a copy of the parent's end";
+  }
+}
+
 TEST(InheritedEnds, CloseOnForkCanBeTurnedOff) {
+  MP_FORK_ONLY("the child checks the fd number and Connection object it inherited at the fork");
   auto [a, b] = mp::Pipe();
   a.close_on_fork();
   a.close_on_fork(false);
@@ -774,6 +907,7 @@ TEST(InheritedEnds, CloseOnForkCanBeTurnedOff) {
 }
 
 TEST(InheritedEnds, OwnerPidIsTheCreatingProcess) {
+  MP_FORK_ONLY("inherited() and owner_pid() describe a forked copy of the parent's Connection");
   auto [a, b] = mp::Pipe();
   EXPECT_EQ(a.owner_pid(), mp::getpid());
   EXPECT_FALSE(a.inherited());
@@ -823,11 +957,10 @@ TEST(Wait, SeesMessagesAlreadyInTheReadAhead) {
 
 TEST(Wait, ProcessSentinelIsReadyWhenTheProcessEnds) {
   auto [a, b] = mp::Pipe();
-  Signal finish;
-  mp::Process p([&] { finish.wait(); });
-  p.start();
+  mp::Event finish;
+  mp::Process p = start_child(wait_event, finish);
   EXPECT_TRUE(mp::wait({p, b}, 100ms).empty());
-  finish.notify();
+  finish.set();
   auto ready = mp::wait({b, p}, 10s);
   ASSERT_EQ(ready.size(), 1u);
   EXPECT_TRUE(ready[0].is(p));
@@ -861,11 +994,7 @@ TEST(Wait, FourChildrenTenMessagesEachCollectedUntilEveryEndReportsEOF) {
   for (int c = 0; c < 4; ++c) {
     auto [r, w] = mp::Pipe(false);
     r.close_on_fork();  // no child holds another's reading end
-    mp::Process p([c, &w] {
-      for (int i = 0; i < 10; ++i) w.send(std::pair<int, int>(c, i));
-      w.close();
-    });
-    p.start();
+    mp::Process p = start_child(send_ten_pairs, c, std::ref(w));
     w.close();  // only the child holds the writing end now: EOF when it ends
     readers.push_back(std::move(r));
     children.push_back(std::move(p));

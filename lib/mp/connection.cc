@@ -555,4 +555,41 @@ std::vector<Connection*> wait(std::span<Connection* const> connections, Timeout 
   return out;
 }
 
+// ---- travelling -----------------------------------------------------------------
+
+void codec_traits<Connection>::encode(Encoder& e, const Connection& c) {
+  internal::write_fd(e, c.fileno(), "mp::Connection");
+  e.write(c.readable());
+  e.write(c.writable());
+  // Without the bytes already read ahead, the child would lose messages and
+  // could take the middle of one for a header.
+  const std::size_t n = c.rbuf_end_ - c.rbuf_begin_;
+  e.write_size(n);
+  if (n > 0) e.write_raw(c.rbuf_.get() + c.rbuf_begin_, n);
+}
+
+Connection codec_traits<Connection>::decode(Decoder& d) {
+  const int fd = internal::read_fd(d);
+  Connection c;
+  try {
+    const bool readable = d.read<bool>();
+    const bool writable = d.read<bool>();
+    c = Connection(fd, readable, writable);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  const std::size_t n = d.read_size(1);
+  if (n > Connection::kReadBuffer) {
+    codec_detail::fail(
+        fmt::format("corrupt input: {} read-ahead bytes, at most {}", n, Connection::kReadBuffer));
+  }
+  if (n > 0) {
+    c.rbuf_.reset(new char[Connection::kReadBuffer]);
+    d.read_raw(c.rbuf_.get(), n);
+    c.rbuf_end_ = n;
+  }
+  return c;
+}
+
 }  // namespace mp

@@ -61,10 +61,13 @@
 //     read(2), not two; after a message of 48 KiB or more it reads ahead
 //     only the next header, and large payloads go straight from the kernel
 //     into their destination. Read-ahead bytes belong to the process
-//     that read them: if a parent and its forked child both receive on
-//     copies of the same end, each gets an unpredictable share of the
-//     stream (CPython has the same race without read-ahead). Let one
-//     process own each receiving end.
+//     that read them. A child given an end (by fork, or passed to a child
+//     of any start method: see "Travelling" below) starts with a copy of
+//     them, so its stream resumes where the end stood. If the parent and
+//     the child then both receive on copies of the same end, the messages
+//     read ahead reach both and the rest is shared unpredictably (CPython
+//     has the same race without read-ahead). Let one process own each
+//     receiving end.
 //   * A receive on a duplex Connection (a socket) with nothing to read
 //     retries without blocking for up to 10 us, yielding the CPU between
 //     tries, before it sleeps. A request/response peer usually answers in
@@ -295,6 +298,8 @@ class Connection {
   void register_close_on_fork();
   void unregister_close_on_fork() noexcept;
   friend void connection_close_in_child() noexcept;
+  // Travelling carries the read-ahead (see codec_traits<Connection>).
+  friend struct codec_traits<Connection>;
 
   int fd_ = -1;
   bool readable_ = false;
@@ -373,26 +378,15 @@ std::vector<Connection*> wait(std::span<Connection* const> connections, Timeout 
 
 // Travelling (mp/context.h): a Connection passed to a child of any start
 // method (as std::ref(conn): it is move-only) arrives as a duplicate of the
-// same socket or pipe end, with the same directions. Its encoding carries
-// the fd, so it travels only as a start argument.
+// same socket or pipe end, with the same directions, and with a copy of the
+// bytes this end had read ahead and not yet received (as a forked child has
+// them in its copy of memory): the child's stream resumes where this end's
+// stands, even mid-message. Its encoding carries the fd, so it travels only
+// as a start argument.
 template <>
 struct codec_traits<Connection> {
-  static void encode(Encoder& e, const Connection& c) {
-    internal::write_fd(e, c.fileno(), "mp::Connection");
-    e.write(c.readable());
-    e.write(c.writable());
-  }
-  static Connection decode(Decoder& d) {
-    int fd = internal::read_fd(d);
-    bool r = d.read<bool>();
-    bool w = d.read<bool>();
-    try {
-      return Connection(fd, r, w);
-    } catch (...) {
-      ::close(fd);
-      throw;
-    }
-  }
+  static void encode(Encoder& e, const Connection& c);
+  static Connection decode(Decoder& d);
 };
 
 }  // namespace mp
