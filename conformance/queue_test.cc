@@ -19,6 +19,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <new>
 #include <optional>
 #include <random>
 #include <set>
@@ -33,6 +34,8 @@
 #include "mp/internal/shm.h"
 #include "mp/os.h"
 #include "mp/process.h"
+#include "mp/shared.h"
+#include "mp/synchronize.h"
 
 // A type whose encoding fails, to check that put() fails in the caller.
 struct Unsendable {
@@ -50,7 +53,6 @@ struct mp::codec_traits<Unsendable> {
 namespace {
 
 using namespace std::chrono_literals;
-using mp_test::Signal;
 
 // Children are daemonic: if a test fails before it ends them, they are
 // terminated at exit instead of joined forever.
@@ -87,6 +89,188 @@ int count_entries(const char* dir) {
   return n;
 }
 
+// ---- what the children run ------------------------------------------------------
+// Functions, so that every start method can start them (a spawn or
+// forkserver child rebuilds its target from data: mp/process.h). Queues
+// travel as std::ref(q), events and semaphores by value; under fork the
+// child uses the very objects the test made, as a closure would.
+
+// kHandshake bounds a wait for another process's hand-shake, so that a child
+// that died early fails the test instead of hanging it.
+constexpr auto kHandshake = 10s;
+
+// put_all puts `items` in order.
+template <class T, class Q = mp::Queue<T>>
+void put_all(Q& q, const std::vector<T>& items) {
+  for (const T& v : items) q.put(v);
+}
+
+// put_patterns puts pattern(sizes[i], i) for each i, in order.
+void put_patterns(mp::Queue<std::string>& q, const std::vector<std::size_t>& sizes) {
+  for (std::size_t i = 0; i < sizes.size(); ++i) q.put(pattern(sizes[i], i));
+}
+
+// put_pattern puts pattern(n, seed): streamed when n exceeds half the ring,
+// so that a test can catch (stop, kill) the producer mid-stream.
+void put_pattern(mp::Queue<std::string>& q, std::size_t n, unsigned seed) {
+  q.put(pattern(n, seed));
+}
+
+// put_then_close puts v, then closes this process's handle.
+void put_then_close(mp::Queue<int>& q, int v) {
+  q.put(v);
+  q.close();
+}
+
+// put_and_hold is a producer that stays: it puts `items`, closes its handle
+// if `close`, says so through `put_done`, then lives until `release` is set
+// (never, where the test kills it).
+void put_and_hold(mp::Queue<int>& q, const std::vector<int>& items, bool close,
+                  mp::Event put_done, mp::Event release) {
+  put_all(q, items);
+  if (close) q.close();
+  put_done.set();
+  release.wait();
+}
+
+// sleep_then_put puts v after `delay_ms`: how long the test's get() waits.
+void sleep_then_put(mp::Queue<int>& q, int delay_ms, int v) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+  q.put(v);
+}
+
+// put_when_set is sleep_then_put once `go` is set (the test's stopwatch
+// starts when it sets it).
+void put_when_set(mp::Event go, mp::Queue<int>& q, int delay_ms, int v) {
+  go.wait();
+  sleep_then_put(q, delay_ms, v);
+}
+
+// set_after sets `e` after `delay_ms`.
+void set_after(mp::Event e, int delay_ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+  e.set();
+}
+
+// get_expecting gets one item and exits with code 3 unless it is `expected`.
+void get_expecting(mp::Queue<int>& q, int expected) {
+  if (q.get() != expected) mp::exit(3);
+}
+
+// get_when_set is get_expecting `delay_ms` after `go` is set: how long the
+// test's put() stays blocked.
+void get_when_set(mp::Event go, mp::Queue<int>& q, int delay_ms, int expected) {
+  go.wait();
+  std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+  get_expecting(q, expected);
+}
+
+// consume_one is a consumer that stays: it gets one item, says so through
+// `got`, then lives until `release` is set (never, where the test kills it),
+// counting as a consumer until it ends.
+template <class T>
+void consume_one(mp::Queue<T>& q, mp::Semaphore got, mp::Event release) {
+  q.get();
+  got.release();
+  release.wait();
+}
+
+// consume_one_then_close is consume_one that closes its handle once `go` is
+// set and then lives until `done` is.
+void consume_one_then_close(mp::Queue<int>& q, mp::Semaphore got, mp::Event go, mp::Event done) {
+  consume_one(q, got, go);
+  q.close();
+  done.wait();
+}
+
+// get_and_exit says it started, gets one item and exits with code 3: a
+// consumer for the test to kill inside get().
+template <class T>
+void get_and_exit(mp::Event started, mp::Queue<T>& q) {
+  started.set();
+  q.get();
+  mp::exit(3);
+}
+
+// put_expecting_broken_pipe exits with code 7 if put(v) raises
+// BrokenPipeError, 1 if it returns.
+void put_expecting_broken_pipe(mp::Queue<int>& q, int v) {
+  try {
+    q.put(v);
+  } catch (const mp::BrokenPipeError&) {
+    mp::exit(7);
+  }
+  mp::exit(1);
+}
+
+// A (producer, index) item, and a consumer's haul of them.
+using Tagged = std::pair<int, int>;
+using Haul = std::vector<Tagged>;
+
+// put_sequence puts (producer, 0), ..., (producer, n - 1).
+void put_sequence(mp::Queue<Tagged>& q, int producer, int n) {
+  for (int i = 0; i < n; ++i) q.put({producer, i});
+}
+
+// collect_until_negative gets items until one with a negative producer,
+// then puts what it got, in order, to `results`.
+void collect_until_negative(mp::Queue<Tagged>& q, mp::Queue<Haul>& results) {
+  Haul got;
+  for (auto item = q.get(); item.first >= 0; item = q.get()) got.push_back(item);
+  results.put(got);
+}
+
+// echo_plus_one gets one item from `in` and puts it plus one to `out`.
+void echo_plus_one(mp::Queue<int>& in, mp::Queue<int>& out) { out.put(in.get() + 1); }
+
+// put_numbered_forever puts "round:i:" + pattern(...) for i = 0, 1, ...
+// until killed.
+void put_numbered_forever(mp::Queue<std::string>& q, int round) {
+  for (int i = 0;; ++i) q.put(fmt::format("{}:{}:", round, i) + pattern(5000 + i % 50000, i));
+}
+
+// take_tasks gets `done` items, calling task_done() for each, then `held`
+// more without (and exits with them unfinished).
+void take_tasks(mp::JoinableQueue<int>& q, int done, int held) {
+  for (int i = 0; i < done; ++i) {
+    q.get();
+    q.task_done();
+  }
+  for (int i = 0; i < held; ++i) q.get();
+}
+
+// count_until_done is the tutorial's endless reader: it counts the items
+// before each "DONE" and puts that count to `count`.
+void count_until_done(mp::Queue<std::string>& q, mp::Queue<int>& count) {
+  int n = 0;
+  for (;;) {
+    std::string s = q.get();
+    if (s == "DONE") count.put(n);
+    else ++n;
+  }
+}
+
+// put_one_to_each puts a 3 MiB string to q, 1 to jq and 2 to sq.
+void put_one_to_each(mp::Queue<std::string>& q, mp::JoinableQueue<int>& jq,
+                     mp::SimpleQueue<int>& sq) {
+  q.put(std::string(3u << 20, 'z'));
+  jq.put(1);
+  sq.put(2);
+}
+
+void do_nothing() {}
+
+// wait_mid_stream waits until a streamed put has filled the 64 KiB ring of
+// `q` (its producer is then blocked mid-message).
+bool wait_mid_stream(const mp::Queue<std::string>& q) {
+  return wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; });
+}
+
+// wait_ring_drained waits until a consumer has taken every byte of the ring.
+bool wait_ring_drained(const mp::Queue<std::string>& q) {
+  return wait_until([&] { return q.channel().bytes_used() == 0; });
+}
+
 // ---- FIFO, blocking and timeouts ----------------------------------------------
 
 TEST(Queue, GetReturnsItemsInFifoOrder) {
@@ -97,25 +281,32 @@ TEST(Queue, GetReturnsItemsInFifoOrder) {
 
 TEST(Queue, ItemsPutByAChildAreReceivedByTheParent) {
   mp::Queue<std::string> q;
-  mp::Process p(kDaemon, [&] {
-    for (int i = 0; i < 10; ++i) q.put(fmt::format("item {}", i));
-  });
+  std::vector<std::string> items;
+  for (int i = 0; i < 10; ++i) items.push_back(fmt::format("item {}", i));
+  mp::Process p(kDaemon, put_all<std::string>, std::ref(q), items);
   p.start();
   for (int i = 0; i < 10; ++i) EXPECT_EQ(q.get(), fmt::format("item {}", i));
   p.join();
   EXPECT_EQ(p.exitcode(), 0);
 }
 
+TEST(Queue, AChildForkedAfterConstructionUsesTheQueueItsClosureCaptured) {
+  MP_FORK_ONLY("the subject is a closure capturing the queue by reference (queue.h's example)");
+  mp::Queue<std::string> q;
+  mp::Process p(kDaemon, [&] { q.put("hello"); });
+  p.start();
+  EXPECT_EQ(q.get(), "hello");
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
 TEST(Queue, GetBlocksUntilAnotherProcessPuts) {
   mp::Queue<int> q;
-  Signal go;
-  mp::Process p(kDaemon, [&] {
-    go.wait();
-    std::this_thread::sleep_for(300ms);  // the behaviour: get waits this long
-    q.put(42);
-  });
+  mp::Event go;
+  // The behaviour: get waits the 300 ms the child sleeps before it puts.
+  mp::Process p(kDaemon, put_when_set, go, std::ref(q), 300, 42);
   p.start();
-  go.notify();
+  go.set();
   Stopwatch sw;
   EXPECT_EQ(q.get(), 42);
   EXPECT_GE(sw.elapsed(), 250ms);
@@ -138,9 +329,7 @@ TEST(Queue, GetWithTimeoutReturnsAnItemPutBeforeTheTimeout) {
 
 TEST(Queue, GetIntoReusesTheCallersStringAndRaisesAsGet) {
   mp::Queue<std::string> q;
-  mp::Process child(kDaemon, [&] {
-    for (int i = 0; i < 3; ++i) q.put(pattern(100 + i, i));
-  });
+  mp::Process child(kDaemon, put_patterns, std::ref(q), std::vector<std::size_t>{100, 101, 102});
   child.start();
   std::string out;
   out.reserve(1000);
@@ -219,14 +408,11 @@ TEST(Queue, PutWithTimeoutOnAFullQueueRaisesFullAfterTimeout) {
 TEST(Queue, PutBlocksWhileFullUntilAConsumerGets) {
   mp::Queue<int> q(1);
   q.put(1);
-  Signal go;
-  mp::Process consumer(kDaemon, [&] {
-    go.wait();
-    std::this_thread::sleep_for(300ms);  // the behaviour: put waits this long
-    if (q.get() != 1) mp::exit(3);
-  });
+  mp::Event go;
+  // The behaviour: put waits the 300 ms the child sleeps before it gets.
+  mp::Process consumer(kDaemon, get_when_set, go, std::ref(q), 300, 1);
   consumer.start();
-  go.notify();
+  go.set();
   Stopwatch sw;
   q.put(2);
   EXPECT_GE(sw.elapsed(), 250ms);
@@ -262,16 +448,14 @@ TEST(Queue, QsizeIsExactRightAfterPut) {
 
 TEST(Queue, QsizeSeesAChildsPutAsSoonAsItReturns) {
   mp::Queue<int> q;
-  Signal put_done;
-  mp::Process p(kDaemon, [&] {
-    q.put(1);
-    q.put(2);
-    put_done.notify();
-  });
+  mp::Event put_done, release;
+  mp::Process p(kDaemon, put_and_hold, std::ref(q), std::vector<int>{1, 2}, false, put_done,
+                release);
   p.start();
-  ASSERT_TRUE(put_done.wait());
+  ASSERT_TRUE(put_done.wait(kHandshake));
   EXPECT_EQ(q.qsize(), 2u);
   EXPECT_FALSE(q.empty());
+  release.set();
   p.join();
 }
 
@@ -352,10 +536,7 @@ TEST(Queue, CloseWakesAGetBlockedInAnotherThread) {
 
 TEST(Queue, CloseInOneProcessLeavesOtherProcessesUsingTheQueue) {
   mp::Queue<int> q;
-  mp::Process p(kDaemon, [&] {
-    q.put(5);
-    q.close();
-  });
+  mp::Process p(kDaemon, put_then_close, std::ref(q), 5);
   p.start();
   p.join();
   EXPECT_FALSE(q.closed());
@@ -368,24 +549,14 @@ TEST(Queue, CloseInOneProcessLeavesOtherProcessesUsingTheQueue) {
 
 TEST(Queue, SeveralProducersAndConsumersDeliverEveryItemExactlyOnceInProducerOrder) {
   constexpr int kProducers = 3, kConsumers = 3, kPerProducer = 20000;
-  mp::Queue<std::pair<int, int>> q(0, 1 << 14);  // small ring: lots of wrap and blocking
-  mp::Queue<std::vector<std::pair<int, int>>> results;
+  mp::Queue<Tagged> q(0, 1 << 14);  // small ring: lots of wrap and blocking
+  mp::Queue<Haul> results;
   std::vector<mp::Process> procs;
   for (int c = 0; c < kConsumers; ++c) {
-    procs.emplace_back(kDaemon, [&] {
-      std::vector<std::pair<int, int>> got;
-      for (;;) {
-        auto item = q.get();
-        if (item.first < 0) break;
-        got.push_back(item);
-      }
-      results.put(got);
-    });
+    procs.emplace_back(kDaemon, collect_until_negative, std::ref(q), std::ref(results));
   }
   for (int p = 0; p < kProducers; ++p) {
-    procs.emplace_back(kDaemon, [&, p] {
-      for (int i = 0; i < kPerProducer; ++i) q.put({p, i});
-    });
+    procs.emplace_back(kDaemon, put_sequence, std::ref(q), p, kPerProducer);
   }
   for (auto& p : procs) p.start();
   for (int i = kConsumers; i < kConsumers + kProducers; ++i) procs[i].join();
@@ -412,17 +583,20 @@ TEST(Queue, SeveralProducersAndConsumersDeliverEveryItemExactlyOnceInProducerOrd
   EXPECT_TRUE(q.empty());
 }
 
-// The same behaviour against threads and processes: a Runner starts `body`
-// in a thread or a forked process and joins it.
+// The same behaviour against threads and processes: a Runner starts
+// `target(args...)` in a thread or a child process (of the run's start
+// method) and joins it.
 struct ThreadRunner {
-  template <class F>
-  explicit ThreadRunner(F body) : t_(std::move(body)) {}
+  template <class F, class... A>
+  explicit ThreadRunner(F target, A&&... args) : t_(target, std::forward<A>(args)...) {}
   void join() { t_.join(); }
   std::thread t_;
 };
 struct ProcessRunner {
-  template <class F>
-  explicit ProcessRunner(F body) : p_(kDaemon, std::move(body)) { p_.start(); }
+  template <class F, class... A>
+  explicit ProcessRunner(F target, A&&... args) : p_(kDaemon, target, std::forward<A>(args)...) {
+    p_.start();
+  }
   void join() {
     p_.join();
     EXPECT_EQ(p_.exitcode(), 0);
@@ -437,20 +611,15 @@ TYPED_TEST_SUITE(QueueAcross, Runners);
 
 TYPED_TEST(QueueAcross, TwoProducersTwoConsumersDeliverEachItemOnceInProducerOrder) {
   constexpr int kPerProducer = 5000;
-  mp::Queue<std::pair<int, int>> q(0, 1 << 13);
-  mp::Queue<std::vector<std::pair<int, int>>> results;
+  mp::Queue<Tagged> q(0, 1 << 13);
+  mp::Queue<Haul> results;
   std::vector<std::unique_ptr<TypeParam>> consumers, producers;
   for (int c = 0; c < 2; ++c) {
-    consumers.push_back(std::make_unique<TypeParam>([&] {
-      std::vector<std::pair<int, int>> got;
-      for (auto item = q.get(); item.first >= 0; item = q.get()) got.push_back(item);
-      results.put(got);
-    }));
+    consumers.push_back(
+        std::make_unique<TypeParam>(collect_until_negative, std::ref(q), std::ref(results)));
   }
   for (int p = 0; p < 2; ++p) {
-    producers.push_back(std::make_unique<TypeParam>([&, p] {
-      for (int i = 0; i < kPerProducer; ++i) q.put({p, i});
-    }));
+    producers.push_back(std::make_unique<TypeParam>(put_sequence, std::ref(q), p, kPerProducer));
   }
   for (auto& p : producers) p->join();
   q.put({-1, 0});
@@ -471,9 +640,7 @@ TYPED_TEST(QueueAcross, TwoProducersTwoConsumersDeliverEachItemOnceInProducerOrd
 
 TYPED_TEST(QueueAcross, GetBlocksUntilTheOtherSidePutsAndQsizeIsExact) {
   mp::Queue<int> q, back;
-  TypeParam other([&] {
-    back.put(q.get() + 1);
-  });
+  TypeParam other(echo_plus_one, std::ref(q), std::ref(back));
   q.put(41);
   EXPECT_EQ(back.get(5s), 42);
   other.join();
@@ -502,7 +669,7 @@ TEST(Queue, ThreadsOfOneProcessShareAQueueToo) {
 TEST(Queue, A64MiBMessageCrossesProcessesWhole) {
   const std::string big = pattern(64u << 20, 1);
   mp::Queue<std::string> q;  // 1 MiB ring: the message is streamed
-  mp::Process p(kDaemon, [&] { q.put(big); });
+  mp::Process p(kDaemon, put_pattern, std::ref(q), big.size(), 1u);
   p.start();
   std::string got = q.get();
   EXPECT_EQ(got.size(), big.size());
@@ -516,9 +683,7 @@ TEST(Queue, MessagesOfMixedSizesThroughATinyRingArriveIntact) {
   std::mt19937 rng(7);
   std::vector<std::size_t> sizes;
   for (int i = 0; i < 300; ++i) sizes.push_back(rng() % 3 == 0 ? rng() % 20000 : rng() % 300);
-  mp::Process p(kDaemon, [&] {
-    for (std::size_t i = 0; i < sizes.size(); ++i) q.put(pattern(sizes[i], i));
-  });
+  mp::Process p(kDaemon, put_patterns, std::ref(q), sizes);
   p.start();
   for (std::size_t i = 0; i < sizes.size(); ++i) {
     std::string got = q.get();
@@ -530,12 +695,9 @@ TEST(Queue, MessagesOfMixedSizesThroughATinyRingArriveIntact) {
 
 TEST(Queue, LargeMessagesFromTwoProducersNeverInterleave) {
   mp::Queue<std::string> q(0, 1 << 16);
-  mp::Process a(kDaemon, [&] {
-    for (int i = 0; i < 5; ++i) q.put(std::string(300000, 'a'));
-  });
-  mp::Process b(kDaemon, [&] {
-    for (int i = 0; i < 5; ++i) q.put(std::string(300000, 'b'));
-  });
+  auto five = [](char c) { return std::vector<std::string>(5, std::string(300000, c)); };
+  mp::Process a(kDaemon, put_all<std::string>, std::ref(q), five('a'));
+  mp::Process b(kDaemon, put_all<std::string>, std::ref(q), five('b'));
   a.start();
   b.start();
   for (int i = 0; i < 10; ++i) {
@@ -554,7 +716,7 @@ TEST(Queue, CarriesNestedStandardTypes) {
                        std::variant<int, std::string>, std::set<long>>;
   mp::Queue<V> q;
   V v{{{"a", {1, 2}}, {"b", {}}}, 2.5, std::string("hi"), {3, 1, 2}};
-  mp::Process p(kDaemon, [&] { q.put(v); });
+  mp::Process p(kDaemon, put_all<V>, std::ref(q), std::vector<V>{v});
   p.start();
   EXPECT_EQ(q.get(), v);
   p.join();
@@ -565,13 +727,13 @@ TEST(Queue, CarriesNestedStandardTypes) {
 TEST(Queue, ProducerKilledMidStreamLeavesNoTornMessageAndTheQueueUsable) {
   mp::Queue<std::string> q(0, 1 << 16);
   q.put("before");
-  mp::Process producer(kDaemon, [&] { q.put(pattern(4u << 20, 9)); });  // blocks mid-stream
+  mp::Process producer(kDaemon, put_pattern, std::ref(q), 4u << 20, 9u);  // blocks mid-stream
   producer.start();
-  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
+  ASSERT_TRUE(wait_mid_stream(q));
   producer.kill();
   producer.join();
   EXPECT_EQ(q.qsize(), 1u);
-  mp::Process after(kDaemon, [&] { q.put("after"); });
+  mp::Process after(kDaemon, put_all<std::string>, std::ref(q), std::vector<std::string>{"after"});
   after.start();
   EXPECT_EQ(q.get(), "before");
   EXPECT_EQ(q.get(5s), "after");  // the partial stream was discarded
@@ -583,9 +745,9 @@ TEST(Queue, ProducerKilledMidStreamLeavesNoTornMessageAndTheQueueUsable) {
 
 TEST(Queue, ConsumerReceivingWhenItsStreamingProducerDiesIsNotHung) {
   mp::Queue<std::string> q(0, 1 << 16);
-  mp::Process producer(kDaemon, [&] { q.put(pattern(4u << 20, 3)); });
+  mp::Process producer(kDaemon, put_pattern, std::ref(q), 4u << 20, 3u);
   producer.start();
-  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
+  ASSERT_TRUE(wait_mid_stream(q));
   ASSERT_EQ(kill(*producer.pid(), SIGSTOP), 0);  // freeze it mid-stream
   std::atomic<int> state{0};
   std::string got;
@@ -593,10 +755,10 @@ TEST(Queue, ConsumerReceivingWhenItsStreamingProducerDiesIsNotHung) {
     got = q.get();  // takes the chunks there are, then waits for more
     state = 1;
   });
-  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() == 0; }));
+  ASSERT_TRUE(wait_ring_drained(q));
   producer.kill();
   producer.join();
-  mp::Process after(kDaemon, [&] { q.put("after"); });
+  mp::Process after(kDaemon, put_all<std::string>, std::ref(q), std::vector<std::string>{"after"});
   after.start();
   consumer.join();
   EXPECT_EQ(got, "after");
@@ -605,9 +767,9 @@ TEST(Queue, ConsumerReceivingWhenItsStreamingProducerDiesIsNotHung) {
 
 TEST(Queue, ConsumerMidStreamWhenItsOnlyProducerDiesDropsThePartialAndSeesEOF) {
   mp::Queue<std::string> q(0, 1 << 16);
-  mp::Process producer(kDaemon, [&] { q.put(pattern(4u << 20, 3)); });
+  mp::Process producer(kDaemon, put_pattern, std::ref(q), 4u << 20, 3u);
   producer.start();
-  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
+  ASSERT_TRUE(wait_mid_stream(q));
   ASSERT_EQ(kill(*producer.pid(), SIGSTOP), 0);
   std::atomic<int> outcome{0};
   std::thread consumer([&] {
@@ -620,7 +782,7 @@ TEST(Queue, ConsumerMidStreamWhenItsOnlyProducerDiesDropsThePartialAndSeesEOF) {
       outcome = 3;
     }
   });
-  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() == 0; }));
+  ASSERT_TRUE(wait_ring_drained(q));
   Stopwatch sw;
   producer.kill();
   producer.join();
@@ -632,14 +794,10 @@ TEST(Queue, ConsumerMidStreamWhenItsOnlyProducerDiesDropsThePartialAndSeesEOF) {
 
 TEST(Queue, ConsumerKilledWhileBlockedInGetLosesNothing) {
   mp::Queue<int> q;
-  Signal started;
-  mp::Process consumer(kDaemon, [&] {
-    started.notify();
-    q.get();
-    mp::exit(3);
-  });
+  mp::Event started;
+  mp::Process consumer(kDaemon, get_and_exit<int>, started, std::ref(q));
   consumer.start();
-  ASSERT_TRUE(started.wait());
+  ASSERT_TRUE(started.wait(kHandshake));
   std::this_thread::sleep_for(50ms);  // most likely inside get(); anywhere is fine
   consumer.kill();
   consumer.join();
@@ -653,20 +811,17 @@ TEST(Queue, ConsumerKilledWhileBlockedInGetLosesNothing) {
 TEST(Queue, ConsumerKilledMidReceiveOfAStreamedMessageLosesOnlyThatMessage) {
   mp::Queue<std::string> q(0, 1 << 16);
   q.put("first");
-  mp::Process producer(kDaemon, [&] {
-    q.put(pattern(1u << 20, 5));
-    q.put("next");
-  });
+  mp::Process producer(kDaemon, put_all<std::string>, std::ref(q),
+                       std::vector<std::string>{pattern(1u << 20, 5), "next"});
   producer.start();
-  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
+  ASSERT_TRUE(wait_mid_stream(q));
   ASSERT_EQ(kill(*producer.pid(), SIGSTOP), 0);
   EXPECT_EQ(q.get(), "first");
-  mp::Process consumer(kDaemon, [&] {
-    q.get();  // takes the streamed chunks there are, then waits mid-message
-    mp::exit(3);
-  });
+  // The consumer takes the streamed chunks there are, then waits mid-message.
+  mp::Event started;
+  mp::Process consumer(kDaemon, get_and_exit<std::string>, started, std::ref(q));
   consumer.start();
-  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() == 0; }));
+  ASSERT_TRUE(wait_ring_drained(q));
   consumer.kill();
   consumer.join();
   EXPECT_EQ(consumer.exitcode(), -SIGKILL);
@@ -681,9 +836,7 @@ TEST(Queue, ManyKilledProducersNeverLeaveATornOrDuplicatedItem) {
   mp::Queue<std::string> q(0, 1 << 15);
   std::set<std::string> seen;
   for (int round = 0; round < 8; ++round) {
-    mp::Process producer(kDaemon, [&, round] {
-      for (int i = 0;; ++i) q.put(fmt::format("{}:{}:", round, i) + pattern(5000 + i % 50000, i));
-    });
+    mp::Process producer(kDaemon, put_numbered_forever, std::ref(q), round);
     producer.start();
     for (int k = 0; k < 20; ++k) {
       // A timeout: between two producers a plain get() would see EOF.
@@ -704,6 +857,51 @@ TEST(Queue, ManyKilledProducersNeverLeaveATornOrDuplicatedItem) {
   EXPECT_EQ(q.get(), "end");
 }
 
+// Tally is what the producer and consumers of the next test record, in a
+// shared memory segment that the test reads.
+struct Tally {
+  static constexpr int kMaxItems = 1 << 20;
+  std::atomic<bool> stop{false};
+  std::atomic<int> produced{0};
+  std::atomic<int> torn{0};
+  std::atomic<int> seen[kMaxItems];
+};
+
+Tally& tally_in(mp::SharedMemory& mem) {
+  return *std::launder(reinterpret_cast<Tally*>(mem.data()));
+}
+
+// tally_item is item i: its number, then bytes that depend on it; every
+// 500th is larger than half a 64 KiB ring (streamed).
+std::string tally_item(int i) {
+  return fmt::format("{}:", i) + pattern(i % 500 == 0 ? 40000 : i % 3000, i);
+}
+
+// produce_tallied puts items 0, 1, ... until told to stop, counting each.
+void produce_tallied(mp::Queue<std::string>& q, mp::SharedMemory& mem) {
+  Tally& tally = tally_in(mem);
+  for (int i = 0; i < Tally::kMaxItems && !tally.stop.load(); ++i) {
+    q.put(tally_item(i));
+    tally.produced.store(i + 1);
+  }
+}
+
+// consume_tallied gets items until killed, recording each right after
+// get() returned it (as seen, or as torn if it is not an item).
+void consume_tallied(mp::Queue<std::string>& q, mp::SharedMemory& mem) {
+  Tally& tally = tally_in(mem);
+  for (;;) {
+    std::optional<std::string> s = q.try_get(50ms);
+    if (!s) continue;
+    const int i = std::atoi(s->c_str());
+    if (i < 0 || i >= Tally::kMaxItems || *s != tally_item(i)) {
+      tally.torn.fetch_add(1);
+    } else {
+      tally.seen[i].fetch_add(1);
+    }
+  }
+}
+
 TEST(Queue, ConsumersKilledAtRandomMomentsNeverTearOrDuplicateAndLoseOnlyWhatTheyHeld) {
   // Three consumers race for the items of one producer, mostly whole
   // messages (taken without a lock, claimed after the copy) and every 500th
@@ -713,42 +911,18 @@ TEST(Queue, ConsumersKilledAtRandomMomentsNeverTearOrDuplicateAndLoseOnlyWhatThe
   // records an item in shared memory right after get() returns it, so a
   // killed consumer may take with it at most the one item it was
   // receiving; the producer must never be left waiting.
-  constexpr int kMaxItems = 1 << 20, kMinKills = 60, kMinItems = 2000;
+  constexpr int kMinKills = 60, kMinItems = 2000;
   mp::Queue<std::string> q(0, 1 << 16);
-  struct Shared {
-    std::atomic<bool> stop{false};
-    std::atomic<int> produced{0};
-    std::atomic<int> torn{0};
-    std::atomic<int> seen[kMaxItems];
-  };
-  mp::internal::SharedRegion region(sizeof(Shared));
-  auto* shared = new (region.data()) Shared();
-  auto item = [](int i) {
-    return fmt::format("{}:", i) + pattern(i % 500 == 0 ? 40000 : i % 3000, i);
-  };
-  mp::Process producer(kDaemon, [&] {
-    for (int i = 0; i < kMaxItems && !shared->stop.load(); ++i) {
-      q.put(item(i));
-      shared->produced.store(i + 1);
-    }
-  });
-  auto consumer = [&] {
-    for (;;) {
-      std::optional<std::string> s = q.try_get(50ms);
-      if (!s) continue;
-      const int i = std::atoi(s->c_str());
-      if (i < 0 || i >= kMaxItems || *s != item(i)) {
-        shared->torn.fetch_add(1);
-      } else {
-        shared->seen[i].fetch_add(1);
-      }
-    }
+  mp::SharedMemory mem = mp::SharedMemory::create(sizeof(Tally));
+  Tally* shared = new (mem.data()) Tally();
+  mp::Process producer(kDaemon, produce_tallied, std::ref(q), std::ref(mem));
+  auto start_consumer = [&] {
+    auto c = std::make_unique<mp::Process>(kDaemon, consume_tallied, std::ref(q), std::ref(mem));
+    c->start();
+    return c;
   };
   std::vector<std::unique_ptr<mp::Process>> consumers;
-  for (int c = 0; c < 3; ++c) {
-    consumers.push_back(std::make_unique<mp::Process>(kDaemon, consumer));
-    consumers.back()->start();
-  }
+  for (int c = 0; c < 3; ++c) consumers.push_back(start_consumer());
   producer.start();
   std::mt19937 rng(12345);
   int kills = 0;
@@ -759,8 +933,7 @@ TEST(Queue, ConsumersKilledAtRandomMomentsNeverTearOrDuplicateAndLoseOnlyWhatThe
     victim->kill();
     victim->join();
     ASSERT_EQ(victim->exitcode(), -SIGKILL);
-    victim = std::make_unique<mp::Process>(kDaemon, consumer);
-    victim->start();
+    victim = start_consumer();
   }
   shared->stop.store(true);
   producer.join(30s);
@@ -789,14 +962,10 @@ TEST(Queue, ConsumersKilledAtRandomMomentsNeverTearOrDuplicateAndLoseOnlyWhatThe
 
 TEST(Queue, GetRaisesEOFErrorOnceEveryProducerHasDied) {
   mp::Queue<int> q;
-  Signal put_done;
-  mp::Process p(kDaemon, [&] {
-    q.put(1);
-    put_done.notify();
-    for (;;) pause();
-  });
+  mp::Event put_done, never;
+  mp::Process p(kDaemon, put_and_hold, std::ref(q), std::vector<int>{1}, false, put_done, never);
   p.start();
-  ASSERT_TRUE(put_done.wait());
+  ASSERT_TRUE(put_done.wait(kHandshake));
   p.kill();
   p.join();
   EXPECT_EQ(q.get(), 1);
@@ -807,14 +976,10 @@ TEST(Queue, GetRaisesEOFErrorOnceEveryProducerHasDied) {
 
 TEST(Queue, GetBlockedWhenTheLastProducerDiesIsWokenWithEOFError) {
   mp::Queue<int> q;
-  Signal put_done;
-  mp::Process p(kDaemon, [&] {
-    q.put(1);
-    put_done.notify();
-    for (;;) pause();
-  });
+  mp::Event put_done, never;
+  mp::Process p(kDaemon, put_and_hold, std::ref(q), std::vector<int>{1}, false, put_done, never);
   p.start();
-  ASSERT_TRUE(put_done.wait());
+  ASSERT_TRUE(put_done.wait(kHandshake));
   EXPECT_EQ(q.get(), 1);
   std::atomic<bool> eof{false};
   std::thread t([&] {
@@ -836,40 +1001,31 @@ TEST(Queue, GetBlockedWhenTheLastProducerDiesIsWokenWithEOFError) {
 
 TEST(Queue, GetRaisesEOFErrorWhenEveryProducerClosedItsQueue) {
   mp::Queue<int> q;
-  Signal closed, done;
-  mp::Process p(kDaemon, [&] {
-    q.put(1);
-    q.close();
-    closed.notify();
-    done.wait();
-  });
+  mp::Event closed, done;
+  mp::Process p(kDaemon, put_and_hold, std::ref(q), std::vector<int>{1}, true, closed, done);
   p.start();
-  ASSERT_TRUE(closed.wait());
+  ASSERT_TRUE(closed.wait(kHandshake));
   EXPECT_EQ(q.get(), 1);
   EXPECT_THROW(q.get(), mp::EOFError);
-  done.notify();
+  done.set();
   p.join();
 }
 
 TEST(Queue, GetDoesNotRaiseEOFErrorWhileAProducerLives) {
   mp::Queue<int> q;
-  Signal put_done, done;
-  mp::Process p(kDaemon, [&] {
-    q.put(1);
-    put_done.notify();
-    done.wait();
-  });
+  mp::Event put_done, done;
+  mp::Process p(kDaemon, put_and_hold, std::ref(q), std::vector<int>{1}, false, put_done, done);
   p.start();
-  ASSERT_TRUE(put_done.wait());
+  ASSERT_TRUE(put_done.wait(kHandshake));
   EXPECT_EQ(q.get(), 1);
   EXPECT_THROW(q.get(400ms), mp::Empty);
-  done.notify();
+  done.set();
   p.join();
 }
 
 TEST(Queue, NonblockingAndTimedGetsRaiseEmptyNotEOFError) {
   mp::Queue<int> q;
-  mp::Process p(kDaemon, [&] { q.put(1); });
+  mp::Process p(kDaemon, put_all<int>, std::ref(q), std::vector<int>{1});
   p.start();
   p.join();
   EXPECT_EQ(q.get(), 1);
@@ -923,27 +1079,17 @@ class BlockedPut {
   std::thread t_;
 };
 
-// gets_once is a consumer's body: it gets one item from `q`, says so through
-// `got`, then waits to be killed (so that it counts as a consumer until then).
-template <class T>
-auto gets_once(mp::Queue<T>& q, Signal& got) {
-  return [&q, &got] {
-    q.get();
-    got.notify();
-    for (;;) pause();
-  };
-}
-
 // FullWithOneConsumer: a queue of one item that a child process has got from
 // (so it counts as a consumer until it is killed), full again.
 struct FullWithOneConsumer {
   mp::Queue<int> q{1};
-  Signal got;
-  mp::Process consumer{kDaemon, gets_once(q, got)};
+  mp::Semaphore got{0};
+  mp::Event never;
+  mp::Process consumer{kDaemon, consume_one<int>, std::ref(q), got, never};
   FullWithOneConsumer() {
     consumer.start();
     q.put(1);
-    EXPECT_TRUE(got.wait());
+    EXPECT_TRUE(got.acquire(kHandshake));
     q.put(2);  // full
   }
 };
@@ -973,27 +1119,22 @@ TEST(Queue, PutBlockedOnAFullQueueWhoseConsumersAllDiedRaisesBrokenPipeError) {
 
 TEST(Queue, PutBlockedWhenTheOnlyConsumerClosesItsQueueRaisesBrokenPipeErrorAtOnce) {
   mp::Queue<int> q(1);
-  Signal got, go, done;
-  mp::Process consumer(kDaemon, [&] {
-    q.get();
-    got.notify();
-    go.wait();
-    q.close();
-    done.wait();
-  });
+  mp::Semaphore got(0);
+  mp::Event go, done;
+  mp::Process consumer(kDaemon, consume_one_then_close, std::ref(q), got, go, done);
   consumer.start();
   q.put(1);
-  ASSERT_TRUE(got.wait());
+  ASSERT_TRUE(got.acquire(kHandshake));
   q.put(2);
   BlockedPut<int> put(q, 3);
   std::this_thread::sleep_for(200ms);
   EXPECT_EQ(put.outcome(), BlockedPut<int>::kBlocked);
   Stopwatch sw;
-  go.notify();
+  go.set();
   ASSERT_TRUE(put.wait_ended());
   EXPECT_LT(sw.elapsed(), 1000ms);
   EXPECT_EQ(put.outcome(), BlockedPut<int>::kBrokenPipe);
-  done.notify();
+  done.set();
   consumer.join();
 }
 
@@ -1003,14 +1144,7 @@ TEST(Queue, EveryPutBlockedWhenTheConsumersDieRaisesBrokenPipeError) {
   FullWithOneConsumer full;
   auto& q = full.q;
   auto& consumer = full.consumer;
-  mp::Process other(kDaemon, [&] {
-    try {
-      q.put(30);
-    } catch (const mp::BrokenPipeError&) {
-      mp::exit(7);
-    }
-    mp::exit(1);
-  });
+  mp::Process other(kDaemon, put_expecting_broken_pipe, std::ref(q), 30);
   other.start();
   BlockedPut<int> first(q, 3);
   BlockedPut<int> second(q, 4);
@@ -1032,14 +1166,15 @@ TEST(Queue, EveryPutBlockedWhenTheConsumersDieRaisesBrokenPipeError) {
 
 TEST(Queue, StreamedPutWhoseConsumersAllDiedRaisesBrokenPipeErrorAndIsDiscardedWhole) {
   mp::Queue<std::string> q(0, 1 << 16);
-  Signal got;
-  mp::Process consumer(kDaemon, gets_once(q, got));
+  mp::Semaphore got(0);
+  mp::Event never;
+  mp::Process consumer(kDaemon, consume_one<std::string>, std::ref(q), got, never);
   consumer.start();
   q.put("first");
-  ASSERT_TRUE(got.wait());
+  ASSERT_TRUE(got.acquire(kHandshake));
   q.put("second");
   BlockedPut<std::string> put(q, pattern(1u << 20, 7));  // fills the ring mid-stream
-  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
+  ASSERT_TRUE(wait_mid_stream(q));
   consumer.kill();
   consumer.join();
   ASSERT_TRUE(put.wait_ended());
@@ -1057,9 +1192,7 @@ TEST(Queue, PutBlockedOnAQueueNobodyHasGotFromWaitsForAConsumer) {
   BlockedPut<int> put(q, 2);
   std::this_thread::sleep_for(350ms);  // past a few liveness checks
   EXPECT_EQ(put.outcome(), BlockedPut<int>::kBlocked);
-  mp::Process consumer(kDaemon, [&] {
-    if (q.get() != 1) mp::exit(1);
-  });
+  mp::Process consumer(kDaemon, get_expecting, std::ref(q), 1);
   consumer.start();
   consumer.join();
   EXPECT_EQ(consumer.exitcode(), 0);
@@ -1070,23 +1203,16 @@ TEST(Queue, PutBlockedOnAQueueNobodyHasGotFromWaitsForAConsumer) {
 
 TEST(Queue, PutWhileAnotherConsumerLivesDoesNotRaiseBrokenPipeError) {
   mp::Queue<int> q(1);
-  Signal got, done;
-  mp::Process survivor(kDaemon, [&] {
-    q.get();
-    got.notify();
-    done.wait();
-  });
-  mp::Process victim(kDaemon, [&] {
-    q.get();
-    got.notify();
-    for (;;) pause();
-  });
+  mp::Semaphore got(0);
+  mp::Event done, never;
+  mp::Process survivor(kDaemon, consume_one<int>, std::ref(q), got, done);
+  mp::Process victim(kDaemon, consume_one<int>, std::ref(q), got, never);
   survivor.start();
   victim.start();
   q.put(1);
   q.put(2);
-  ASSERT_TRUE(got.wait());
-  ASSERT_TRUE(got.wait());
+  ASSERT_TRUE(got.acquire(kHandshake));
+  ASSERT_TRUE(got.acquire(kHandshake));
   q.put(3);
   victim.kill();
   victim.join();
@@ -1094,7 +1220,7 @@ TEST(Queue, PutWhileAnotherConsumerLivesDoesNotRaiseBrokenPipeError) {
   BlockedPut<int> put(q, 4);
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(put.outcome(), BlockedPut<int>::kBlocked);
-  done.notify();
+  done.set();
   survivor.join();
   ASSERT_TRUE(put.wait_ended());
   EXPECT_EQ(put.outcome(), BlockedPut<int>::kBrokenPipe);
@@ -1102,7 +1228,7 @@ TEST(Queue, PutWhileAnotherConsumerLivesDoesNotRaiseBrokenPipeError) {
 
 TEST(Queue, TimedAndNonblockingPutsRaiseFullNotBrokenPipeError) {
   mp::Queue<int> q(1);
-  mp::Process consumer(kDaemon, [&] { q.get(); });
+  mp::Process consumer(kDaemon, get_expecting, std::ref(q), 1);
   q.put(1);
   consumer.start();
   consumer.join();
@@ -1132,6 +1258,13 @@ bool maps_mention(const std::string& what) {
 }
 
 TEST(Queue, LeavesNoFdOrDevShmEntryBehind) {
+  // One start first: a process keeps a few fds for its life once it has
+  // started a child (the forkserver's channel, say), which are not the queues'.
+  {
+    mp::Process warm(kDaemon, do_nothing);
+    warm.start();
+    warm.join();
+  }
   const int fds = count_entries("/proc/self/fd");
   const int shm = count_entries("/dev/shm");
   {
@@ -1142,11 +1275,7 @@ TEST(Queue, LeavesNoFdOrDevShmEntryBehind) {
     mp::Queue<std::string> q;
     mp::JoinableQueue<int> jq;
     mp::SimpleQueue<int> sq;
-    mp::Process p(kDaemon, [&] {
-      q.put(std::string(3u << 20, 'z'));
-      jq.put(1);
-      sq.put(2);
-    });
+    mp::Process p(kDaemon, put_one_to_each, std::ref(q), std::ref(jq), std::ref(sq));
     p.start();
     EXPECT_EQ(q.get().size(), 3u << 20);
     EXPECT_EQ(jq.get(), 1);
@@ -1166,10 +1295,8 @@ TEST(Queue, LeavesNoFdOrDevShmEntryBehind) {
 TEST(SimpleQueue, PutGetAndEmptyWorkAcrossProcesses) {
   mp::SimpleQueue<std::string> q;
   EXPECT_TRUE(q.empty());
-  mp::Process p(kDaemon, [&] {
-    q.put("a");
-    q.put("b");
-  });
+  mp::Process p(kDaemon, put_all<std::string, mp::SimpleQueue<std::string>>, std::ref(q),
+                std::vector<std::string>{"a", "b"});
   p.start();
   EXPECT_EQ(q.get(), "a");
   EXPECT_EQ(q.get(), "b");
@@ -1191,12 +1318,7 @@ TEST(JoinableQueue, JoinReturnsOnceEveryItemIsTaskDone) {
   mp::JoinableQueue<int> q;
   for (int i = 0; i < 10; ++i) q.put(i);
   EXPECT_EQ(q.unfinished_tasks(), 10u);
-  mp::Process worker(kDaemon, [&] {
-    for (int i = 0; i < 10; ++i) {
-      q.get();
-      q.task_done();
-    }
-  });
+  mp::Process worker(kDaemon, take_tasks, std::ref(q), 10, 0);
   worker.start();
   q.join();
   EXPECT_EQ(q.unfinished_tasks(), 0u);
@@ -1231,9 +1353,9 @@ TEST(JoinableQueue, TaskDoneCalledTooManyTimesRaisesValueError) {
 
 TEST(JoinableQueue, AProducerKilledMidPutLeavesNoPhantomTask) {
   mp::JoinableQueue<std::string> q(0, 1 << 16);
-  mp::Process producer(kDaemon, [&] { q.put(pattern(2u << 20, 1)); });  // blocks mid-stream
+  mp::Process producer(kDaemon, put_pattern, std::ref(q), 2u << 20, 1u);  // blocks mid-stream
   producer.start();
-  ASSERT_TRUE(wait_until([&] { return q.channel().bytes_used() > (1u << 16) - 20000; }));
+  ASSERT_TRUE(wait_mid_stream(q));
   producer.kill();
   producer.join();
   EXPECT_EQ(q.unfinished_tasks(), 0u);
@@ -1243,11 +1365,8 @@ TEST(JoinableQueue, AProducerKilledMidPutLeavesNoPhantomTask) {
 TEST(JoinableQueue, JoinRaisesBrokenPipeErrorWhenEveryConsumerIsGoneWithTasksUnfinished) {
   mp::JoinableQueue<int> q;
   for (int i = 0; i < 3; ++i) q.put(i);
-  mp::Process worker(kDaemon, [&] {
-    q.get();
-    q.task_done();
-    q.get();  // exits holding this one, task not done
-  });
+  // The worker finishes one task and exits holding another, not done.
+  mp::Process worker(kDaemon, take_tasks, std::ref(q), 1, 1);
   worker.start();
   worker.join();
   EXPECT_EQ(q.unfinished_tasks(), 2u);
@@ -1282,14 +1401,7 @@ TEST(JoinableQueue, JoinRaisesBrokenPipeErrorWhenEveryConsumerIsGoneWithTasksUnf
 TEST(Tutorial, WriterAndAnEndlessReaderThatIsTerminated) {
   mp::Queue<std::string> q;
   mp::Queue<int> count;
-  mp::Process reader(kDaemon, [&] {
-    int n = 0;
-    for (;;) {
-      std::string s = q.get();
-      if (s == "DONE") count.put(n);
-      else ++n;
-    }
-  });
+  mp::Process reader(kDaemon, count_until_done, std::ref(q), std::ref(count));
   reader.start();
   for (int i = 0; i < 1000; ++i) q.put(fmt::format("message {}", i));
   q.put("DONE");
@@ -1436,10 +1548,7 @@ TEST(ShmChannel, ProcessAliveSeesZombiesAndReusedPidsAsDead) {
 // passed (issue 15, item 13); a negative timeout tries once.
 TEST(QueueTimeouts, MaxDurationWaitsForeverAndNegativeTriesOnce) {
   mp::Queue<int> q;
-  mp::Process late([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    q.put(7);
-  });
+  mp::Process late(sleep_then_put, std::ref(q), 300, 7);
   late.start();
   EXPECT_EQ(q.get(std::chrono::hours::max()), 7);
   late.join();
@@ -1452,10 +1561,7 @@ TEST(QueueTimeouts, MaxDurationWaitsForeverAndNegativeTriesOnce) {
   EXPECT_TRUE(lock.acquire(std::chrono::hours::max()));
   lock.release();
   mp::Event e;
-  mp::Process setter([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    e.set();
-  });
+  mp::Process setter(set_after, e, 200);
   setter.start();
   EXPECT_TRUE(e.wait(std::chrono::nanoseconds::max()));
   setter.join();
