@@ -728,6 +728,21 @@ TEST(NoZombies, AChildWhoseObjectWasDestroyedIsStillReaped) {
   EXPECT_EQ(errno, ECHILD);
 }
 
+// ------------------------------------------------------------------ start method
+
+void put_start_method(Strings& out) { out.put(mp::get_start_method()); }
+
+// CPython's spawn passes get_start_method() to the child (spawn.prepare), so
+// a child's own children start as the parent's would.
+TEST(ProcessStartMethod, AChildsDefaultIsItsParents) {
+  Strings out;
+  mp::Process p(put_start_method, std::ref(out));
+  p.start();
+  EXPECT_EQ(out.get(), mp::get_start_method());
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
 // ------------------------------------------------------------------ repr
 
 TEST(ProcessFormat, LooksLikeCPythonsRepr) {
