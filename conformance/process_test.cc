@@ -88,14 +88,12 @@ void throw_with_stderr_in(const std::string& path) {
   throw std::runtime_error("disk on fire");
 }
 
-// "parent-name parent-pid parent-alive", or "none" without a parent.
-std::string describe_parent() {
+// Puts "parent-name parent-pid parent-alive", or "none" without a parent.
+void put_parent(Strings& out) {
   const mp::ParentProcess* parent = mp::parent_process();
-  return parent ? fmt::format("{} {} {}", parent->name(), parent->pid(), parent->is_alive())
-                : "none";
+  out.put(parent ? fmt::format("{} {} {}", parent->name(), parent->pid(), parent->is_alive())
+                 : "none");
 }
-
-void put_parent(Strings& out) { out.put(describe_parent()); }
 
 // The grandchild reports its parent and its own name, then the name of a
 // Process it makes.
