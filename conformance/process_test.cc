@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -23,48 +24,14 @@
 #include "conformance/test_util.h"
 #include "mp/errors.h"
 #include "mp/os.h"
+#include "mp/queue.h"
+#include "mp/synchronize.h"
 
 namespace {
 
 using namespace std::chrono_literals;
-using mp_test::Signal;
 using mp_test::Stopwatch;
-
-// Channel carries short strings from a child to the parent over a pipe.
-class Channel {
- public:
-  Channel() {
-    if (pipe(fds_) != 0) throw std::runtime_error("pipe");
-  }
-  ~Channel() {
-    ::close(fds_[0]);
-    ::close(fds_[1]);
-  }
-  void send(const std::string& s) {
-    uint32_t n = s.size();
-    if (write(fds_[1], &n, sizeof n) != sizeof n) std::abort();
-    if (n && write(fds_[1], s.data(), n) != (ssize_t)n) std::abort();
-  }
-  std::string recv() {
-    uint32_t n = 0;
-    if (read(fds_[0], &n, sizeof n) != sizeof n) return "<eof>";
-    std::string s(n, '\0');
-    size_t got = 0;
-    while (got < n) {
-      ssize_t r = read(fds_[0], s.data() + got, n - got);
-      if (r <= 0) return "<eof>";
-      got += r;
-    }
-    return s;
-  }
-
- private:
-  int fds_[2];
-};
-
-Channel* g_channel = nullptr;
-
-void download(const std::string& file) { g_channel->send("downloading " + file); }
+using Strings = mp::Queue<std::string>;
 
 bool pid_exists(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
 
@@ -78,48 +45,140 @@ bool wait_gone(pid_t pid, std::chrono::milliseconds limit) {
   return gone;
 }
 
+// ------------------------------------------------------------------ targets
+//
+// The suite runs under every start method (conformance/defs.bzl): its
+// children's targets are functions whose arguments travel (mp objects,
+// values), and they report through an mp::Queue or an mp::Event, never
+// through memory or an fd that only a fork of the test inherits. Tests whose
+// subject is a closure or a fork start with MP_FORK_ONLY.
+
+void download(Strings& out, const std::string& file) { out.put("downloading " + file); }
+
+void put_name(Strings& out) { out.put(mp::current_process().name()); }
+
+void put_pid(Strings& out) { out.put(std::to_string(mp::getpid())); }
+
+// The names of two Processes made (not started) in the child.
+void put_names_of_two_new_processes(Strings& out) {
+  mp::Process first;
+  mp::Process second;
+  out.put(first.name());
+  out.put(second.name());
+}
+
+void wait_for(mp::Event go) { go.wait(); }
+
+void wait_then_put(mp::Event go, Strings& out, const std::string& what) {
+  go.wait();
+  out.put(what);
+}
+
+void sleep_forever() {
+  for (;;) pause();
+}
+
+// The child's stderr goes to `path` (a spawned child inherits no fd of the
+// test but stdio), then the target throws.
+void throw_with_stderr_in(const std::string& path) {
+  int fd = ::open(path.c_str(), O_WRONLY);
+  if (fd < 0) mp::exit(2);
+  dup2(fd, STDERR_FILENO);
+  ::close(fd);
+  throw std::runtime_error("disk on fire");
+}
+
+// Puts "parent-name parent-pid parent-alive", or "none" without a parent.
+void put_parent(Strings& out) {
+  const mp::ParentProcess* parent = mp::parent_process();
+  out.put(parent ? fmt::format("{} {} {}", parent->name(), parent->pid(), parent->is_alive())
+                 : "none");
+}
+
+// The grandchild reports its parent and its own name, then the name of a
+// Process it makes.
+void put_parent_and_names(Strings& out) {
+  const mp::ParentProcess* parent = mp::parent_process();
+  out.put(fmt::format("{} {} {}", parent ? parent->name() : "none", parent ? parent->pid() : 0,
+                      mp::current_process().name()));
+  mp::Process great;  // named after the grandchild
+  out.put(great.name());
+}
+
+void start_and_join_grandchild(Strings& out) {
+  mp::Process grandchild(put_parent_and_names, std::ref(out));
+  grandchild.start();
+  grandchild.join();
+  mp::exit(*grandchild.exitcode());
+}
+
 // ------------------------------------------------------------------ target
 
 TEST(ProcessTarget, RunsAFunctionWithArguments) {
-  Channel ch;
-  g_channel = &ch;
-  mp::Process p(download, std::string("a.pdf"));
+  Strings out;
+  mp::Process p(download, std::ref(out), std::string("a.pdf"));
   p.start();
-  EXPECT_EQ(ch.recv(), "downloading a.pdf");
+  EXPECT_EQ(out.get(), "downloading a.pdf");
   p.join();
   EXPECT_EQ(p.exitcode(), 0);
 }
 
 TEST(ProcessTarget, RunsALambdaWithCaptures) {
-  Channel ch;
+  MP_FORK_ONLY("the target is a lambda with captures, which only a fork of the caller can run");
+  Strings out;
   std::string greeting = "hello";
-  mp::Process p([&ch, greeting](int n) { ch.send(greeting + std::to_string(n)); }, 42);
+  mp::Process p([&out, greeting](int n) { out.put(greeting + std::to_string(n)); }, 42);
   p.start();
-  EXPECT_EQ(ch.recv(), "hello42");
+  EXPECT_EQ(out.get(), "hello42");
   p.join();
 }
 
+std::string ran_in_message(pid_t pid) { return "worker ran in " + std::to_string(pid); }
+
+// Worker is a plain Process subclass: it starts by fork only (mp/process.h).
 class Worker : public mp::Process {
  public:
-  explicit Worker(Channel& ch) : ch_(ch) {}
-  void run() override { ch_.send("worker ran in " + std::to_string(mp::getpid())); }
+  explicit Worker(Strings& out) : out_(out) {}
+  void run() override { out_.put(ran_in_message(mp::getpid())); }
 
  private:
-  Channel& ch_;
+  Strings& out_;
 };
 
-TEST(ProcessTarget, SubclassOverridingRunRunsInTheChild) {
-  Channel ch;
-  Worker w(ch);
+// SpawnableWorker is Worker for every start method: the child gets out_.
+class SpawnableWorker : public mp::SpawnableProcess<SpawnableWorker> {
+ public:
+  auto travel() { return std::tie(out_); }
+  void run() override { out_.put(ran_in_message(mp::getpid())); }
+  Strings& out() { return out_; }
+
+ private:
+  Strings out_{0, 4096};
+};
+
+template <class W>
+void expect_run_runs_in_the_child(W& w, Strings& out) {
   w.start();
-  EXPECT_EQ(ch.recv(), "worker ran in " + std::to_string(*w.pid()));
+  EXPECT_EQ(out.get(), ran_in_message(*w.pid()));
   w.join();
   EXPECT_EQ(w.exitcode(), 0);
 }
 
+TEST(ProcessTarget, SubclassOverridingRunRunsInTheChild) {
+  MP_FORK_ONLY("a plain mp::Process subclass starts by fork only; SpawnableProcess below");
+  Strings out;
+  Worker w(out);
+  expect_run_runs_in_the_child(w, out);
+}
+
+TEST(ProcessTarget, SpawnableSubclassOverridingRunRunsInTheChild) {
+  SpawnableWorker w;
+  expect_run_runs_in_the_child(w, w.out());
+}
+
 TEST(ProcessTarget, RunCalledDirectlyRunsInTheCallingProcess) {
   pid_t ran_in = 0;
-  mp::Process p([&ran_in] { ran_in = mp::getpid(); });
+  mp::Process p([&ran_in] { ran_in = mp::getpid(); });  // never started: any method
   p.run();
   EXPECT_EQ(ran_in, mp::getpid());
   EXPECT_FALSE(p.pid().has_value());
@@ -140,17 +199,28 @@ TEST(ProcessName, DefaultIsProcessDashNAdvancedAtEveryConstruction) {
 }  // namespace
 
 namespace app {
-// A Process subclass in a namespace, as a user would write one; its child
-// reports current_process().name().
+// Process subclasses in a namespace, as a user would write them; their
+// children report current_process().name(). Reporter is plain (fork only),
+// SpawnableReporter starts with every method.
 class Reporter : public mp::Process {
  public:
-  explicit Reporter(Channel* ch = nullptr) : ch_(ch) {}
+  explicit Reporter(Strings* out = nullptr) : out_(out) {}
   void run() override {
-    if (ch_) ch_->send(mp::current_process().name());
+    if (out_) put_name(*out_);
   }
 
  private:
-  Channel* ch_;
+  Strings* out_;
+};
+
+class SpawnableReporter : public mp::SpawnableProcess<SpawnableReporter> {
+ public:
+  auto travel() { return std::tie(out_); }
+  void run() override { put_name(out_); }
+  Strings& out() { return out_; }
+
+ private:
+  Strings out_{0, 4096};
 };
 }  // namespace app
 
@@ -161,21 +231,38 @@ TEST(ProcessName, SubclassDefaultIsClassNameDashNOnTheSharedCounter) {
   mp::Process a;
   app::Reporter r;
   mp::Process c;
+  app::SpawnableReporter s;
   EXPECT_EQ(r.name(), fmt::format("Reporter-{}", number_of(a.name()) + 1));
   EXPECT_EQ(number_of(c.name()), number_of(a.name()) + 2);
-  EXPECT_EQ(fmt::format("{}", r), fmt::format("<Reporter name='{}' parent={} initial>", r.name(), mp::getpid()));
+  EXPECT_EQ(s.name(), fmt::format("SpawnableReporter-{}", number_of(a.name()) + 3));
+  EXPECT_EQ(fmt::format("{}", r),
+            fmt::format("<Reporter name='{}' parent={} initial>", r.name(), mp::getpid()));
+}
+
+// start() (name() not asked before it) puts the class name in; the child
+// reports the same name.
+template <class R>
+void expect_child_has_the_class_name(R& r, Strings& out, const std::string& class_name) {
+  r.start();
+  EXPECT_EQ(out.get(), fmt::format("{}-{}", class_name, number_of(r.name())));
+  r.join();
+  EXPECT_EQ(r.exitcode(), 0);
+  EXPECT_EQ(r.name().rfind(class_name + "-", 0), 0u) << r.name();
+  R renamed;
+  renamed.set_name("mine");
+  EXPECT_EQ(renamed.name(), "mine");
 }
 
 TEST(ProcessName, SubclassNameIsTheChildsNameAndAnExplicitNameWins) {
-  Channel ch;
-  app::Reporter r(&ch);
-  r.start();  // name() not asked before start(): start() puts the class name in
-  EXPECT_EQ(ch.recv(), fmt::format("Reporter-{}", number_of(r.name())));
-  r.join();
-  EXPECT_EQ(r.name().rfind("Reporter-", 0), 0u) << r.name();
-  app::Reporter renamed;
-  renamed.set_name("mine");
-  EXPECT_EQ(renamed.name(), "mine");
+  MP_FORK_ONLY("a plain mp::Process subclass starts by fork only; SpawnableProcess below");
+  Strings out;
+  app::Reporter r(&out);
+  expect_child_has_the_class_name(r, out, "Reporter");
+}
+
+TEST(ProcessName, SpawnableSubclassNameIsTheChildsNameAndAnExplicitNameWins) {
+  app::SpawnableReporter r;
+  expect_child_has_the_class_name(r, r.out(), "SpawnableReporter");
 }
 
 TEST(ProcessName, ExplicitNameIsKept) {
@@ -186,25 +273,20 @@ TEST(ProcessName, ExplicitNameIsKept) {
 }
 
 TEST(ProcessName, CurrentProcessNameInTheChildEqualsIt) {
-  Channel ch;
-  mp::Process p(mp::ProcessOptions{.name = "worker_1"}, [&ch] { ch.send(mp::current_process().name()); });
+  Strings out;
+  mp::Process p(mp::ProcessOptions{.name = "worker_1"}, put_name, std::ref(out));
   p.start();
-  EXPECT_EQ(ch.recv(), "worker_1");
+  EXPECT_EQ(out.get(), "worker_1");
   p.join();
 }
 
 TEST(ProcessName, ChildrenOfAChildAreNamedProcessNColonM) {
-  Channel ch;
-  mp::Process p([&ch] {
-    mp::Process first;
-    mp::Process second;
-    ch.send(first.name());
-    ch.send(second.name());
-  });
+  Strings out;
+  mp::Process p(put_names_of_two_new_processes, std::ref(out));
   int n = number_of(p.name());
   p.start();
-  EXPECT_EQ(ch.recv(), fmt::format("Process-{}:1", n));
-  EXPECT_EQ(ch.recv(), fmt::format("Process-{}:2", n));
+  EXPECT_EQ(out.get(), fmt::format("Process-{}:1", n));
+  EXPECT_EQ(out.get(), fmt::format("Process-{}:2", n));
   p.join();
 }
 
@@ -216,24 +298,24 @@ TEST(ProcessName, MainProgramIsMainProcess) {
 // ------------------------------------------------------------------ pid
 
 TEST(ProcessPid, EmptyBeforeStartThenTheChildsGetpid) {
-  Channel ch;
-  mp::Process p([&ch] { ch.send(std::to_string(mp::getpid())); });
+  Strings out;
+  mp::Process p(put_pid, std::ref(out));
   EXPECT_FALSE(p.pid().has_value());
   p.start();
   ASSERT_TRUE(p.pid().has_value());
-  EXPECT_EQ(ch.recv(), std::to_string(*p.pid()));
+  EXPECT_EQ(out.get(), std::to_string(*p.pid()));
   p.join();
 }
 
 // ------------------------------------------------------------------ exitcode
 
 TEST(ProcessExitcode, EmptyBeforeStartAndWhileRunning) {
-  Signal go;
-  mp::Process p([&go] { go.wait(); });
+  mp::Event go;
+  mp::Process p(wait_for, go);
   EXPECT_FALSE(p.exitcode().has_value());
   p.start();
   EXPECT_FALSE(p.exitcode().has_value());
-  go.notify();
+  go.set();
   p.join();
   EXPECT_EQ(p.exitcode(), 0);
 }
@@ -242,10 +324,7 @@ TEST(ProcessExitcode, OneWhenTheTargetThrowsAndTheMessageGoesToStderr) {
   char path[] = "/tmp/mp_stderr_XXXXXX";
   int fd = mkstemp(path);
   ASSERT_GE(fd, 0);
-  mp::Process p(mp::ProcessOptions{.name = "thrower"}, [fd] {
-    dup2(fd, STDERR_FILENO);
-    throw std::runtime_error("disk on fire");
-  });
+  mp::Process p(mp::ProcessOptions{.name = "thrower"}, throw_with_stderr_in, std::string(path));
   p.start();
   p.join();
   EXPECT_EQ(p.exitcode(), 1);
@@ -284,22 +363,22 @@ TEST(ProcessExitcode, MinusNWhenKilledBySignalN) {
 // ------------------------------------------------------------------ join
 
 TEST(ProcessJoin, WaitsOnlyForThatProcess) {
-  Signal release_p2;
+  mp::Event release_p2;
   mp::Process p1([] {});
-  mp::Process p2([&release_p2] { release_p2.wait(); });
+  mp::Process p2(wait_for, release_p2);
   p1.start();
   p2.start();
   p1.join();
   EXPECT_EQ(p1.exitcode(), 0);
   EXPECT_TRUE(p2.is_alive());
-  release_p2.notify();
+  release_p2.set();
   p2.join();
   EXPECT_EQ(p2.exitcode(), 0);
 }
 
 TEST(ProcessJoin, TimeoutReturnsWhileTheChildStillRuns) {
-  Signal go;
-  mp::Process p([&go] { go.wait(); });
+  mp::Event go;
+  mp::Process p(wait_for, go);
   p.start();
   Stopwatch sw;
   p.join(300ms);
@@ -309,20 +388,20 @@ TEST(ProcessJoin, TimeoutReturnsWhileTheChildStillRuns) {
   EXPECT_TRUE(p.is_alive());
   EXPECT_FALSE(p.exitcode().has_value());
   // join may be called again.
-  go.notify();
+  go.set();
   p.join(10s);
   EXPECT_EQ(p.exitcode(), 0);
 }
 
 TEST(ProcessJoin, ZeroTimeoutReturnsAtOnce) {
-  Signal go;
-  mp::Process p([&go] { go.wait(); });
+  mp::Event go;
+  mp::Process p(wait_for, go);
   p.start();
   Stopwatch sw;
   p.join(0s);
   EXPECT_LT(sw.elapsed(), 200ms);
   EXPECT_TRUE(p.is_alive());
-  go.notify();
+  go.set();
   p.join();
 }
 
@@ -357,8 +436,9 @@ TEST(ProcessJoin, OfTheCurrentProcessRaises) {
 }
 
 TEST(ProcessJoin, OfAProcessStartedByAnotherProcessRaises) {
-  Signal go;
-  mp::Process sibling([&go] { go.wait(); });
+  MP_FORK_ONLY("the child joins the parent's Process object, which only a fork of it holds");
+  mp::Event go;
+  mp::Process sibling(wait_for, go);
   sibling.start();
   mp::Process p([&sibling] {
     try {
@@ -370,19 +450,19 @@ TEST(ProcessJoin, OfAProcessStartedByAnotherProcessRaises) {
   p.start();
   p.join();
   EXPECT_EQ(p.exitcode(), 42);
-  go.notify();
+  go.set();
   sibling.join();
 }
 
 // ------------------------------------------------------------------ is_alive
 
 TEST(ProcessIsAlive, FalseBeforeStartTrueWhileRunningFalseAfter) {
-  Signal go;
-  mp::Process p([&go] { go.wait(); });
+  mp::Event go;
+  mp::Process p(wait_for, go);
   EXPECT_FALSE(p.is_alive());
   p.start();
   EXPECT_TRUE(p.is_alive());
-  go.notify();
+  go.set();
   p.join();
   EXPECT_FALSE(p.is_alive());
 }
@@ -396,23 +476,23 @@ TEST(ProcessIsAlive, TrueForTheCurrentProcessInTheChild) {
 
 // ------------------------------------------------------------------ terminate / kill
 
+void set_then_loop(mp::Event looping) {
+  looping.set();
+  for (;;) std::this_thread::sleep_for(10ms);
+}
+
 TEST(ProcessTerminate, StopsAChildMidLoopWithExitcodeMinus15) {
-  Signal looping;
-  mp::Process p([&looping] {
-    looping.notify();
-    for (;;) std::this_thread::sleep_for(10ms);
-  });
+  mp::Event looping;
+  mp::Process p(set_then_loop, looping);
   p.start();
-  ASSERT_TRUE(looping.wait());
+  ASSERT_TRUE(looping.wait(10s));
   p.terminate();
   p.join(10s);
   EXPECT_EQ(p.exitcode(), -SIGTERM);
 }
 
 TEST(ProcessKill, GivesExitcodeMinus9) {
-  mp::Process p([] {
-    for (;;) pause();
-  });
+  mp::Process p(sleep_forever);
   p.start();
   p.kill();
   p.join(10s);
@@ -439,33 +519,34 @@ TEST(ProcessDaemon, SetAfterStartRaises) {
   p.join();
 }
 
+// The two tests below fork the test into a "program" that starts a child
+// (with the run's default method) and then exits normally.
+
 TEST(ProcessDaemon, DaemonChildrenAreTerminatedWhenTheProgramExits) {
-  Channel ch;
+  mp::Queue<int> daemon_pids;
   pid_t program = mp::fork();
   if (program == 0) {
-    mp::Process d(mp::ProcessOptions{.daemon = true}, [] {
-      for (;;) pause();
-    });
+    mp::Process d(mp::ProcessOptions{.daemon = true}, sleep_forever);
     d.start();
-    ch.send(std::to_string(*d.pid()));
+    daemon_pids.put(*d.pid());
     std::exit(0);  // normal program exit
   }
-  pid_t daemon_pid = std::stoi(ch.recv());
+  pid_t daemon_pid = daemon_pids.get();
   int status = 0;
   ASSERT_EQ(waitpid(program, &status, 0), program);
   EXPECT_EQ(mp::exitcode_from_wait_status(status), 0);
-  EXPECT_TRUE(wait_gone(daemon_pid, 5s));
+  // Gone by the time the program has exited: as CPython's _exit_function,
+  // the program terminates its daemonic children and then joins them. (So
+  // not ended by a forkserver's clean-up after its parent's exit.)
+  EXPECT_TRUE(wait_gone(daemon_pid, 0ms));
 }
 
 TEST(ProcessDaemon, NonDaemonChildrenAreJoinedAtNormalProgramExit) {
-  Signal release;
-  Channel ch;
+  mp::Event release;
+  Strings out;
   pid_t program = mp::fork();
   if (program == 0) {
-    mp::Process child([&release, &ch] {
-      release.wait();
-      ch.send("child done");
-    });
+    mp::Process child(wait_then_put, release, std::ref(out), std::string("child done"));
     child.start();
     std::exit(0);  // must wait for child
   }
@@ -473,8 +554,8 @@ TEST(ProcessDaemon, NonDaemonChildrenAreJoinedAtNormalProgramExit) {
   // The program has not exited within 300 ms: it waits for its child.
   EXPECT_FALSE(wait_gone(program, 300ms));
   EXPECT_EQ(waitpid(program, &status, WNOHANG), 0);
-  release.notify();
-  EXPECT_EQ(ch.recv(), "child done");
+  release.set();
+  EXPECT_EQ(out.get(), "child done");
   ASSERT_EQ(waitpid(program, &status, 0), program);
   EXPECT_EQ(mp::exitcode_from_wait_status(status), 0);
 }
@@ -485,7 +566,8 @@ TEST(ProcessDaemon, ADaemonicProcessCannotStartChildren) {
     try {
       grandchild.start();
     } catch (const mp::RuntimeError& e) {
-      mp::exit(std::string(e.what()) == "daemonic processes are not allowed to have children" ? 42 : 1);
+      std::string why = e.what();
+      mp::exit(why == "daemonic processes are not allowed to have children" ? 42 : 1);
     }
   });
   p.start();
@@ -496,13 +578,13 @@ TEST(ProcessDaemon, ADaemonicProcessCannotStartChildren) {
 // ------------------------------------------------------------------ sentinel
 
 TEST(ProcessSentinel, BecomesReadableWhenTheChildEnds) {
-  Signal go;
-  mp::Process p([&go] { go.wait(); });
+  mp::Event go;
+  mp::Process p(wait_for, go);
   EXPECT_THROW(p.sentinel(), mp::RuntimeError);
   p.start();
   struct pollfd pfd {p.sentinel(), POLLIN, 0};
   EXPECT_EQ(poll(&pfd, 1, 0), 0);
-  go.notify();
+  go.set();
   EXPECT_EQ(poll(&pfd, 1, 10000), 1);
   p.join();
   EXPECT_EQ(p.exitcode(), 0);
@@ -511,11 +593,11 @@ TEST(ProcessSentinel, BecomesReadableWhenTheChildEnds) {
 // ------------------------------------------------------------------ close
 
 TEST(ProcessClose, RaisesWhileTheChildRuns) {
-  Signal go;
-  mp::Process p([&go] { go.wait(); });
+  mp::Event go;
+  mp::Process p(wait_for, go);
   p.start();
   EXPECT_THROW(p.close(), mp::ValueError);
-  go.notify();
+  go.set();
   p.join();
   EXPECT_NO_THROW(p.close());
 }
@@ -560,64 +642,57 @@ TEST(ProcessStart, TwiceRaises) {
 TEST(ParentProcess, IsNullInTheMainProgram) { EXPECT_EQ(mp::parent_process(), nullptr); }
 
 TEST(ParentProcess, InTheChildHasTheParentsPidAndName) {
-  Channel ch;
-  mp::Process p([&ch] {
-    const mp::ParentProcess* parent = mp::parent_process();
-    ch.send(parent ? fmt::format("{} {} {}", parent->name(), parent->pid(), parent->is_alive())
-                   : "none");
-  });
+  Strings out;
+  mp::Process p(put_parent, std::ref(out));
   p.start();
-  EXPECT_EQ(ch.recv(), fmt::format("MainProcess {} true", mp::getpid()));
+  EXPECT_EQ(out.get(), fmt::format("MainProcess {} true", mp::getpid()));
   p.join();
 }
 
 TEST(ParentProcess, InAGrandchildIsTheChildAndNamesNest) {
-  Channel ch;
-  mp::Process p([&ch] {
-    mp::Process grandchild([&ch] {
-      const mp::ParentProcess* parent = mp::parent_process();
-      ch.send(fmt::format("{} {} {}", parent ? parent->name() : "none",
-                          parent ? parent->pid() : 0, mp::current_process().name()));
-      mp::Process great;  // named after the grandchild
-      ch.send(great.name());
-    });
-    grandchild.start();
-    grandchild.join();
-  });
+  Strings out;
+  mp::Process p(start_and_join_grandchild, std::ref(out));
   int n = number_of(p.name());
   p.start();
-  EXPECT_EQ(ch.recv(), fmt::format("Process-{} {} Process-{}:1", n, *p.pid(), n));
-  EXPECT_EQ(ch.recv(), fmt::format("Process-{}:1:1", n));
+  EXPECT_EQ(out.get(), fmt::format("Process-{} {} Process-{}:1", n, *p.pid(), n));
+  EXPECT_EQ(out.get(), fmt::format("Process-{}:1:1", n));
   p.join();
   EXPECT_EQ(p.exitcode(), 0);
 }
 
+// The child reports whether its parent lives, then again once the parent's
+// sentinel says it has ended. It blocks SIGTERM first: a forkserver sends it
+// to the children of a parent that died (mp/context.h), and the child must
+// outlive its parent long enough to look.
+void put_parent_alive_before_and_after_its_end(Strings& out) {
+  sigset_t term;
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &term, nullptr);
+  const mp::ParentProcess* parent = mp::parent_process();
+  out.put(parent->is_alive() ? "alive" : "dead");
+  struct pollfd pfd {parent->sentinel(), POLLIN, 0};
+  poll(&pfd, 1, 10000);
+  out.put(parent->is_alive() ? "alive" : "dead");
+}
+
 TEST(ParentProcess, IsAliveTurnsFalseWhenTheParentDies) {
-  Channel ch;
-  Signal child_ready;
+  Strings out;
   pid_t middle = mp::fork();
   if (middle == 0) {
-    mp::Process child([&] {
-      const mp::ParentProcess* parent = mp::parent_process();
-      ch.send(parent->is_alive() ? "alive" : "dead");
-      child_ready.notify();
-      struct pollfd pfd {parent->sentinel(), POLLIN, 0};
-      poll(&pfd, 1, 10000);
-      ch.send(parent->is_alive() ? "alive" : "dead");
-    });
+    mp::Process child(put_parent_alive_before_and_after_its_end, std::ref(out));
     child.start();
-    for (;;) pause();  // killed by the test
+    sleep_forever();  // killed by the test
   }
-  EXPECT_EQ(ch.recv(), "alive");
-  ASSERT_TRUE(child_ready.wait());
+  EXPECT_EQ(out.get(), "alive");
   ::kill(middle, SIGKILL);
   waitpid(middle, nullptr, 0);
-  EXPECT_EQ(ch.recv(), "dead");
+  EXPECT_EQ(out.get(), "dead");
 }
 
 TEST(ActiveChildren, ListsLiveChildrenAndReapsFinishedOnes) {
-  Signal go;
-  mp::Process a([&go] { go.wait(); });
+  mp::Event go;
+  mp::Process a(wait_for, go);
   mp::Process b([] {});
   a.start();
   b.start();
@@ -626,23 +701,23 @@ TEST(ActiveChildren, ListsLiveChildrenAndReapsFinishedOnes) {
   ASSERT_EQ(live.size(), 1u);
   EXPECT_EQ(live[0].name(), a.name());
   EXPECT_EQ(live[0].pid(), *a.pid());
-  go.notify();
+  go.set();
   a.join();
   EXPECT_TRUE(mp::active_children().empty());
 }
 
 TEST(NoZombies, AChildWhoseObjectWasDestroyedIsStillReaped) {
-  Signal go;
+  mp::Event go;
   pid_t pid;
   {
-    mp::Process p([&go] { go.wait(); });
+    mp::Process p(wait_for, go);
     p.start();
     pid = *p.pid();
   }  // destroyed while the child runs
   auto live = mp::active_children();
   ASSERT_EQ(live.size(), 1u);
   EXPECT_EQ(live[0].pid(), pid);
-  go.notify();
+  go.set();
   live[0].join(10s);
   EXPECT_EQ(live[0].exitcode(), 0);
   EXPECT_TRUE(mp::active_children().empty());
@@ -651,40 +726,57 @@ TEST(NoZombies, AChildWhoseObjectWasDestroyedIsStillReaped) {
   EXPECT_EQ(errno, ECHILD);
 }
 
+// ------------------------------------------------------------------ start method
+
+void put_start_method(Strings& out) { out.put(mp::get_start_method()); }
+
+// CPython's spawn passes get_start_method() to the child (spawn.prepare), so
+// a child's own children start as the parent's would.
+TEST(ProcessStartMethod, AChildsDefaultIsItsParents) {
+  Strings out;
+  mp::Process p(put_start_method, std::ref(out));
+  p.start();
+  EXPECT_EQ(out.get(), mp::get_start_method());
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
 // ------------------------------------------------------------------ repr
 
 TEST(ProcessFormat, LooksLikeCPythonsRepr) {
-  Signal go;
-  mp::Process p(mp::ProcessOptions{.name = "Process-1"}, [&go] { go.wait(); });
-  EXPECT_EQ(fmt::format("{}", p), fmt::format("<Process name='Process-1' parent={} initial>", mp::getpid()));
-  p.start();
+  mp::Event go;
+  mp::Process p(mp::ProcessOptions{.name = "Process-1"}, wait_for, go);
   EXPECT_EQ(fmt::format("{}", p),
-            fmt::format("<Process name='Process-1' pid={} parent={} started>", *p.pid(), mp::getpid()));
+            fmt::format("<Process name='Process-1' parent={} initial>", mp::getpid()));
+  p.start();
+  EXPECT_EQ(fmt::format("{}", p), fmt::format("<Process name='Process-1' pid={} parent={} started>",
+                                              *p.pid(), mp::getpid()));
   p.terminate();
   p.join();
   EXPECT_EQ(fmt::format("{}", p),
-            fmt::format("<Process name='Process-1' pid={} parent={} stopped exitcode=-SIGTERM>", *p.pid(),
-                        mp::getpid()));
+            fmt::format("<Process name='Process-1' pid={} parent={} stopped exitcode=-SIGTERM>",
+                        *p.pid(), mp::getpid()));
 }
 
 // ------------------------------------------------------------------ tutorials
 
 int g_counter = 0;
 
+void count_to_50(Strings& out, const std::string& who) {
+  for (int i = 0; i < 50; ++i) ++g_counter;
+  out.put(fmt::format("{} {}", who, g_counter));
+}
+
 TEST(Tutorial, AGlobalChangedInAChildIsUnchangedInTheParent) {
-  Channel ch;
-  auto count = [&ch](const std::string& who) {
-    for (int i = 0; i < 50; ++i) ++g_counter;
-    ch.send(fmt::format("{} {}", who, g_counter));
-  };
-  mp::Process ping(count, std::string("Ping"));
-  mp::Process pong(count, std::string("Pong"));
+  Strings out;
+  mp::Process ping(count_to_50, std::ref(out), std::string("Ping"));
+  mp::Process pong(count_to_50, std::ref(out), std::string("Pong"));
   ping.start();
   ping.join();
   pong.start();
   pong.join();
-  EXPECT_EQ(ch.recv(), "Ping 50");
-  EXPECT_EQ(ch.recv(), "Pong 50");  // its own copy, not 100
+  EXPECT_EQ(out.get(), "Ping 50");
+  EXPECT_EQ(out.get(), "Pong 50");  // its own copy, not 100
   EXPECT_EQ(g_counter, 0);
 }
 

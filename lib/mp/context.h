@@ -79,7 +79,10 @@
 // Default method. set_start_method(name) sets it once (a second call raises
 // mp::RuntimeError "context has already been set", unless force); starting
 // any child also fixes it, as CPython's get_start_method() does. The
-// default stays fork, whose semantics the tutorials use.
+// default stays fork, whose semantics the tutorials use. A child has its
+// parent's default, already fixed, whatever method started it (a fork
+// inherits it; spawn and forkserver pass it, as CPython's spawn does), so
+// its own children start as the parent's would.
 //
 // The forkserver's life: started on first use by this process (a forked
 // child starts its own), stopped at normal exit after the children were

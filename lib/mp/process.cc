@@ -590,6 +590,7 @@ void Process::start_elsewhere(int method_number) {
   request.parent_pid = current_pid();
   request.daemon = s.daemon;
   request.number = s.number;
+  request.default_method = internal::default_start_method();
   request.module_map = internal::module_map();
 
   internal::StartedChild child = internal::start_child(method, request, fds);
@@ -887,6 +888,7 @@ void internal::run_started_child(const StartRequest& request, std::vector<int>& 
     g.daemonic = request.daemon;
   }
   g.current = self;
+  internal::set_default_start_method(request.default_method, true);
   send_reply(channel, true, "running");
   ::close(channel);
   self->run_and_exit();

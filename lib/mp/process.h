@@ -43,8 +43,9 @@
 //     recycled pid is never hit.
 //   * daemon: set before start() only. At normal exit of the creating
 //     process (return from main, std::exit, mp::exit, end of an mp child),
-//     daemonic children are terminated and the others joined. A daemonic
-//     process may not start children.
+//     daemonic children are terminated and the others joined; it exits
+//     once all of them have ended (CPython's _exit_function joins the
+//     terminated ones too). A daemonic process may not start children.
 //   * close() releases the pidfd; it raises while the child runs; every later
 //     use (but name()) raises mp::ValueError "process object is closed".
 //   * No zombies: every started child is reaped — by join(), is_alive(),

@@ -72,6 +72,9 @@ struct StartRequest {
   pid_t parent_pid = 0;
   bool daemon = false;
   int number = 0;            // N of Process-N
+  // The parent's default start method, the child's own default (CPython's
+  // spawn.prepare sets it from get_start_method()).
+  StartMethod default_method = StartMethod::kFork;
   std::string module_map;    // internal/modules.h
   std::uint64_t launcher = 0;  // the parent's address of the Launcher
   std::string task;          // what the Launcher decodes
@@ -121,6 +124,7 @@ struct mp::codec_traits<mp::internal::StartRequest> {
     e.write(static_cast<std::int32_t>(r.parent_pid));
     e.write(r.daemon);
     e.write(static_cast<std::int32_t>(r.number));
+    e.write(static_cast<std::uint8_t>(r.default_method));
     e.write(r.module_map);
     e.write(r.launcher);
     e.write(r.task);
@@ -133,6 +137,7 @@ struct mp::codec_traits<mp::internal::StartRequest> {
     r.parent_pid = d.read<std::int32_t>();
     r.daemon = d.read<bool>();
     r.number = d.read<std::int32_t>();
+    r.default_method = static_cast<mp::internal::StartMethod>(d.read<std::uint8_t>());
     r.module_map = d.read<std::string>();
     r.launcher = d.read<std::uint64_t>();
     r.task = d.read<std::string>();
