@@ -28,12 +28,20 @@ def conformance_tests(srcs):
                 size = "medium",
             )
 
-# Suites run again under each other start method (CPython runs its whole
-# _test_multiprocessing once per method). Their fork-only tests skip
-# themselves (MP_FORK_ONLY in test_util.h). The other suites' behaviours are
-# run per method by start_methods_test, whose targets travel; their own
-# tests are closures, which only fork can start.
-_PER_METHOD = ["pool_test"]
+# Suites run again under each other start method, as CPython runs its whole
+# _test_multiprocessing once per method. Their children are functions whose
+# arguments travel (mp objects, encodable values); the few tests whose
+# subject holds only in a fork of the caller (a closure, memory or an fd
+# number inherited as of start) skip themselves (MP_FORK_ONLY in
+# test_util.h).
+_PER_METHOD = [
+    "connection_test",
+    "pool_test",
+    "process_test",
+    "queue_test",
+    "shared_test",
+    "synchronize_test",
+]
 
 _EXCLUSIVE = []
 

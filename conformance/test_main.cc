@@ -6,7 +6,7 @@
 // --start_method=NAME makes NAME the default start method for the whole run
 // (the suites that run once per method: conformance/defs.bzl). A test that
 // holds only under fork (a closure, memory as of start) calls
-// mp_test::fork_only() first, which skips it under another default.
+// MP_FORK_ONLY(why) first (test_util.h), which skips it under another default.
 #include <cstring>
 #include <string>
 

@@ -137,7 +137,11 @@ struct mp::codec_traits<mp::internal::StartRequest> {
     r.parent_pid = d.read<std::int32_t>();
     r.daemon = d.read<bool>();
     r.number = d.read<std::int32_t>();
-    r.default_method = static_cast<mp::internal::StartMethod>(d.read<std::uint8_t>());
+    const auto method = d.read<std::uint8_t>();
+    if (method > static_cast<std::uint8_t>(mp::internal::StartMethod::kSpawn)) {
+      throw mp::CodecError("mp: a start request names an unknown start method");
+    }
+    r.default_method = static_cast<mp::internal::StartMethod>(method);
     r.module_map = d.read<std::string>();
     r.launcher = d.read<std::uint64_t>();
     r.task = d.read<std::string>();
