@@ -4,7 +4,9 @@
 // Input: a 5-byte script, then the stream.
 //   byte 0     bit 0: 0 = duplex Pipe() (a socketpair), 1 = simplex (a pipe)
 //   bytes 1-4  the receive calls to make, used in turn (each byte modulo
-//              the number of operations in kOps)
+//              11 picks one of step()'s: recv_bytes with and without a
+//              maxlength, recv_bytes_into at an offset, recv<T> of four
+//              types, poll)
 //   the rest   written raw into the peer end, which is then closed
 // The receiving end makes the calls until end-of-file (at most a few per
 // stream byte). A stream of up to kSyncWrite bytes is written before the
@@ -227,7 +229,7 @@ bool recv_value(mp::Connection& c, Model& m) {
 
 // The receive calls a script byte chooses from.
 bool step(std::uint8_t op, mp::Connection& c, Model& m, bool all_written) {
-  switch (op % 9) {
+  switch (op % 11) {
     case 0: return recv_bytes(c, m, std::nullopt);
     case 1: return recv_bytes(c, m, 64);
     case 2: return recv_bytes_into(c, m, 64, 0);
@@ -236,6 +238,8 @@ bool step(std::uint8_t op, mp::Connection& c, Model& m, bool all_written) {
     case 5: return recv_value<std::vector<std::int32_t>>(c, m);
     case 6: return recv_value<RecvMap>(c, m);
     case 7: return recv_value<RecvTuple>(c, m);
+    case 8: return recv_bytes(c, m, 0);             // refuses all but empty messages
+    case 9: return recv_bytes_into(c, m, 16, 16);  // room for empty messages only
     default: {
       bool ready = false;
       const Kind k = run([&] { ready = c.poll(); });
@@ -297,7 +301,7 @@ std::vector<std::string> make_seeds() {
     w.send(std::string("after"));
   });
   const std::string scripts[] = {
-      {'\0', 4, 0, 5, 1}, {'\1', 6, 7, 9, 6}, {'\0', 0, 2, 3, 8}, {'\1', 0, 4, 0, 4},
+      {'\0', 4, 0, 5, 1}, {'\1', 6, 7, 10, 6}, {'\0', 0, 2, 3, 8}, {'\1', 9, 4, 0, 4},
   };
   std::vector<std::string> seeds;
   for (std::size_t i = 0; i < streams.size(); ++i) {
