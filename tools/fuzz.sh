@@ -24,9 +24,10 @@
 # build/fuzz/, kept between runs). Corpus: what a run finds goes into
 # $MP_FUZZ_BUILD/corpus/NAME/; the committed fuzz/corpus/NAME/ (seeds and
 # every input that once found a bug) is read, never written. A finding is
-# saved as $MP_FUZZ_BUILD/findings/NAME-crash-*; reproduce it with
-# `$MP_FUZZ_BUILD/fuzz/NAME_fuzz FILE`, and commit it to fuzz/corpus/NAME/
-# with the fix. Exit status 1 when a target failed.
+# saved as $MP_FUZZ_BUILD/findings/<date-time>/NAME-crash-* (the script
+# prints the command that replays it: `$MP_FUZZ_BUILD/fuzz/NAME_fuzz FILE`);
+# commit it to fuzz/corpus/NAME/ with the fix. Exit status 1 when a target
+# failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -37,7 +38,7 @@ while (($#)); do
     --junit) junit=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
     --write-seeds) write_seeds=1; shift ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     [0-9]*) seconds=$1; shift ;;
     *) echo "fuzz.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -61,7 +62,8 @@ for src in fuzz/*_fuzz.cc; do
 done
 if ((${#targets[@]} == 0)); then echo "fuzz.sh: no target named '$only'" >&2; exit 2; fi
 
-mkdir -p "$build/logs" "$build/findings"
+findings=$build/findings/$(date +%Y%m%d-%H%M%S)  # this run's
+mkdir -p "$build/logs" "$findings"
 # A build directory configured with another compiler is configured afresh
 # (CMake would drop this script's -D options while switching).
 if [[ -f $build/CMakeCache.txt ]] &&
@@ -98,7 +100,7 @@ fuzz() {
   mkdir -p "$work"
   # shellcheck disable=SC2086  # flags are words
   "$build/fuzz/${name}_fuzz" -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
-    ${flags[$name]:-} -artifact_prefix="$build/findings/$name-" \
+    ${flags[$name]:-} -artifact_prefix="$findings/$name-" \
     "$work" "$root/fuzz/corpus/$name" >"$build/logs/$name.log" 2>&1
 }
 
@@ -124,11 +126,13 @@ for i in "${!targets[@]}"; do
     results+=(fail); failed=1
     echo "   $name: FAILED (exit $rc); log $log; last lines:"
     grep -v '^    #[0-9]' "$log" | tail -n 25 | sed 's/^/   | /'
-    for f in "$build/findings/$name"-*; do
+    for f in "$findings/$name"-*; do
       [[ -e $f ]] && echo "   reproduce: $build/fuzz/${name}_fuzz $f"
     done
   fi
 done
+
+rmdir "$findings" 2>/dev/null  # kept only when something was found
 
 if [[ -n $junit ]]; then
   logs=()
