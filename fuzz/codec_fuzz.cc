@@ -65,6 +65,14 @@ struct Sample {
 };
 static_assert(sizeof(Sample) == 20);
 
+// Trivially copyable without a default constructor: decoded by bit_cast,
+// and a vector of them element by element.
+struct NoDefault {
+  explicit NoDefault(std::int32_t v) : v(v) {}
+  std::int32_t v;
+  bool operator==(const NoDefault&) const = default;
+};
+
 // A user type with codec_traits that validates a field.
 struct Point3 {
   std::string name;
@@ -158,6 +166,7 @@ using IntStrMultimap = std::multimap<std::int32_t, Str>;
 using HashMap = std::unordered_map<std::int64_t, Str>;
 using PairVec = std::vector<std::pair<Str, Bytes>>;
 using Str3 = std::array<Str, 3>;
+using NoDefault2 = std::array<NoDefault, 2>;
 
 const Case kCases[] = {
     MP_CASE(kCanonical, bool, false, true),
@@ -192,6 +201,9 @@ const Case kCases[] = {
     MP_CASE(kCanonical, std::vector<std::optional<std::int32_t>>, {}, {1, std::nullopt, 3}),
     MP_CASE(kCanonical, std::vector<std::optional<Str>>, {std::nullopt, "o", std::nullopt}),
     MP_CASE(kCanonical, PairVec, {}, {{"bytes", {0, 255, 7}}}),
+    MP_CASE(kCanonical, std::u16string, u"", u"h\u00e9llo"),
+    MP_CASE(kCanonical, std::vector<NoDefault>, {}, {NoDefault(1), NoDefault(-2)}),
+    MP_CASE(kCanonical, NoDefault2, {NoDefault(3), NoDefault(4)}),
 };
 #undef MP_CASE
 

@@ -3,7 +3,7 @@
 # AddressSanitizer and UBSan, and run each for a while. CI (.ci/run) runs it
 # for 25 seconds a target; run it longer by hand.
 #
-#   codec        mp::decode<T> of arbitrary bytes, for ~30 types
+#   codec        mp::decode<T> of arbitrary bytes, for 34 types
 #   connection   Connection::recv / recv_bytes / recv_bytes_into / recv<T>
 #                on arbitrary bytes written by a peer (socketpair or pipe)
 #
