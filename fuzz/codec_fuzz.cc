@@ -128,7 +128,13 @@ void fuzz_one(std::string_view in) {
   if constexpr (kOrder == Order::kCanonical) {
     if (again != in) mp_fuzz::finding("the decoder accepted a non-canonical encoding");
   }
-  T w = mp::decode<T>(again);  // a valid encoding: must not throw
+  std::optional<T> decoded_again;
+  try {
+    decoded_again.emplace(mp::decode<T>(again));
+  } catch (const mp::CodecError& e) {
+    mp_fuzz::finding("the encoding of a decoded value does not decode: " + mp_fuzz::describe(e));
+  }
+  const T& w = *decoded_again;
   if constexpr (kOrder == Order::kEqual) {
     if (!(w == *v)) mp_fuzz::finding("a value changed through encode and decode");
   } else {
