@@ -15,6 +15,8 @@ PACKAGES=(
   pkg-config           # the pkg-config consumer (mp.pc)
   python3              # benchmark runner, report tool, CPython peers
   chromium             # headless render check of report.html (//tools/tests:report_html_test)
+  clang-14             # the fuzz targets (tools/fuzz.sh): libFuzzer needs clang
+  libclang-rt-14-dev   # libFuzzer and clang's sanitizer runtimes
 )
 
 missing=()
