@@ -130,6 +130,25 @@ def quick_selection(names, max_size=QUICK_MAX_SIZE):
     return keep
 
 
+def quick_grid(names, cpus):
+    """--quick trims the scaling grids (`.../cpu_work/<us>/<workers>`,
+    `.../contended/<processes>`) to 1, 2 and all usable CPUs: on 2 cores
+    that is the whole grid, on 16 it is 3 points of 5."""
+    keep = []
+    for raw in names:
+        point = lib.grid_point(lib.Name(raw))
+        if point is None or point[1] in (1, 2, cpus):
+            keep.append(raw)
+    return keep
+
+
+def usable_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def posix_ere_escape(name):
     """Escapes a name for Google Benchmark's filter (std::regex, extended)."""
     return re.sub(r"([.\[\]{}()*+?^$|\\])", r"\\\1", name)
@@ -210,6 +229,97 @@ def _on_signal(signum, frame):
     raise Interrupted(signal.Signals(signum).name)
 
 
+# ---------------------------------------------------------------- load
+
+NOISY_OTHERS = 0.25      # cores busy with other work during a suite that make it noisy
+NOISY_LOAD = 1.0         # load average per usable core before a suite that makes it noisy
+
+
+def _cpu_jiffies():
+    """(busy, steal) seconds of every CPU since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    steal = fields[7] if len(fields) > 7 else 0
+    return (user + nice + system + irq + softirq) / hz, steal / hz
+
+
+def _own_cpu():
+    """CPU seconds of this process and every child it has waited for."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def governor():
+    """The CPU frequency governor(s), e.g. "performance", or "none" where the
+    machine exposes no cpufreq (most VMs)."""
+    found = set()
+    for p in pathlib.Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq/scaling_governor"):
+        try:
+            found.add(p.read_text().strip())
+        except OSError:
+            pass
+    return ",".join(sorted(found)) or "none"
+
+
+class LoadSample:
+    """What else the machine did while one suite ran: the load average and
+    governor before and after, and the CPU time of every process that is not
+    this run (busy time from /proc/stat less this process and its children),
+    in cores. A suite is noisy when others kept more than `others_limit`
+    cores busy, or the load average per usable core was above `load_limit`
+    when it started."""
+
+    def __init__(self, cores, others_limit=NOISY_OTHERS, load_limit=NOISY_LOAD):
+        self.cores, self.others_limit, self.load_limit = cores, others_limit, load_limit
+        self.before = self._now()
+        self.after = None
+
+    @staticmethod
+    def _now():
+        return {"t": time.monotonic(), "load": list(os.getloadavg()), "governor": governor(),
+                "cpu": _cpu_jiffies(), "own": _own_cpu()}
+
+    def finish(self):
+        self.after = self._now()
+        return self.record()
+
+    def others_cores(self, until=None):
+        end = until or self._now()
+        if self.before["cpu"] is None or end["cpu"] is None:
+            return None
+        wall = end["t"] - self.before["t"]
+        if wall <= 0.05:
+            return None
+        busy = end["cpu"][0] - self.before["cpu"][0]
+        steal = end["cpu"][1] - self.before["cpu"][1]
+        own = end["own"] - self.before["own"]
+        return max(0.0, busy + steal - own) / wall
+
+    def reasons(self):
+        out = []
+        per_core = self.before["load"][0] / max(1, self.cores)
+        if per_core > self.load_limit:
+            out.append(f"load average {self.before['load'][0]:.1f} on {self.cores} cores")
+        others = self.others_cores(self.after)
+        if others is not None and others > self.others_limit:
+            out.append(f"other processes kept {others:.2f} cores busy")
+        return out
+
+    def record(self):
+        others = self.others_cores(self.after)
+        return {"load_before": [round(x, 2) for x in self.before["load"]],
+                "load_after": [round(x, 2) for x in self.after["load"]],
+                "governor_before": self.before["governor"],
+                "governor_after": self.after["governor"],
+                "others_cores": None if others is None else round(others, 3),
+                "noisy": bool(self.reasons()), "reasons": self.reasons()}
+
+
 # ---------------------------------------------------------------- progress
 
 class Progress:
@@ -220,21 +330,25 @@ class Progress:
         self.tty = stream.isatty()
         self.start = time.monotonic()
         self.index, self.suite = 0, ""
+        self.warning = ""           # set while the machine looks busy
 
     def begin(self, suite, kind):
         self.index += 1
         self.suite = f"{suite} ({kind})"
         self.update(0, 0, "")
         if not self.tty:
-            print(f"[{self.index}/{self.total}] {self.suite} ...", file=self.stream, flush=True)
+            warn = f" (! {self.warning})" if self.warning else ""
+            print(f"[{self.index}/{self.total}] {self.suite} ...{warn}", file=self.stream,
+                  flush=True)
 
     def update(self, done, count, current):
         if not self.tty:
             return
         elapsed = int(time.monotonic() - self.start)
         bench = f" {done}/{count}" if count else ""
+        warn = f"  ! {self.warning}" if self.warning else ""
         line = (f"[{self.index}/{self.total}] {self.suite}{bench}  {current}"
-                f"  {elapsed // 60}:{elapsed % 60:02d}")
+                f"  {elapsed // 60}:{elapsed % 60:02d}{warn}")
         width = shutil.get_terminal_size((100, 20)).columns - 1
         self.stream.write("\r\033[K" + line[:width])
         self.stream.flush()
@@ -273,7 +387,7 @@ def run_binary(name, path, out_dir, args, progress, notes):
     except (RuntimeError, OSError) as e:
         return f"failed: {e}"
     if args.quick:
-        names = quick_selection(names, args.quick_max_size)
+        names = quick_grid(quick_selection(names, args.quick_max_size), usable_cpus())
     if not names:
         return "skipped: no benchmark matches"
     reps = max(1, args.repetitions)
@@ -394,7 +508,8 @@ def run_peer(stem, path, out_dir, args, python, progress):
                 except re.error:
                     pass
             if args.quick:
-                keep = set(quick_selection([b["name"] for b in entries], args.quick_max_size))
+                keep = set(quick_grid(quick_selection([b["name"] for b in entries],
+                                                      args.quick_max_size), usable_cpus()))
                 entries = [b for b in entries if b["name"] in keep]
             names = [lib.normalize_name(b.get("run_name", b["name"])) for b in entries
                      if b.get("run_type", "iteration") == "iteration"]
@@ -447,7 +562,17 @@ def _compiler(binaries):
     return first[0] if first else "unknown"
 
 
-def machine_context(binaries, python, workspace):
+def bundle_info(bench_dir):
+    """BUNDLE.json of a bundle made by tools/bench_bundle.sh: the commit and
+    the machine that built the binaries; {} when not running from a bundle."""
+    try:
+        return json.loads((bench_dir / "BUNDLE.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def machine_context(binaries, python, workspace, bundle=None, label=""):
+    bundle = bundle or {}
     try:
         cores_usable = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -460,6 +585,8 @@ def machine_context(binaries, python, workspace):
     uname = platform.uname()
     commit = _cmd_output(["git", "-C", str(workspace), "rev-parse", "--short", "HEAD"])
     dirty = _cmd_output(["git", "-C", str(workspace), "status", "--porcelain", "--untracked-files=no"])
+    if not commit and bundle.get("git_commit"):
+        commit, dirty = bundle["git_commit"], ""
     return {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": uname.node,
@@ -474,6 +601,9 @@ def machine_context(binaries, python, workspace):
         "python": (_cmd_output([python, "--version"]) if python else "") or "none (peers skipped)",
         "load_average": list(os.getloadavg()),
         "git_commit": (commit + ("-dirty" if dirty else "")) if commit else "unknown",
+        "label": label or "",
+        "governor": governor(),
+        "bundle": bundle,
     }
 
 
@@ -504,6 +634,17 @@ def parse_args(argv):
                     "this script)")
     ap.add_argument("--goals", help="goals JSON (default benchmarks/goals.json)")
     ap.add_argument("--no-report", action="store_true", help="do not write report.md/.html")
+    ap.add_argument("--full", action="store_true",
+                    help="end with every peer of every workload (default: one line per workload)")
+    ap.add_argument("--label", default="",
+                    help="names this machine in context.json and the run's directory "
+                         "(e.g. c7i-16core when the run is made from a bundle elsewhere)")
+    ap.add_argument("--noisy-cores", type=float, default=NOISY_OTHERS,
+                    help="a suite is noisy when other processes keep more than this many "
+                         f"cores busy while it runs (default {NOISY_OTHERS})")
+    ap.add_argument("--noisy-load", type=float, default=NOISY_LOAD,
+                    help="... or when the load average per usable core is above this when "
+                         f"it starts (default {NOISY_LOAD})")
     args = ap.parse_args(argv)
     args.extra = extra
     if args.repetitions < 1 or (args.peer_repetitions is not None and args.peer_repetitions < 1):
@@ -533,6 +674,8 @@ def main(argv=None):
         out_dir = user_path(args.out)
     else:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        if args.label:
+            stamp += "-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", args.label)
         out_dir = workspace / "reports" / "runs" / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -550,13 +693,33 @@ def main(argv=None):
     if not binaries:
         notes.append(f"no benchmark binaries found in {bench_dir}")
 
-    context = {"machine": machine_context(binaries, python, workspace)}
+    context = {"machine": machine_context(binaries, python, workspace, bundle_info(bench_dir),
+                                          args.label)}
     run_info = {"flags": {"filter": args.filter, "quick": args.quick,
                           "repetitions": args.repetitions,
                           "peer_repetitions": args.peer_repetitions or args.repetitions,
                           "min_time": args.min_time or (QUICK_MIN_TIME if args.quick else None),
                           "extra": args.extra},
-                "suites": {}, "notes": notes}
+                "suites": {}, "notes": notes,
+                "load": {"noisy": False, "reasons": [], "suites": {},
+                         "limits": {"others_cores": args.noisy_cores,
+                                    "load_per_core": args.noisy_load}}}
+    cores = usable_cpus()
+    load = run_info["load"]
+
+    def note_load(where, sample):
+        rec = sample.finish()
+        if where == "idle":
+            load["idle"] = rec
+        else:
+            load["suites"][where] = rec
+        if rec["noisy"]:
+            load["noisy"] = True
+            for r in rec["reasons"]:
+                text = f"{where}: {r}"
+                load["reasons"].append(text)
+            progress.warning = "busy machine: " + "; ".join(rec["reasons"])
+        return rec
 
     def write_context():
         doc = dict(context["machine"])
@@ -569,11 +732,21 @@ def main(argv=None):
         print(f"note: {n}", file=sys.stderr, flush=True)
 
     progress = Progress(len(binaries) + len(peers))
+    # Half a second doing nothing first: what the machine does without us.
+    idle = LoadSample(cores, args.noisy_cores, args.noisy_load)
+    time.sleep(0.5)
+    rec = note_load("idle", idle)
+    if rec["noisy"]:
+        print(f"warning: the machine is busy before the run ({'; '.join(rec['reasons'])}): "
+              "figures will be noisy", file=sys.stderr, flush=True)
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     failed = False
     try:
         for name, path, kind in ([(n, p, "binary") for n, p in binaries]
                                  + [(n, p, "peer") for n, p in peers]):
+            sample = LoadSample(cores, args.noisy_cores, args.noisy_load)
+            if sample.reasons():
+                progress.warning = "busy machine: " + "; ".join(sample.reasons())
             progress.begin(name, kind)
             t0 = time.monotonic()
             if kind == "binary":
@@ -582,6 +755,11 @@ def main(argv=None):
                 status = run_peer(name, path, out_dir, args, python, progress)
             if status.startswith("ok"):
                 status += f" in {time.monotonic() - t0:.1f}s"
+            rec = note_load(name, sample) if not status.startswith("skipped") else {"noisy": False}
+            if rec["noisy"]:
+                status += f" (noisy: {'; '.join(rec['reasons'])})"
+            else:
+                progress.warning = ""
             run_info["suites"][name] = status
             failed |= status.startswith("failed")
             progress.end(status)
@@ -601,11 +779,11 @@ def main(argv=None):
         if status.startswith("failed"):
             notes.append(f"{name} {status}")
     write_context()
-    print_summary(out_dir, args, notes)
+    print_summary(out_dir, args, notes, load)
     return 1 if failed else 0
 
 
-def print_summary(out_dir, args, notes):
+def print_summary(out_dir, args, notes, load=None):
     goals_path = pathlib.Path(args.goals) if args.goals else lib.default_goals_path()
     try:
         rs = lib.load(out_dir)
@@ -619,9 +797,18 @@ def print_summary(out_dir, args, notes):
         except lib.ResultError as e:
             notes.append(str(e))
     results = lib.evaluate_goals(goals, rs)
-    header, rows = lib.glance_rows(rs, results)
-    print("\nmp beside its peers (speeds are medians; mp/peer > 1: mp is faster)\n")
+    if args.full:
+        header, rows = lib.glance_rows(rs, results)
+        print("\nmp beside its peers (speeds are medians; mp/peer > 1: mp is faster)\n")
+    else:
+        header, rows = lib.compact_rows(rs, results)
+        print("\nmp beside its fastest peer (medians; mp/peer > 1: mp is faster; "
+              "--full: every peer)\n")
     print(lib.text_table(header, rows) if rows else "(no workload with an mp benchmark)")
+    header, rows = lib.scaling_rows(rs)
+    if rows:
+        print("\nscaling: speed by workers (efficiency: rate(W) / (W x rate(1)))\n")
+        print(lib.text_table(header, rows))
     if goals:
         print("\n" + lib.goal_summary(results))
         missed = [r for r in results if r.status == "missed"]
@@ -630,6 +817,11 @@ def print_summary(out_dir, args, notes):
                   f"{lib.ratio_text(r.ratio)} (target {r.goal.bound}): {r.goal.text}")
     for n in notes:
         print(f"note: {n}")
+    if load and load.get("noisy"):
+        reasons = load["reasons"]
+        more = [f"... and {len(reasons) - 4} more (context.json: run.load)"] if len(reasons) > 4 else []
+        print("\nNOISY RUN: other work ran beside the benchmarks; figures and verdicts are "
+              "suspect:\n  " + "\n  ".join(reasons[:4] + more))
     if not args.no_report:
         report_args = [str(out_dir), "--quiet"]
         if goals_path:
