@@ -609,7 +609,8 @@ def compact_rows(rs, goal_results):
         gtext = "; ".join(
             f"{r.goal.bound} {r.pair.peer.name.impl} "
             f"{'MISSED' if r.status == 'missed' else r.status}"
-            + ("" if r.pair is best else f" ({ratio_text(r.ratio)})") + f" #{r.goal.issue}"
+            + ("" if best and r.pair.peer.name.full == best.peer.name.full
+               else f" ({ratio_text(r.ratio)})") + f" #{r.goal.issue}"
             for r in goals)
         metric = best.metric if best else common_metric(mp)
         rows.append([workload, mp.name.impl or mp.name.full, figure(mp, metric),

@@ -13,17 +13,37 @@ file. Without matplotlib every function returns "" and the pages say so.
 import base64
 import html
 import io
+import os
 import re
+import sys
 
 from tools import bench_lib as lib
 
-try:
+# Debian's python3-matplotlib lives here; a python3 from elsewhere (pyenv,
+# a virtualenv) of the same version can load it from there too.
+DEBIAN_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
+
+
+def _import_pyplot():
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot
+    return matplotlib.pyplot
+
+
+try:
+    plt = _import_pyplot()
+except ImportError:
+    if DEBIAN_DIST_PACKAGES in sys.path or not os.path.isdir(DEBIAN_DIST_PACKAGES):
+        plt = None
+    else:
+        sys.path.append(DEBIAN_DIST_PACKAGES)
+        try:
+            plt = _import_pyplot()
+        except Exception:    # another Python version: its extensions do not load
+            plt = None
+if plt is not None:
     from matplotlib.patches import Rectangle
-except ImportError:          # reported by available()
-    plt = None
 
 MP_COLOUR = "#1f5fa8"
 CPYTHON_COLOUR = "#f58518"
@@ -135,8 +155,9 @@ def ratio_chart(goal_results):
              and not lib.is_cpython_impl(r.pair.peer.name.impl) and r.goal.min_ratio <= 2]
     if not shown:
         return ""
-    fig, ax = plt.subplots(figsize=(9, 0.38 * len(shown) + 1.2))
+    fig, ax = plt.subplots(figsize=(12, 0.36 * len(shown) + 1.3))
     labels, top = [], 1.2
+    limit = 2.0             # past twice the peer, a bar is drawn to the edge and labelled
     for i, r in enumerate(shown):
         goal = r.goal.min_ratio
         band_hi = max(1.0, goal)
@@ -148,16 +169,21 @@ def ratio_chart(goal_results):
         if len(samples) > 1:
             err = [[max(0.0, r.ratio - min(samples))], [max(0.0, max(samples) - r.ratio)]]
         colour = MP_COLOUR if r.status == "met" else "#d62728"
-        ax.barh(i, r.ratio, height=0.5, color=colour, xerr=err, capsize=3,
-                error_kw={"elinewidth": 1})
-        ax.text(r.ratio + 0.02, i, lib.ratio_text(r.ratio), va="center", fontsize=8)
+        if r.ratio > limit:
+            ax.barh(i, limit, height=0.5, color=colour)
+            ax.text(limit * 0.98, i, f"{lib.ratio_text(r.ratio)} (off scale)", va="center",
+                    ha="right", fontsize=8, color="white")
+        else:
+            ax.barh(i, r.ratio, height=0.5, color=colour, xerr=err, capsize=3,
+                    error_kw={"elinewidth": 1})
+            ax.text(r.ratio + 0.03, i + 0.3, lib.ratio_text(r.ratio), fontsize=8)
         labels.append(f"{r.pair.workload} {r.pair.mp.name.impl}/{r.pair.peer.name.impl}")
         top = max(top, r.ratio * 1.15, band_hi * 1.1)
     ax.axvline(1.0, color="#555", ls="--", lw=1)
     ax.set_yticks(range(len(shown)))
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, min(top, 5.0))
+    ax.set_xlim(0, min(top, limit))
     ax.set_xlabel("mp / raw peer (linear; green: goal band from the goal to parity; "
                   "red tick: the goal)")
     ax.grid(True, axis="x", alpha=0.3)
@@ -202,9 +228,9 @@ def scaling_chart(rs):
     return _img(fig, "speed and efficiency against workers per scaling grid")
 
 
-def history_chart(points):
+def history_chart(points, xlabels=()):
     """points: {family: {workload: [(run label, x index, ratio)]}} -> one
-    subplot per family, one line per workload."""
+    subplot per family, one line per workload, x the run's index."""
     if not available() or not points:
         return ""
     n = len(points)
@@ -215,6 +241,9 @@ def history_chart(points):
             ax.plot([p[1] for p in pts], [p[2] for p in pts], marker="o", ms=3,
                     color=_colour(workload, others), label=workload)
         ax.set_title(family, fontsize=10)
+        if xlabels:
+            ax.set_xticks(range(len(xlabels)))
+            ax.set_xticklabels(xlabels, fontsize=7)
         ax.set_ylabel("mp / raw peer")
         ax.set_ylim(bottom=0)
         ax.axhline(1.0, color="#555", ls="--", lw=1)

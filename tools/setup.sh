@@ -15,6 +15,7 @@ PACKAGES=(
   pkg-config           # the pkg-config consumer (mp.pc)
   python3              # benchmark runner, report tool, CPython peers
   chromium             # headless render check of report.html (//tools/tests:report_html_test)
+  python3-matplotlib   # the charts of report.html and history.html (tools/bench_plots.py)
 )
 
 missing=()
