@@ -595,7 +595,7 @@ def machine_context(binaries, python, workspace, bundle=None, label=""):
         "cores_usable": cores_usable,
         "memory": mem,
         "kernel": f"{uname.system} {uname.release} {uname.version}",
-        "compiler": _compiler(binaries),
+        "compiler": bundle.get("compiler") or _compiler(binaries),
         "benchmark_library": _cmd_output(["dpkg-query", "-W", "-f=${Version}", "libbenchmark-dev"])
                              or "unknown",
         "python": (_cmd_output([python, "--version"]) if python else "") or "none (peers skipped)",
