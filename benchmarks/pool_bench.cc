@@ -188,12 +188,29 @@ void grid(benchmark::internal::Benchmark* b) {
 
 }  // namespace
 
-BENCHMARK(BM_apply_async)->Name("BM_Pool/mp/apply_async")->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_apply_async)
+    ->Name("BM_Pool/mp/apply_async")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_apply)->Name("BM_Pool/mp/apply")->UseRealTime();
-BENCHMARK(BM_map_chunk1)->Name("BM_Pool/mp/map_chunk1")->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_map_default)->Name("BM_Pool/mp/map_default")->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_imap_unordered)->Name("BM_Pool/mp/imap_unordered")->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_work1ms)->Name("BM_Pool/mp/work1ms")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_map_chunk1)
+    ->Name("BM_Pool/mp/map_chunk1")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_map_default)
+    ->Name("BM_Pool/mp/map_default")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_imap_unordered)
+    ->Name("BM_Pool/mp/imap_unordered")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_work1ms)
+    ->Name("BM_Pool/mp/work1ms")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_cpu_work)
     ->Name("BM_Pool/mp/cpu_work")
     ->Apply(grid)

@@ -819,7 +819,8 @@ def print_summary(out_dir, args, notes, load=None):
         print(f"note: {n}")
     if load and load.get("noisy"):
         reasons = load["reasons"]
-        more = [f"... and {len(reasons) - 4} more (context.json: run.load)"] if len(reasons) > 4 else []
+        more = ([f"... and {len(reasons) - 4} more (context.json: run.load)"]
+                if len(reasons) > 4 else [])
         print("\nNOISY RUN: other work ran beside the benchmarks; figures and verdicts are "
               "suspect:\n  " + "\n  ".join(reasons[:4] + more))
     if not args.no_report:
