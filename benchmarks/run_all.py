@@ -14,17 +14,21 @@ reports/runs/<timestamp>/ in the source tree:
                      (flags, which suites ran, failed or were skipped, notes)
   report.md/.html    the tables and charts of tools/bench_report for this run
 
-and prints a table to read at a glance: each workload, mp's speed, each peer's
-speed, mp/peer, and the issues' goals (benchmarks/goals.json) met or missed.
+and prints a table to read at a glance: each workload, mp's speed, its
+fastest peer's, mp/peer, and the issues' goals (benchmarks/goals.json) met or
+missed (--full: every peer), then the scaling grids as efficiency. Around
+every suite it records the load average, the CPU governor and the CPU time
+other processes used (context.json: run.load); above --noisy-cores or
+--noisy-load it warns in the live line and marks the run noisy.
 Compare with the committed baseline afterwards:
 
   bazel run //tools:bench_report -- latest --baseline reports/baseline
 
 Flags:
-  --quick          CI mode: --benchmark_min_time=0.05 and, in every size sweep,
-                   only sizes <= 4096 (--quick-max-size); peers get
-                   MP_BENCH_QUICK=1. The six suites and their peers take about
-                   30 s on 2 cores.
+  --quick          CI mode: --benchmark_min_time=0.05, in every size sweep only
+                   sizes <= 4096 (--quick-max-size), on the scaling grids only
+                   1, 2 and all CPUs; peers get MP_BENCH_QUICK=1. The six
+                   suites and their peers took 65 s on 2 cores at load 7-8.
   --filter REGEX   only benchmarks whose name matches (Google Benchmark's
                    --benchmark_filter for binaries, re.search on peers' names)
   --repetitions N  repeat each benchmark N times (bench_report's U test needs
@@ -32,6 +36,10 @@ Flags:
                    a change significant)
   --peer-repetitions N  runs of each peer script (default: --repetitions)
   --no-peers       skip the CPython peer scripts
+  --full           end with every peer of every workload
+  --label NAME     names the machine (context.json, the run's directory)
+  --noisy-cores C  a suite is noisy when others keep > C cores busy (0.25)
+  --noisy-load L   ... or the load average per core is > L at its start (1.0)
   -- ARGS          extra flags for every benchmark binary
 
 Peer scripts may read these environment variables (all optional to honour):

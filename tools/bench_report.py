@@ -8,25 +8,32 @@
 files; `latest` names the newest directory under reports/runs/. Relative paths
 are taken from the directory you ran bazel in.
 
-Writes report.md and report.html (self-contained: inline SVG charts, no
-scripts, no network) into the run's directory, or --out DIR, and prints the
-tables. With --baseline, compares every benchmark present in both runs: the
-ratio of their median speeds, a two-sided Mann-Whitney U test over the
-repetitions (as Google Benchmark's compare.py does), and a verdict:
+Writes report.md and report.html (self-contained: inline SVG, matplotlib
+charts inlined as PNG, no scripts, no network) into the run's directory, or
+--out DIR, and prints a one-screen summary and compact tables (--full: every
+peer and every compared row). With --baseline, compares every benchmark
+present in both runs: the ratio of their median speeds, for mp's rows the
+change of mp's ratio to its raw peer measured in the same run, a two-sided
+Mann-Whitney U test over the repetitions (as Google Benchmark's compare.py
+does), and a verdict:
 
-  same        speed changed by less than the threshold
-  faster      sped up by more than the threshold (and the U test agrees)
-  REGRESSION  slowed down by more than the threshold, and the U test says it
-              is not noise -- or there are too few repetitions to test (fewer
-              than 4 in either run: use --repetitions 5 or more to let the test
-              dismiss noise)
-  noise       moved past the threshold, but the U test (p >= alpha) cannot
-              tell it from run-to-run noise
-  error       the benchmark failed in this run
-  new / gone  present in only one of the two runs
+  same          speed changed by less than the threshold
+  inconclusive  moved past the threshold, but too few repetitions for the U
+                test to call anything significant (use --repetitions 5); or
+                an mp row without a raw peer in a noisy run
+  noise         moved past the threshold; the U test (p >= alpha) cannot tell
+                it from run-to-run noise
+  REGRESSION    mp slowed down past the threshold, significantly, and so did
+                its ratio to its same-run raw peer (rows without a raw peer:
+                their own speed alone, in runs that were not noisy)
+  faster        the same, sped up
+  drift         the machine moved, not mp: a peer changed, or mp changed but
+                its ratio to its raw peer held
+  error         the benchmark failed in this run
+  new / gone    present in only one of the two runs
 
 Exit status: 0 when no mp benchmark is a REGRESSION or error, 1 when one is
-(--fail-on all: any benchmark, peers included; --fail-on none: never),
+(--fail-on all: peers that drifted slower too; --fail-on none: never),
 2 when the inputs cannot be read.
 """
 import argparse
