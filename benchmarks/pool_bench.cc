@@ -131,15 +131,16 @@ std::uint64_t spin(std::uint64_t n) {
 }
 
 // spins_per_us: how many rounds of spin() take 1 us on one core, the best
-// of five samples of a few ms (calibrated once per process, before any pool
+// of fifteen samples of about 1 ms, short enough that on a busy machine some
+// run without being preempted (calibrated once per process, before any pool
 // forks, so every worker inherits it). The CPython peer calibrates its own
 // task the same way (benchmarks/peers/pool_peer.py: cpu_work), so on both
 // sides a "50 us" task takes 50 us on one core.
 double spins_per_us() {
   static const double rate = [] {
     double best = 0;
-    for (int i = 0; i < 5; ++i) {
-      constexpr std::uint64_t kRounds = 1 << 22;
+    for (int i = 0; i < 15; ++i) {
+      constexpr std::uint64_t kRounds = 1 << 20;
       const auto t0 = std::chrono::steady_clock::now();
       spin(kRounds);
       const std::chrono::duration<double, std::micro> us = std::chrono::steady_clock::now() - t0;

@@ -43,7 +43,8 @@ th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .meta{color:#555;font-size:13px}.chart{margin:6px 0 14px}
 svg text{font-family:'DejaVu Sans',sans-serif}
 .noisy{background:#fff3cd;border:1px solid #e0b000;padding:6px 10px;font-weight:600}
-pre.summary{background:#f6f8fa;border:1px solid #ddd;padding:8px 12px;font-size:13px}
+pre.summary{background:#f6f8fa;border:1px solid #ddd;padding:8px 12px;font-size:13px;
+white-space:pre-wrap}
 img.plot{max-width:100%;display:block;margin:6px 0 14px}
 .v-drift,.v-inconclusive{color:#666}
 """
@@ -215,8 +216,9 @@ def render(cur, base, goal_results, rows, threshold, alpha, summary, machine_lin
         out.append(f'<p class="meta">note: {esc(n)}</p>')
     noisy, reasons = lib.load_info(cur)
     if noisy:
-        out.append(f'<p class="noisy">Noisy run: {esc("; ".join(reasons))}. Figures and '
-                   f'verdicts are suspect; rerun on an idle machine.</p>')
+        more = f" and {len(reasons) - 3} more (context.json: run.load)" if len(reasons) > 3 else ""
+        out.append(f'<p class="noisy">Noisy run: {esc("; ".join(reasons[:3]) + more)}. Figures '
+                   f'and verdicts are suspect; rerun on an idle machine.</p>')
     if summary_lines:
         out.append("<h2>Summary</h2>")
         out.append('<pre class="summary">' + esc("\n".join(summary_lines)) + "</pre>")

@@ -221,8 +221,12 @@ def scaling_chart(rs):
         axes[1][col].axhline(1.0, color="#555", ls="--", lw=1)
         axes[1][col].set_ylabel("efficiency")
         axes[1][col].set_xlabel("workers")
+        ticks = sorted({w for s in impls.values() for w in s.points})
         for row in (0, 1):
             axes[row][col].set_xscale("log", base=2)
+            axes[row][col].set_xticks(ticks)
+            axes[row][col].set_xticklabels([str(w) for w in ticks])
+            axes[row][col].minorticks_off()
             axes[row][col].grid(True, alpha=0.3)
     fig.tight_layout()
     return _img(fig, "speed and efficiency against workers per scaling grid")

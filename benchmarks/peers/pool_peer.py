@@ -36,11 +36,13 @@ def spin(n):
 
 
 def spins_per_us():
-    """Rounds of spin() per microsecond on one core: the best of five
-    samples, each long enough to swamp the call (as pool_bench.cc does)."""
+    """Rounds of spin() per microsecond on one core: the best of fifteen
+    samples of a few ms, each long enough to swamp the call and short enough
+    that on a busy machine some run without being preempted (as
+    pool_bench.cc does)."""
     best = 0.0
-    for _ in range(5):
-        n = 100_000
+    for _ in range(15):
+        n = 10_000
         t0 = time.perf_counter()
         spin(n)
         best = max(best, n / ((time.perf_counter() - t0) * 1e6))
