@@ -199,6 +199,25 @@ class Child:
                 return True
         return False
 
+    def group_cpu(self):
+        """CPU seconds of the group's live members, each with the children
+        it has reaped (utime + stime + cutime + cstime from /proc)."""
+        hz = os.sysconf("SC_CLK_TCK")
+        total = 0
+        try:
+            pids = [p for p in os.listdir("/proc") if p.isdigit()]
+        except OSError:
+            return None
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == self.pgid:
+                total += sum(int(x) for x in fields[11:15])
+        return total / hz
+
     def kill(self):
         """SIGTERM to the group, SIGKILL after a grace period; reaps."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -272,6 +291,32 @@ def governor():
         except OSError:
             pass
     return ",".join(sorted(found)) or "none"
+
+
+class LiveLoad:
+    """While a binary runs: every second, the cores that processes outside
+    its group kept busy over that second, for the live line's warning."""
+
+    def __init__(self, child, limit, period=1.0):
+        self.child, self.limit, self.period = child, limit, period
+        self.last = self._now()
+
+    def _now(self):
+        return time.monotonic(), _cpu_jiffies(), self.child.group_cpu(), _own_cpu()
+
+    def poll(self):
+        """The others' cores when above the limit at the end of a period,
+        0.0 when below, None between periods or without /proc."""
+        t0, cpu0, group0, own0 = self.last
+        if time.monotonic() - t0 < self.period:
+            return None
+        self.last = now = self._now()
+        t1, cpu1, group1, own1 = now
+        if None in (cpu0, cpu1, group0, group1) or group1 < group0:
+            return None
+        others = (cpu1[0] + cpu1[1] - cpu0[0] - cpu0[1]
+                  - (group1 - group0) - (own1 - own0)) / (t1 - t0)
+        return others if others > self.limit else 0.0
 
 
 class LoadSample:
@@ -433,11 +478,15 @@ def run_binary(name, path, out_dir, args, progress, notes):
         t.start()
         deadline = time.monotonic() + timeout
         timed_out = False
+        live = LiveLoad(child, args.noisy_cores)
         while child.proc.poll() is None:
             if time.monotonic() > deadline:
                 timed_out = True
                 child.kill()
                 break
+            others = live.poll()
+            if others:
+                progress.warning = f"busy machine: others use {others:.1f} cores now"
             progress.update(done[0], total, done[1])
             time.sleep(0.1)
         t.join(timeout=5)
@@ -763,10 +812,10 @@ def main(argv=None):
                 status = run_peer(name, path, out_dir, args, python, progress)
             if status.startswith("ok"):
                 status += f" in {time.monotonic() - t0:.1f}s"
-            rec = note_load(name, sample) if not status.startswith("skipped") else {"noisy": False}
-            if rec["noisy"]:
+            rec = note_load(name, sample) if not status.startswith("skipped") else None
+            if rec and rec["noisy"]:
                 status += f" (noisy: {'; '.join(rec['reasons'])})"
-            else:
+            elif rec:
                 progress.warning = ""
             run_info["suites"][name] = status
             failed |= status.startswith("failed")

@@ -274,6 +274,54 @@ class RunAllTest(unittest.TestCase):
         self.assertIn("no benchmark binaries found", out)
 
 
+class LiveLoadTest(unittest.TestCase):
+    """The live line's measure: CPU of processes outside the benchmark's
+    group, per second."""
+
+    def setUp(self):
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import run_all
+        self.run_all = run_all
+        self.procs = []
+
+    def tearDown(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+    def spin(self, seconds, **kw):
+        p = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\n"
+                              f"while time.time() - t < {seconds}: pass"], **kw)
+        self.procs.append(p)
+        return p
+
+    def test_group_cpu_counts_the_benchmark_and_its_children(self):
+        child = self.run_all.Child([sys.executable, "-c",
+                                    "import os, time\nif os.fork() == 0:\n"
+                                    "    t = time.time()\n"
+                                    "    while time.time() - t < 1.5: pass\n"
+                                    "    os._exit(0)\nos.wait()"],
+                                   subprocess.DEVNULL, subprocess.DEVNULL)
+        self.procs.append(child.proc)
+        time.sleep(1.0)
+        self.assertGreater(child.group_cpu(), 0.1)
+        child.proc.wait(timeout=30)
+
+    def test_a_hog_outside_the_group_is_seen_within_a_period(self):
+        child = self.run_all.Child([sys.executable, "-c", "import time; time.sleep(5)"],
+                                   subprocess.DEVNULL, subprocess.DEVNULL)
+        self.procs.append(child.proc)
+        self.spin(5)                                 # the hog: another process's busy loop
+        live = self.run_all.LiveLoad(child, limit=0.3, period=0.5)
+        seen = None
+        deadline = time.monotonic() + 4
+        while seen is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            seen = live.poll()
+        self.assertIsNotNone(seen)
+        self.assertGreater(seen, 0.3)
+
+
 class QuickSelectionTest(unittest.TestCase):
     def setUp(self):
         sys.path.insert(0, str(ROOT / "benchmarks"))
