@@ -39,7 +39,7 @@ Flags:
   --full           end with every peer of every workload
   --label NAME     names the machine (context.json, the run's directory)
   --noisy-cores C  a suite is noisy when others keep > C cores busy (0.25)
-  --noisy-load L   ... or the load average per core is > L at its start (1.0)
+  --noisy-load L   the run is noisy when the load per core is > L before it (1.0)
   -- ARGS          extra flags for every benchmark binary
 
 Peer scripts may read these environment variables (all optional to honour):
@@ -259,7 +259,7 @@ def _on_signal(signum, frame):
 # ---------------------------------------------------------------- load
 
 NOISY_OTHERS = 0.25      # cores busy with other work during a suite that make it noisy
-NOISY_LOAD = 1.0         # load average per usable core before a suite that makes it noisy
+NOISY_LOAD = 1.0         # load average per usable core before the run that makes it noisy
 
 
 def _cpu_jiffies():
@@ -324,11 +324,14 @@ class LoadSample:
     governor before and after, and the CPU time of every process that is not
     this run (busy time from /proc/stat less this process and its children),
     in cores. A suite is noisy when others kept more than `others_limit`
-    cores busy, or the load average per usable core was above `load_limit`
-    when it started."""
+    cores busy. The load average counts this run's own processes too, so it
+    only judges the idle sample before the first suite (`check_load`): noisy
+    when it is above `load_limit` per usable core."""
 
-    def __init__(self, cores, others_limit=NOISY_OTHERS, load_limit=NOISY_LOAD):
+    def __init__(self, cores, others_limit=NOISY_OTHERS, load_limit=NOISY_LOAD,
+                 check_load=False):
         self.cores, self.others_limit, self.load_limit = cores, others_limit, load_limit
+        self.check_load = check_load
         self.before = self._now()
         self.after = None
 
@@ -356,7 +359,7 @@ class LoadSample:
     def reasons(self):
         out = []
         per_core = self.before["load"][0] / max(1, self.cores)
-        if per_core > self.load_limit:
+        if self.check_load and per_core > self.load_limit:
             out.append(f"load average {self.before['load'][0]:.1f} on {self.cores} cores")
         others = self.others_cores(self.after)
         if others is not None and others > self.others_limit:
@@ -700,8 +703,8 @@ def parse_args(argv):
                     help="a suite is noisy when other processes keep more than this many "
                          f"cores busy while it runs (default {NOISY_OTHERS})")
     ap.add_argument("--noisy-load", type=float, default=NOISY_LOAD,
-                    help="... or when the load average per usable core is above this when "
-                         f"it starts (default {NOISY_LOAD})")
+                    help="the run is noisy when the load average per usable core is above "
+                         f"this before its first suite (default {NOISY_LOAD})")
     args = ap.parse_args(argv)
     args.extra = extra
     if args.repetitions < 1 or (args.peer_repetitions is not None and args.peer_repetitions < 1):
@@ -790,7 +793,7 @@ def main(argv=None):
 
     progress = Progress(len(binaries) + len(peers))
     # Half a second doing nothing first: what the machine does without us.
-    idle = LoadSample(cores, args.noisy_cores, args.noisy_load)
+    idle = LoadSample(cores, args.noisy_cores, args.noisy_load, check_load=True)
     time.sleep(0.5)
     rec = note_load("idle", idle)
     if rec["noisy"]:
@@ -802,8 +805,6 @@ def main(argv=None):
         for name, path, kind in ([(n, p, "binary") for n, p in binaries]
                                  + [(n, p, "peer") for n, p in peers]):
             sample = LoadSample(cores, args.noisy_cores, args.noisy_load)
-            if sample.reasons():
-                progress.warning = "busy machine: " + "; ".join(sample.reasons())
             progress.begin(name, kind)
             t0 = time.monotonic()
             if kind == "binary":
