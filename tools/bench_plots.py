@@ -249,7 +249,11 @@ def history_chart(points, xlabels=()):
             ax.set_xticks(range(len(xlabels)))
             ax.set_xticklabels(xlabels, fontsize=7)
         ax.set_ylabel("mp / raw peer")
-        ax.set_ylim(bottom=0)
+        values = [p[2] for pts in lines.values() for p in pts if p[2] > 0]
+        if values and max(values) / min(values) > 20:
+            ax.set_yscale("log")      # BM_Spawn: 0.01x (spawn) beside 150x (big parent)
+        else:
+            ax.set_ylim(bottom=0)
         ax.axhline(1.0, color="#555", ls="--", lw=1)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
