@@ -17,6 +17,7 @@ PACKAGES=(
   chromium             # headless render check of report.html (//tools/tests:report_html_test)
   clang-14             # the fuzz targets (tools/fuzz.sh): libFuzzer needs clang
   libclang-rt-14-dev   # libFuzzer and clang's sanitizer runtimes
+  python3-matplotlib   # the charts of report.html and history.html (tools/bench_plots.py)
 )
 
 missing=()
