@@ -815,26 +815,31 @@ std::size_t MpiEngine::feed(const std::shared_ptr<JobBase>& job, Trampoline t, s
 
 // dispatch_locked sends queued tasks, in batches, to the workers with room
 // in their window: the emptiest first, and among equals the one that
-// answered last (it is the likeliest to be awake).
+// answered last (it is the likeliest to be awake). A batch is at most an
+// equal share of the queue, so two long tasks go to two idle workers.
 bool MpiEngine::dispatch_locked() {
   if (state_ == State::kTerminate) return false;
   bool any = false;
   while (!queue_.empty()) {
     Worker* best = nullptr;
     std::uint32_t best_room = 0;
+    std::size_t with_room = 0;
     for (Worker& w : workers_) {
       if (w.cancelling) continue;
       const std::uint32_t room = w.inflight < w.window ? w.window - w.inflight : 0;
+      if (room) ++with_room;
       if (room > best_room || (room && room == best_room && w.last_seen > best->last_seen)) {
         best = &w;
         best_room = room;
       }
     }
     if (!best) break;
+    const std::size_t share = (queue_.size() + with_room - 1) / with_room;
+    const std::size_t take = std::min<std::size_t>(best_room, share);
     std::string m = begin_message(kTasks, tag_);
     std::uint64_t count = 0;
     const auto index = static_cast<std::uint32_t>(best - workers_.data());
-    while (!queue_.empty() && count < best_room && (count == 0 || m.size() < kBatchBytes)) {
+    while (!queue_.empty() && count < take && (count == 0 || m.size() < kBatchBytes)) {
       Task& t = queue_.front();
       const std::uint64_t seq = next_seq_++;
       put_u64(m, seq);
