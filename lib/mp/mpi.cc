@@ -173,13 +173,15 @@ std::string host_name() {
 // ---- waiting without spinning ---------------------------------------------------
 
 // Backoff paces a polling loop: after activity (reset) it spins for kSpin,
-// yielding the CPU between polls, then sleeps 16 us, 32 us, ... up to `cap`.
+// yielding the CPU between polls (a request/response round trip is shorter
+// than that), then sleeps 16 us, 32 us, ... up to `cap`. reset(false)
+// skips the spin: the caller expects nothing soon (long tasks run).
 class Backoff {
  public:
-  static constexpr auto kSpin = 50us;
+  static constexpr auto kSpin = 200us;
   explicit Backoff(std::chrono::microseconds cap) : cap_(cap) {}
-  void reset() {
-    spin_until_ = Clock::now() + kSpin;
+  void reset(bool spin = true) {
+    spin_until_ = spin ? Clock::now() + kSpin : Clock::time_point{};
     sleep_ = 16us;
   }
   void set_cap(std::chrono::microseconds cap) { cap_ = cap; }
@@ -536,7 +538,7 @@ void serve(MPI_Comm comm, int master) {
 
 constexpr std::uint32_t kMinWindow = 2;
 constexpr std::uint32_t kMaxWindow = 1024;
-constexpr double kQueuedWorkNs = 2e6;  // each worker keeps about 2 ms of tasks
+constexpr double kQueuedWorkNs = 5e6;  // each worker keeps about 5 ms of tasks
 constexpr std::size_t kBatchBytes = 256 << 10;
 
 class MpiEngine final : public internal::pool::Engine {
@@ -814,28 +816,27 @@ std::size_t MpiEngine::feed(const std::shared_ptr<JobBase>& job, Trampoline t, s
 }
 
 // dispatch_locked sends queued tasks, in batches, to the workers with room
-// in their window: the emptiest first, and among equals the one that
-// answered last (it is the likeliest to be awake). A batch is at most an
-// equal share of the queue, so two long tasks go to two idle workers.
+// in their window: the one with the fewest tasks first, and among equals
+// the one that answered last (it is the likeliest to be awake). A batch is
+// at most an equal share of the queue, so two long tasks go to two idle
+// workers.
 bool MpiEngine::dispatch_locked() {
   if (state_ == State::kTerminate) return false;
   bool any = false;
   while (!queue_.empty()) {
     Worker* best = nullptr;
-    std::uint32_t best_room = 0;
     std::size_t with_room = 0;
     for (Worker& w : workers_) {
-      if (w.cancelling) continue;
-      const std::uint32_t room = w.inflight < w.window ? w.window - w.inflight : 0;
-      if (room) ++with_room;
-      if (room > best_room || (room && room == best_room && w.last_seen > best->last_seen)) {
+      if (w.cancelling || w.inflight >= w.window) continue;
+      ++with_room;
+      if (!best || w.inflight < best->inflight ||
+          (w.inflight == best->inflight && w.last_seen > best->last_seen)) {
         best = &w;
-        best_room = room;
       }
     }
     if (!best) break;
     const std::size_t share = (queue_.size() + with_room - 1) / with_room;
-    const std::size_t take = std::min<std::size_t>(best_room, share);
+    const std::size_t take = std::min<std::size_t>(best->window - best->inflight, share);
     std::string m = begin_message(kTasks, tag_);
     std::uint64_t count = 0;
     const auto index = static_cast<std::uint32_t>(best - workers_.data());
@@ -915,11 +916,15 @@ void MpiEngine::finish(Finished& finished) {
   finished.clear();
 }
 
+// Rank 0 waits by polling: it spins briefly after activity only while the
+// tasks in flight are short (their results come within a round trip);
+// while tasks of 100 us or more run, it sleeps between polls from the
+// start, leaving the cores to the workers.
 bool MpiEngine::wait_until_impl(bool (*pred)(void*), void* ctx, const internal::Deadline& deadline) {
   if (pred(ctx)) return true;
   Backoff backoff(200us);
-  backoff.reset();
-  for (;;) {
+  bool spin = true;
+  for (bool first = true;; first = false) {
     Finished finished;
     bool any;
     {
@@ -927,11 +932,13 @@ bool MpiEngine::wait_until_impl(bool (*pred)(void*), void* ctx, const internal::
       if (released_) return pred(ctx);
       any = pump_locked(finished);
       backoff.set_cap(outstanding_ ? 200us : 1000us);
+      spin = std::none_of(workers_.begin(), workers_.end(),
+                          [](const Worker& w) { return w.inflight && w.task_ns >= 100e3; });
     }
     finish(finished);
     if (pred(ctx)) return true;
     if (internal::expired(deadline)) return false;
-    if (any) backoff.reset(); else backoff.pause(deadline);
+    if (any || first) backoff.reset(spin); else backoff.pause(deadline);
   }
 }
 
@@ -1048,6 +1055,12 @@ void Runtime::start(int* argc, char*** argv) {
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (!initialized) {
+      // Open MPI makes every progress call yield the CPU on an oversubscribed
+      // node. mp never blocks in MPI (it sleeps between polls), so a yield
+      // only hands a busy worker's core away after each task: measured, half
+      // the rate of 1 ms tasks on a loaded 2-core machine. Off, unless the
+      // environment (mpirun --mca mpi_yield_when_idle 1) says otherwise.
+      ::setenv("OMPI_MCA_mpi_yield_when_idle", "0", 0);
       int provided = 0;
       check(MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread");
       finalize_ = true;
