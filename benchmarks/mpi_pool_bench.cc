@@ -126,8 +126,8 @@ void BM_ideal_work1ms(benchmark::State& state) {
 
 }  // namespace
 
-#define MP_MPI_BENCH(fn, name)                                                              \
-  BENCHMARK_TEMPLATE(fn, mp::mpi::Pool)->Name("BM_MpiPool/mp/" name)->UseRealTime();      \
+#define MP_MPI_BENCH(fn, name)                                                       \
+  BENCHMARK_TEMPLATE(fn, mp::mpi::Pool)->Name("BM_MpiPool/mp/" name)->UseRealTime(); \
   BENCHMARK_TEMPLATE(fn, mp::Pool)->Name("BM_MpiPool/mp_pool/" name)->UseRealTime();
 
 MP_MPI_BENCH(BM_apply_async, "apply_async")

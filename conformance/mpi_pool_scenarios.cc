@@ -57,7 +57,8 @@ int main(int argc, char** argv) {
     } else if (scenario == "singleton_spawn") {
       mp::mpi::Pool pool(mp::mpi::PoolOptions{.spawn = 3});
       const std::vector<int> got = pool.map(twice, std::vector<int>{1, 2, 3, 4, 5, 6}, 1);
-      if (got == std::vector<int>{2, 4, 6, 8, 10, 12}) say(fmt::format("OK {} workers", pool.processes()));
+      if (got == std::vector<int>{2, 4, 6, 8, 10, 12})
+        say(fmt::format("OK {} workers", pool.processes()));
       pool.close();
       pool.join();
     } else {

@@ -197,10 +197,11 @@ TEST(MpiPool, MapAsyncGivesTheListToItsCallback) {
   mp::mpi::Pool pool;
   std::atomic<int> calls{0};
   std::vector<int> seen;
-  auto r = pool.map_async(mp::Callbacks{.callback = [&](const std::vector<int>& v) {
-                            ++calls;
-                            seen = v;
-                          }},
+  auto r = pool.map_async(mp::Callbacks{.callback =
+                                            [&](const std::vector<int>& v) {
+                                              ++calls;
+                                              seen = v;
+                                            }},
                           square, iota(50));
   EXPECT_EQ(r.get(), squares(50));
   EXPECT_EQ(calls.load(), 1);
@@ -306,10 +307,11 @@ TEST(MpiPool, CallbackRunsExactlyOnceBeforeGetReturns) {
   mp::mpi::Pool pool;
   std::atomic<int> calls{0};
   int value = 0;
-  auto r = pool.apply_async(mp::Callbacks{.callback = [&](const int& v) {
-                              ++calls;
-                              value = v;
-                            }},
+  auto r = pool.apply_async(mp::Callbacks{.callback =
+                                              [&](const int& v) {
+                                                ++calls;
+                                                value = v;
+                                              }},
                             square, 9);
   EXPECT_EQ(r.get(), 81);
   EXPECT_EQ(calls.load(), 1);
@@ -355,7 +357,8 @@ TEST(MpiPool, AResultThatDoesNotDecodeRaisesCodecErrorForItsTaskOnly) {
     pool.apply(make_fragile, 1);
     ADD_FAILURE() << "no exception";
   } catch (const mp::CodecError& e) {
-    EXPECT_NE(std::string(e.what()).find("Fragile cannot be decoded"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Fragile cannot be decoded"), std::string::npos)
+        << e.what();
   }
   EXPECT_EQ(pool.apply(square, 6), 36);
 }
@@ -464,7 +467,8 @@ TEST(MpiPool, WaitingRanksDoNotSpin) {
   const auto wall0 = Clock::now();
   EXPECT_EQ(pool.apply(sleep_ms, 500), 500);
   const double wall = std::chrono::duration<double, std::nano>(Clock::now() - wall0).count();
-  EXPECT_LT(static_cast<double>(process_cpu_ns() - cpu0), 0.25 * wall) << "rank 0 spun while waiting";
+  EXPECT_LT(static_cast<double>(process_cpu_ns() - cpu0), 0.25 * wall)
+      << "rank 0 spun while waiting";
 
   const auto before = pool.map(cpu_sample, std::vector<int>(2, 20), 1);
   std::this_thread::sleep_for(500ms);  // both workers idle
@@ -474,7 +478,8 @@ TEST(MpiPool, WaitingRanksDoNotSpin) {
   for (const auto& [pid, ns] : after) used[pid] += ns;
   ASSERT_EQ(used.size(), 2u);
   for (const auto& [pid, ns] : used) {
-    EXPECT_LT(ns, 125'000'000) << "idle worker pid " << pid << " used " << ns / 1e6 << " ms of CPU in ~520 ms";
+    EXPECT_LT(ns, 125'000'000) << "idle worker pid " << pid << " used " << ns / 1e6
+                               << " ms of CPU in ~520 ms";
   }
 }
 
@@ -516,8 +521,9 @@ Launch run(const std::vector<std::string>& argv, std::chrono::seconds limit) {
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
     const std::string_view v(*e);
-    const bool launcher = v.starts_with("OMPI_") || v.starts_with("PMIX_") || v.starts_with("ORTE_") ||
-                          v.starts_with("OPAL_") || v.starts_with("HWLOC_");
+    const bool launcher = v.starts_with("OMPI_") || v.starts_with("PMIX_") ||
+                          v.starts_with("ORTE_") || v.starts_with("OPAL_") ||
+                          v.starts_with("HWLOC_");
     if (!launcher || v.starts_with("OMPI_ALLOW_RUN_AS_ROOT")) env.emplace_back(v);
   }
   std::vector<char*> envp, args;
@@ -557,7 +563,8 @@ Launch run(const std::vector<std::string>& argv, std::chrono::seconds limit) {
       break;
     }
     pollfd p{fds[0], POLLIN, 0};
-    const int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(left).count()) + 1;
+    const int ms =
+        static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(left).count()) + 1;
     if (::poll(&p, 1, ms) <= 0) continue;
     const ssize_t n = ::read(fds[0], buf, sizeof buf);
     if (n <= 0) break;
@@ -597,9 +604,10 @@ TEST(MpiPoolLaunch, PoolOnOneRankRaisesValueErrorSayingHowToLaunch) {
 }
 
 TEST(MpiPoolLaunch, ARankRunningAnotherBuildMakesThePoolRaiseProcessError) {
-  const Launch r = run(cat(mpirun(1), std::vector<std::string>{scenarios(), "other_build", ":", "-n", "1",
-                                                            scenarios("mpi_pool_scenarios_other")}),
-                    60s);
+  const Launch r =
+      run(cat(mpirun(1), std::vector<std::string>{scenarios(), "other_build", ":", "-n", "1",
+                                                  scenarios("mpi_pool_scenarios_other")}),
+          60s);
   ASSERT_FALSE(r.timed_out) << r.output;
   EXPECT_TRUE(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0) << r.output;
   EXPECT_NE(r.output.find("ProcessError: mp::mpi::Pool: rank 1"), std::string::npos) << r.output;

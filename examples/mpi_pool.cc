@@ -81,10 +81,10 @@ int main(int argc, char** argv) {
   }
 
   // apply_async with a callback; a task's exception comes back as its type.
-  auto r = pool.apply_async(mp::Callbacks{.callback = [](const double& v) {
-                              fmt::print("callback: sqrt(2) = {:.4f}\n", v);
-                            }},
-                            checked_sqrt, 2.0);
+  auto r = pool.apply_async(
+      mp::Callbacks{
+          .callback = [](const double& v) { fmt::print("callback: sqrt(2) = {:.4f}\n", v); }},
+      checked_sqrt, 2.0);
   r.wait();
   try {
     pool.apply(checked_sqrt, -1.0);

@@ -75,8 +75,12 @@ struct Header {
 };
 static_assert(sizeof(Header) == 32);
 
-void put_u64(std::string& out, std::uint64_t v) { out.append(reinterpret_cast<const char*>(&v), 8); }
-void put_u32(std::string& out, std::uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); }
+void put_u64(std::string& out, std::uint64_t v) {
+  out.append(reinterpret_cast<const char*>(&v), 8);
+}
+void put_u32(std::string& out, std::uint32_t v) {
+  out.append(reinterpret_cast<const char*>(&v), 4);
+}
 
 std::string begin_message(Kind kind, int tag) {
   std::string m(sizeof(Header), '\0');
@@ -146,16 +150,17 @@ std::string mpi_error_text(int rc) {
 }
 
 void check(int rc, const char* what) {
-  if (rc != MPI_SUCCESS) throw ProcessError(fmt::format("mp::mpi: {} failed: {}", what, mpi_error_text(rc)));
+  if (rc != MPI_SUCCESS)
+    throw ProcessError(fmt::format("mp::mpi: {} failed: {}", what, mpi_error_text(rc)));
 }
 
 struct Globals {
-  bool active = false;  // a Runtime runs on rank 0
+  bool active = false;             // a Runtime runs on rank 0
   MPI_Comm world = MPI_COMM_NULL;  // a duplicate of MPI_COMM_WORLD
   int rank = 0;
   int size = 1;
   int tag_ub = 32767;
-  std::uint64_t pools = 0;  // Pools opened so far
+  std::uint64_t pools = 0;        // Pools opened so far
   std::vector<std::string> args;  // argv[1..], for spawned workers
 };
 
@@ -242,13 +247,15 @@ class Outbox {
     for (std::size_t off = 0; off < m.size(); off += kPiece) {
       const int n = static_cast<int>(std::min(kPiece, m.size() - off));
       MPI_Request r;
-      check(MPI_Isend(m.data() + off, n, MPI_BYTE, dest_, off ? tag + 1 : tag, comm_, &r), "MPI_Isend");
+      check(MPI_Isend(m.data() + off, n, MPI_BYTE, dest_, off ? tag + 1 : tag, comm_, &r),
+            "MPI_Isend");
       reqs_.push_back(r);
     }
   }
   MPI_Comm comm_;
   int dest_;
-  std::deque<std::pair<int, std::string>> queue_;  // front: in flight (deque: its address is stable)
+  std::deque<std::pair<int, std::string>>
+      queue_;  // front: in flight (deque: its address is stable)
   std::vector<MPI_Request> reqs_;
 };
 
@@ -317,7 +324,8 @@ class Inbox {
     x.reqs.clear();
     if (x.sized) return true;
     x.sized = true;
-    if (x.buf.size() < sizeof(Header)) throw ProcessError("mp::mpi: a malformed message arrived (short)");
+    if (x.buf.size() < sizeof(Header))
+      throw ProcessError("mp::mpi: a malformed message arrived (short)");
     Header h;
     std::memcpy(&h, x.buf.data(), sizeof h);
     if (h.total < x.buf.size()) throw ProcessError("mp::mpi: a malformed message arrived (length)");
@@ -363,11 +371,17 @@ class WorkerLoop {
         flush();
         any = true;
       }
-      if (any) backoff.reset(); else backoff.pause();
+      if (any)
+        backoff.reset();
+      else
+        backoff.pause();
     }
     flush();
     while (!out_.idle()) {
-      if (out_.progress()) backoff.reset(); else backoff.pause();
+      if (out_.progress())
+        backoff.reset();
+      else
+        backoff.pause();
     }
   }
 
@@ -416,7 +430,8 @@ class WorkerLoop {
         shutdown_ = true;
         break;
       default:
-        throw ProcessError(fmt::format("mp::mpi: a worker got a message of unknown kind {}", h.kind));
+        throw ProcessError(
+            fmt::format("mp::mpi: a worker got a message of unknown kind {}", h.kind));
     }
   }
 
@@ -447,7 +462,8 @@ class WorkerLoop {
     }
     if (code == kOpenOk && initializer) {
       try {
-        auto init = internal::relocate(reinterpret_cast<void (*)()>(static_cast<std::uintptr_t>(initializer)));
+        auto init = internal::relocate(
+            reinterpret_cast<void (*)()>(static_cast<std::uintptr_t>(initializer)));
         init();
       } catch (...) {
         code = kOpenInitFailed;
@@ -479,7 +495,8 @@ class WorkerLoop {
     std::uint32_t status = kOk;
     const auto t0 = Clock::now();
     try {
-      const auto tramp = internal::relocate(reinterpret_cast<Trampoline>(static_cast<std::uintptr_t>(t.tramp)));
+      const auto tramp =
+          internal::relocate(reinterpret_cast<Trampoline>(static_cast<std::uintptr_t>(t.tramp)));
       tramp(std::string_view(*t.buf).substr(t.off, t.len), batch_);
     } catch (...) {
       batch_.resize(start);
@@ -489,7 +506,8 @@ class WorkerLoop {
       batch_ += error;
     }
     const auto t1 = Clock::now();
-    batch_busy_ += static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+    batch_busy_ += static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
     const std::uint64_t len = batch_.size() - start;
     std::memcpy(batch_.data() + rec + 8, &status, 4);
     std::memcpy(batch_.data() + rec + 12, &len, 8);
@@ -529,7 +547,9 @@ void serve(MPI_Comm comm, int master) {
   try {
     WorkerLoop(comm, master).run();
   } catch (const std::exception& e) {
-    std::fputs(fmt::format("mp::mpi: worker rank {} failed: {}\n", globals().rank, e.what()).c_str(), stderr);
+    std::fputs(
+        fmt::format("mp::mpi: worker rank {} failed: {}\n", globals().rank, e.what()).c_str(),
+        stderr);
     MPI_Abort(MPI_COMM_WORLD, 70);
   }
 }
@@ -548,9 +568,11 @@ class MpiEngine final : public internal::pool::Engine {
 
   void submit(const std::shared_ptr<JobBase>& job, Trampoline t,
               const internal::pool::ChunkEncoder& encode) override;
-  void submit_one(const std::shared_ptr<JobBase>& job, Trampoline t, std::string_view payload) override;
+  void submit_one(const std::shared_ptr<JobBase>& job, Trampoline t,
+                  std::string_view payload) override;
   std::size_t feed(const std::shared_ptr<JobBase>& job, Trampoline t, std::uint32_t first,
-                   const std::vector<std::string_view>& payloads, std::exception_ptr& error) override;
+                   const std::vector<std::string_view>& payloads,
+                   std::exception_ptr& error) override;
   void close() override;
   void terminate() override;
   void join() override;
@@ -582,7 +604,7 @@ class MpiEngine final : public internal::pool::Engine {
     Outbox out;
     std::uint32_t inflight = 0;
     std::uint32_t window = kMinWindow;
-    double task_ns = 0;          // recent task time, as the worker reports it
+    double task_ns = 0;           // recent task time, as the worker reports it
     std::uint64_t last_seen = 0;  // activity stamp of its last results
     bool opened = false;
     bool cancelling = false;  // a kCancel is not answered yet
@@ -622,8 +644,8 @@ class MpiEngine final : public internal::pool::Engine {
   bool stopping_ = false;  // join() saw nothing outstanding: feed() fails from now on
   bool released_ = false;  // the workers were let go (spawned: shut down)
   std::optional<std::string> broken_;
-  std::deque<Task> queue_;  // submitted, not yet sent
-  std::string arena_;       // the queued tasks' payloads
+  std::deque<Task> queue_;                             // submitted, not yet sent
+  std::string arena_;                                  // the queued tasks' payloads
   std::unordered_map<std::uint64_t, Flight> flights_;  // sent, result not back yet
   std::uint64_t next_seq_ = 0;
   std::size_t outstanding_ = 0;  // tasks submitted and not yet resolved
@@ -638,9 +660,11 @@ MpiEngine::MpiEngine(PoolOptions options) {
         "mp::mpi::Pool needs an mp::mpi::Runtime: construct one at the start of main(), in every "
         "process (mp::mpi::Runtime rt(argc, argv);)");
   }
-  if (g.rank != 0) throw ValueError("mp::mpi::Pool: only rank 0 makes Pools (the others are its workers)");
+  if (g.rank != 0)
+    throw ValueError("mp::mpi::Pool: only rank 0 makes Pools (the others are its workers)");
   const std::uint64_t id = g.pools++;
-  tag_ = kTagBase + 2 * static_cast<int>(id % static_cast<std::uint64_t>((g.tag_ub - kTagBase) / 2));
+  tag_ =
+      kTagBase + 2 * static_cast<int>(id % static_cast<std::uint64_t>((g.tag_ub - kTagBase) / 2));
   if (options.spawn) {
     if (*options.spawn < 1) throw ValueError("Number of processes must be at least 1");
     spawn_locked(options);
@@ -687,8 +711,8 @@ void MpiEngine::spawn_locked(const PoolOptions& options) {
   MPI_Errhandler_free(&saved);
   MPI_Info_free(&info);
   if (rc != MPI_SUCCESS) {
-    throw ProcessError(fmt::format("mp::mpi::Pool could not spawn {} workers of {}: {}", *options.spawn, exe,
-                                   mpi_error_text(rc)));
+    throw ProcessError(fmt::format("mp::mpi::Pool could not spawn {} workers of {}: {}",
+                                   *options.spawn, exe, mpi_error_text(rc)));
   }
   MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
   spawned_ = true;
@@ -738,11 +762,14 @@ void MpiEngine::open_locked(const PoolOptions& options) {
           std::tie(type, message) = decode<std::tuple<std::string, std::string>>(text);
         } catch (...) {
         }
-        broken_ = fmt::format("Pool is broken: the initializer raised {} in {}: {}", type, describe_worker(i),
-                              message);
+        broken_ = fmt::format("Pool is broken: the initializer raised {} in {}: {}", type,
+                              describe_worker(i), message);
       }
     });
-    if (any) backoff.reset(); else backoff.pause();
+    if (any)
+      backoff.reset();
+    else
+      backoff.pause();
   }
   if (!refused.empty()) {
     state_ = State::kTerminate;
@@ -768,8 +795,8 @@ void MpiEngine::check_submit_locked() const {
   if (state_ != State::kRun) throw ValueError("Pool not running");
 }
 
-void MpiEngine::enqueue_locked(const std::shared_ptr<JobBase>& job, std::uint32_t chunk, Trampoline t,
-                               std::string_view payload) {
+void MpiEngine::enqueue_locked(const std::shared_ptr<JobBase>& job, std::uint32_t chunk,
+                               Trampoline t, std::string_view payload) {
   if (queue_.empty()) arena_.clear();
   const std::size_t off = arena_.size();
   arena_.append(payload);
@@ -791,7 +818,8 @@ void MpiEngine::submit(const std::shared_ptr<JobBase>& job, Trampoline t,
   dispatch_locked();
 }
 
-void MpiEngine::submit_one(const std::shared_ptr<JobBase>& job, Trampoline t, std::string_view payload) {
+void MpiEngine::submit_one(const std::shared_ptr<JobBase>& job, Trampoline t,
+                           std::string_view payload) {
   std::lock_guard lock(mpi_mutex());
   check_submit_locked();
   enqueue_locked(job, 0, t, payload);
@@ -799,7 +827,8 @@ void MpiEngine::submit_one(const std::shared_ptr<JobBase>& job, Trampoline t, st
 }
 
 std::size_t MpiEngine::feed(const std::shared_ptr<JobBase>& job, Trampoline t, std::uint32_t first,
-                            const std::vector<std::string_view>& payloads, std::exception_ptr& error) {
+                            const std::vector<std::string_view>& payloads,
+                            std::exception_ptr& error) {
   std::lock_guard lock(mpi_mutex());
   std::size_t done = 0;
   try {
@@ -920,7 +949,8 @@ void MpiEngine::finish(Finished& finished) {
 // tasks in flight are short (their results come within a round trip);
 // while tasks of 100 us or more run, it sleeps between polls from the
 // start, leaving the cores to the workers.
-bool MpiEngine::wait_until_impl(bool (*pred)(void*), void* ctx, const internal::Deadline& deadline) {
+bool MpiEngine::wait_until_impl(bool (*pred)(void*), void* ctx,
+                                const internal::Deadline& deadline) {
   if (pred(ctx)) return true;
   Backoff backoff(200us);
   bool spin = true;
@@ -938,7 +968,10 @@ bool MpiEngine::wait_until_impl(bool (*pred)(void*), void* ctx, const internal::
     finish(finished);
     if (pred(ctx)) return true;
     if (internal::expired(deadline)) return false;
-    if (any || first) backoff.reset(spin); else backoff.pause(deadline);
+    if (any || first)
+      backoff.reset(spin);
+    else
+      backoff.pause(deadline);
   }
 }
 
@@ -970,8 +1003,9 @@ void MpiEngine::terminate() {
     if (released_) return;
     // Results that already arrived still count.
     pump_locked(finished);
-    fail_all_locked(std::make_exception_ptr(ProcessError("Pool was terminated before the task completed")),
-                    finished);
+    fail_all_locked(
+        std::make_exception_ptr(ProcessError("Pool was terminated before the task completed")),
+        finished);
     for (Worker& w : workers_) {
       if (!w.inflight) continue;
       std::string m = begin_message(kCancel, tag_);
@@ -994,11 +1028,13 @@ void MpiEngine::join() {
   // ran and answered the cancel); an imap iterator may still feed after
   // close(): stopping_ is set in the same hold that saw nothing outstanding.
   for (;;) {
-    wait_until([this] {
-      std::lock_guard hold(mpi_mutex());
-      return outstanding_ == 0 &&
-             std::none_of(workers_.begin(), workers_.end(), [](const Worker& w) { return w.cancelling; });
-    }, std::nullopt);
+    wait_until(
+        [this] {
+          std::lock_guard hold(mpi_mutex());
+          return outstanding_ == 0 && std::none_of(workers_.begin(), workers_.end(),
+                                                   [](const Worker& w) { return w.cancelling; });
+        },
+        std::nullopt);
     std::lock_guard lock(mpi_mutex());
     if (joined_) return;
     if (outstanding_ != 0) continue;
@@ -1019,7 +1055,10 @@ void MpiEngine::drain_sends_locked() {
       idle &= w.out.idle();
     }
     if (idle) return;
-    if (any) backoff.reset(); else backoff.pause();
+    if (any)
+      backoff.reset();
+    else
+      backoff.pause();
   }
 }
 
@@ -1121,11 +1160,15 @@ Runtime::~Runtime() {
         idle &= o.idle();
       }
       if (idle) break;
-      if (any) backoff.reset(); else backoff.pause();
+      if (any)
+        backoff.reset();
+      else
+        backoff.pause();
     }
   } catch (const std::exception& e) {
-    std::fputs(fmt::format("mp::mpi::Runtime: stopping the worker ranks failed: {}\n", e.what()).c_str(),
-               stderr);
+    std::fputs(
+        fmt::format("mp::mpi::Runtime: stopping the worker ranks failed: {}\n", e.what()).c_str(),
+        stderr);
   }
   MPI_Comm_free(&g.world);
   if (finalize_) MPI_Finalize();

@@ -77,21 +77,27 @@
 //   * maxtasksperchild, start_method and the buffer sizes of mp::PoolOptions
 //     do not apply (ranks are not replaced; messages of any size travel, in
 //     16 MiB pieces, with no size limit for arguments).
-//   * Waiting does not spin: Open MPI's blocking receives poll a core at
-//     100% (on an oversubscribed machine, the core a worker needs). Every
-//     wait here, on rank 0 and on the workers, is MPI_Iprobe / MPI_Test
-//     between sleeps that grow from 16 us to a cap (0.2 ms on rank 0 while
-//     tasks run, 1 ms on an idle worker), after a spin of about 50 us. An
-//     idle worker rank costs about 1% of a core; a task reaching an idle
-//     worker waits up to 1 ms. (mpi_yield_when_idle only makes the spin
-//     yield; it still keeps the core busy.)
+//   * Waiting does not spin: Open MPI's blocking calls poll a core at 100%
+//     (on an oversubscribed machine, the core a worker needs), and its
+//     mpi_yield_when_idle only makes that poll yield. Every wait here, on
+//     rank 0 and on the workers, is MPI_Improbe / MPI_Test between sleeps
+//     that grow from 16 us to a cap (0.2 ms on rank 0 while tasks run, 1 ms
+//     on an idle worker), after a spin of 200 us that follows activity (a
+//     request/response round trip fits in it; rank 0 skips it while tasks
+//     of 100 us or more run). An idle worker rank costs about 1% of a core;
+//     a task reaching a long-idle worker waits up to 1 ms. Runtime also
+//     turns off Open MPI's yield in every progress call on oversubscribed
+//     nodes (mpi_yield_when_idle, unless the environment sets it): with it,
+//     a busy worker gave its core away after each task.
 //   * Messages travel on a duplicate of MPI_COMM_WORLD (or the spawn
 //     intercommunicator), so a program's own MPI traffic on rank 0 does not
 //     mix with the pool's; but worker ranks belong to mp while the Runtime
 //     lives (collectives over MPI_COMM_WORLD would wait for them forever).
 //   * Tasks reach a worker in batches, and each worker keeps a few queued
-//     (about 2 ms of work, by the task times it reports, at least 2 tasks),
-//     so short tasks cost little per task and long ones stay balanced.
+//     (about 5 ms of work, by the task times it reports, at least 2 tasks;
+//     an idle worker gets at most an equal share of what waits), so short
+//     tasks cost little per task and long ones stay balanced. A task queued
+//     on a worker waits for that worker even if another becomes free.
 //   * MPI is initialized with MPI_THREAD_SERIALIZED; mp serializes its own
 //     MPI calls, so a Pool and its results may be used from several threads
 //     as mp::Pool's may. A program that calls MPI itself from several
