@@ -558,7 +558,7 @@ void serve(MPI_Comm comm, int master) {
 
 constexpr std::uint32_t kMinWindow = 2;
 constexpr std::uint32_t kMaxWindow = 1024;
-constexpr double kQueuedWorkNs = 5e6;  // each worker keeps about 5 ms of tasks
+constexpr double kQueuedWorkNs = 2e6;  // each worker keeps about 2 ms of tasks
 constexpr std::size_t kBatchBytes = 256 << 10;
 
 class MpiEngine final : public internal::pool::Engine {

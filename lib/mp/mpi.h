@@ -94,7 +94,7 @@
 //     mix with the pool's; but worker ranks belong to mp while the Runtime
 //     lives (collectives over MPI_COMM_WORLD would wait for them forever).
 //   * Tasks reach a worker in batches, and each worker keeps a few queued
-//     (about 5 ms of work, by the task times it reports, at least 2 tasks;
+//     (about 2 ms of work, by the task times it reports, at least 2 tasks;
 //     an idle worker gets at most an equal share of what waits), so short
 //     tasks cost little per task and long ones stay balanced. A task queued
 //     on a worker waits for that worker even if another becomes free.
