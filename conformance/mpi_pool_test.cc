@@ -427,6 +427,20 @@ TEST(MpiPool, TwoPoolsShareTheRanks) {
   EXPECT_EQ(ra.get(), squares(500));
 }
 
+// A worker sends one Pool's messages in order, but never behind another
+// Pool's: a large result that nobody collects yet (it needs rank 0 to take
+// it) holds back neither a new Pool's opening nor another Pool's results.
+TEST(MpiPool, APoolsUncollectedLargeResultsHoldBackNoOtherPool) {
+  mp::mpi::Pool a;
+  auto big = a.map_async(big_string, std::vector<std::uint64_t>(2, 8ull << 20), 1);
+  std::this_thread::sleep_for(300ms);  // both results are sent; nobody takes them
+  mp::mpi::Pool b;
+  EXPECT_EQ(b.map(square, iota(20), 1), squares(20));
+  const std::vector<std::string> got = big.get();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1], big_string(8ull << 20));
+}
+
 TEST(MpiPool, SeveralThreadsMayUseOnePool) {
   mp::mpi::Pool pool;
   std::vector<std::thread> threads;

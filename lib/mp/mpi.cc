@@ -13,6 +13,7 @@
 #include <deque>
 #include <exception>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -213,50 +214,61 @@ class Backoff {
 
 // ---- transport ----------------------------------------------------------------
 
-// Outbox sends messages to one peer, one at a time, without blocking.
+// Outbox sends messages to one peer without blocking: one at a time per
+// tag, so that the pieces of two messages never interleave; messages of
+// different tags (different Pools) do not wait for each other, so a large
+// result nobody receives yet cannot hold back another Pool's messages.
 class Outbox {
  public:
   Outbox(MPI_Comm comm, int dest) : comm_(comm), dest_(dest) {}
   Outbox(Outbox&&) = default;
 
   void post(int tag, std::string message) {
-    queue_.emplace_back(tag, std::move(message));
-    if (reqs_.empty()) start_next();
+    Lane& lane = lanes_[tag];
+    lane.queue.push_back(std::move(message));
+    if (lane.reqs.empty()) start_next(tag, lane);
   }
   // progress() moves the sends on; true when one completed.
   bool progress() {
     bool any = false;
-    while (!reqs_.empty()) {
-      int done = 0;
-      check(MPI_Testall(static_cast<int>(reqs_.size()), reqs_.data(), &done, MPI_STATUSES_IGNORE),
-            "MPI_Testall (send)");
-      if (!done) break;
-      reqs_.clear();
-      queue_.pop_front();
-      any = true;
-      start_next();
+    for (auto it = lanes_.begin(); it != lanes_.end();) {
+      Lane& lane = it->second;
+      while (!lane.reqs.empty()) {
+        int done = 0;
+        check(MPI_Testall(static_cast<int>(lane.reqs.size()), lane.reqs.data(), &done,
+                          MPI_STATUSES_IGNORE),
+              "MPI_Testall (send)");
+        if (!done) break;
+        lane.reqs.clear();
+        lane.queue.pop_front();
+        any = true;
+        start_next(it->first, lane);
+      }
+      it = lane.queue.empty() ? lanes_.erase(it) : std::next(it);
     }
     return any;
   }
-  bool idle() const { return queue_.empty(); }
+  bool idle() const { return lanes_.empty(); }
 
  private:
-  void start_next() {
-    if (queue_.empty()) return;
-    auto& [tag, m] = queue_.front();
+  struct Lane {
+    std::deque<std::string> queue;  // front: in flight (a deque: its address is stable)
+    std::vector<MPI_Request> reqs;
+  };
+  void start_next(int tag, Lane& lane) {
+    if (lane.queue.empty()) return;
+    std::string& m = lane.queue.front();
     for (std::size_t off = 0; off < m.size(); off += kPiece) {
       const int n = static_cast<int>(std::min(kPiece, m.size() - off));
       MPI_Request r;
       check(MPI_Isend(m.data() + off, n, MPI_BYTE, dest_, off ? tag + 1 : tag, comm_, &r),
             "MPI_Isend");
-      reqs_.push_back(r);
+      lane.reqs.push_back(r);
     }
   }
   MPI_Comm comm_;
   int dest_;
-  std::deque<std::pair<int, std::string>>
-      queue_;  // front: in flight (deque: its address is stable)
-  std::vector<MPI_Request> reqs_;
+  std::map<int, Lane> lanes_;  // by tag; a lane with nothing to send is removed
 };
 
 // Inbox receives whole messages on one tag, without blocking.
@@ -266,20 +278,20 @@ class Inbox {
   // whole to on_message(source, std::string). True if anything moved.
   template <class F>
   bool poll(MPI_Comm comm, int source, int tag, F&& on_message) {
+    // Messages of one source are handed over in the order they were sent;
+    // `held` are the sources with an earlier message still arriving.
     bool any = false;
+    held_.clear();
     for (auto it = in_.begin(); it != in_.end();) {
-      if (!advance(comm, tag, *it)) {
+      any |= advance(comm, tag, *it);
+      if (!it->reqs.empty() || is_held(it->source)) {
+        held_.push_back(it->source);
         ++it;
         continue;
       }
-      any = true;
-      if (it->reqs.empty()) {
-        Incoming whole = std::move(*it);
-        it = in_.erase(it);
-        on_message(whole.source, std::move(whole.buf));
-      } else {
-        ++it;
-      }
+      Incoming whole = std::move(*it);
+      it = in_.erase(it);
+      on_message(whole.source, std::move(whole.buf));
     }
     for (;;) {
       int flag = 0;
@@ -298,11 +310,13 @@ class Inbox {
       check(MPI_Imrecv(x.buf.data(), n, MPI_BYTE, &msg, &r), "MPI_Imrecv");
       x.reqs.push_back(r);
       advance(comm, tag, x);
-      if (x.reqs.empty()) {
-        Incoming whole = std::move(x);
-        in_.pop_back();
-        on_message(whole.source, std::move(whole.buf));
+      if (!x.reqs.empty() || is_held(x.source)) {
+        held_.push_back(x.source);
+        continue;
       }
+      Incoming whole = std::move(x);
+      in_.pop_back();
+      on_message(whole.source, std::move(whole.buf));
     }
     return any;
   }
@@ -317,6 +331,7 @@ class Inbox {
   // advance: true when every posted receive of x completed (then x.reqs is
   // empty unless more pieces were just posted).
   static bool advance(MPI_Comm comm, int tag, Incoming& x) {
+    if (x.reqs.empty()) return false;  // whole already, waiting for its turn
     int done = 0;
     check(MPI_Testall(static_cast<int>(x.reqs.size()), x.reqs.data(), &done, MPI_STATUSES_IGNORE),
           "MPI_Testall (receive)");
@@ -341,7 +356,11 @@ class Inbox {
     }
     return true;
   }
+  bool is_held(int source) const {
+    return std::find(held_.begin(), held_.end(), source) != held_.end();
+  }
   std::list<Incoming> in_;  // a list: pending receives write into these buffers
+  std::vector<int> held_;
 };
 
 // ---- the worker side ------------------------------------------------------------
