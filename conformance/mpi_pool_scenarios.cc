@@ -8,13 +8,12 @@
 //                    must end the job (nothing after it is printed)
 //   singleton_spawn  without mpirun: a Pool of 3 spawned workers
 // Rank 0 prints what happened; the test reads it.
+#include <fmt/format.h>
 #include <signal.h>
 
 #include <cstdio>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "mp/errors.h"
 #include "mp/mpi.h"

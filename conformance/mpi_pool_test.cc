@@ -10,6 +10,8 @@
 // another build, a rank that dies, no mpirun at all) run
 // conformance/mpi_pool_scenarios in a job of their own, started here.
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -33,9 +35,6 @@
 #include <tuple>
 #include <utility>
 #include <vector>
-
-#include <fmt/format.h>
-#include <gtest/gtest.h>
 
 #include "mp/codec.h"
 #include "mp/errors.h"

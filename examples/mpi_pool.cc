@@ -13,6 +13,7 @@
 // A hostfile names one machine per line and how many ranks it takes
 // ("node1 slots=4"); every machine needs the same executable at the same
 // path (a shared file system, or a copy), and ssh from the first to the rest.
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -23,8 +24,6 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "mp/mpi.h"
 

@@ -1,5 +1,6 @@
 #include "mp/mpi.h"
 
+#include <fmt/format.h>
 #include <mpi.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -23,8 +24,6 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "mp/codec.h"
 #include "mp/errors.h"
@@ -640,7 +639,7 @@ class MpiEngine final : public internal::pool::Engine {
                       std::string_view payload);
   bool pump_locked(Finished& finished);
   bool dispatch_locked();
-  void handle_locked(int source, std::string message, Finished& finished);
+  void handle_locked(int source, const std::string& message, Finished& finished);
   void resolve_locked(std::shared_ptr<JobBase> job, Finished& finished) {
     --outstanding_;
     if (++job->chunks_done == job->chunks_total) finished.push_back(std::move(job));
@@ -761,7 +760,7 @@ void MpiEngine::open_locked(const PoolOptions& options) {
   while (!opened()) {
     bool any = false;
     for (Worker& w : workers_) any |= w.out.progress();
-    any |= inbox_.poll(comm_, MPI_ANY_SOURCE, tag_, [&](int source, std::string message) {
+    any |= inbox_.poll(comm_, MPI_ANY_SOURCE, tag_, [&](int source, const std::string& message) {
       Reader r(message);
       if (r.header().kind != kOpened) return;
       const std::size_t i = static_cast<std::size_t>(source - first_rank_);
@@ -908,7 +907,7 @@ bool MpiEngine::dispatch_locked() {
   return any;
 }
 
-void MpiEngine::handle_locked(int source, std::string message, Finished& finished) {
+void MpiEngine::handle_locked(int source, const std::string& message, Finished& finished) {
   Reader r(message);
   const Header& h = r.header();
   const std::size_t i = static_cast<std::size_t>(source - first_rank_);
@@ -952,8 +951,8 @@ void MpiEngine::handle_locked(int source, std::string message, Finished& finishe
 bool MpiEngine::pump_locked(Finished& finished) {
   bool any = false;
   for (Worker& w : workers_) any |= w.out.progress();
-  any |= inbox_.poll(comm_, MPI_ANY_SOURCE, tag_, [&](int source, std::string message) {
-    handle_locked(source, std::move(message), finished);
+  any |= inbox_.poll(comm_, MPI_ANY_SOURCE, tag_, [&](int source, const std::string& message) {
+    handle_locked(source, message, finished);
   });
   any |= dispatch_locked();
   return any;
