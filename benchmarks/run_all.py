@@ -48,13 +48,20 @@ to 0.1 with --quick unless already set), MP_BENCH_FILTER (the --filter regex;
 run_all also filters what peers print). When a peer prints one run per
 benchmark, it is run --repetitions times and the runs are merged.
 
+MPI benchmarks (MPI_BINARIES: //benchmarks:mpi_pool) run as MPI jobs:
+`mpirun -n 3 --oversubscribe BINARY ...` (rank 0 measures, two worker ranks;
+--allow-run-as-root when run as root), for --benchmark_list_tests too. Without
+mpirun they are skipped with a note, as is a peer that prints no benchmark
+and a "skipped" reason (peers/mpi_pool_peer.py, without mpirun or mpi4py).
+
 Interruption: each binary and peer runs in its own process group (session),
 so every process it forks is in that group. On Ctrl-C, SIGTERM or a timeout
 (--timeout per binary, --peer-timeout per peer) the whole group gets SIGTERM,
 then SIGKILL after 2 s: no benchmark child outlives the run. A binary that
 exits but leaves processes behind in its group has them killed too, and the
 run notes it. (A process that starts its own session escapes this; mp's
-benchmarks do not do that.)
+benchmarks do not do that. mpirun puts each rank in a process group of its
+own, in the same session, and ends its ranks when it gets SIGTERM.)
 
 Exit status: 0 when every suite ran, 1 when one failed or timed out, 130 when
 interrupted. Missed goals are reported, not failed.
@@ -86,6 +93,8 @@ QUICK_MAX_SIZE = 4096
 QUICK_PEER_MIN_TIME = "0.1"   # seconds per workload, for peers that read MP_PEER_MIN_TIME
 GRACE_SECONDS = 2.0
 NOT_BINARIES = {"all", "run_all", "goals"}
+MPI_BINARIES = {"mpi_pool"}   # run under mpirun (mpi_command)
+MPI_RANKS = 3                 # rank 0 and two workers, as the Pool(2) benchmarks
 
 
 # ---------------------------------------------------------------- discovery
@@ -417,8 +426,19 @@ class Progress:
 
 # ---------------------------------------------------------------- running
 
-def list_benchmarks(path, user_filter, timeout=60):
-    cmd = [str(path), "--benchmark_list_tests=true"]
+def mpi_command():
+    """The launcher an MPI benchmark runs under, or None without mpirun."""
+    mpirun = shutil.which("mpirun")
+    if mpirun is None:
+        return None
+    cmd = [mpirun, "-n", str(MPI_RANKS), "--oversubscribe"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-run-as-root")
+    return cmd
+
+
+def list_benchmarks(path, user_filter, timeout=60, launcher=()):
+    cmd = [*launcher, str(path), "--benchmark_list_tests=true"]
     if user_filter:
         cmd.append(f"--benchmark_filter={user_filter}")
     child = Child(cmd, subprocess.PIPE, subprocess.PIPE)
@@ -438,8 +458,14 @@ def list_benchmarks(path, user_filter, timeout=60):
 
 def run_binary(name, path, out_dir, args, progress, notes):
     """Runs one benchmark binary; returns a status string."""
+    launcher = []
+    if name in MPI_BINARIES:
+        launcher = mpi_command()
+        if launcher is None:
+            return ("skipped: mpirun not found, and this is an MPI benchmark "
+                    "(install openmpi-bin: tools/setup.sh)")
     try:
-        names = list_benchmarks(path, args.filter)
+        names = list_benchmarks(path, args.filter, launcher=launcher)
     except (RuntimeError, OSError) as e:
         return f"failed: {e}"
     if args.quick:
@@ -447,7 +473,7 @@ def run_binary(name, path, out_dir, args, progress, notes):
     if not names:
         return "skipped: no benchmark matches"
     reps = max(1, args.repetitions)
-    cmd = [str(path), f"--benchmark_out={out_dir / (name + '.json')}",
+    cmd = [*launcher, str(path), f"--benchmark_out={out_dir / (name + '.json')}",
            "--benchmark_out_format=json", "--benchmark_color=false",
            f"--benchmark_repetitions={reps}"]
     if reps > 1:
@@ -561,6 +587,8 @@ def run_peer(stem, path, out_dir, args, python, progress):
             except (RuntimeError, OSError) as e:
                 return f"failed: {e} (see {stem}.log)"
             entries = [b for b in data["benchmarks"] if isinstance(b, dict) and "name" in b]
+            if not entries and data.get("skipped"):
+                return f"skipped: {data['skipped']}"
             if args.filter:
                 try:
                     rx = re.compile(args.filter)

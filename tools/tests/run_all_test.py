@@ -206,6 +206,59 @@ class RunAllTest(unittest.TestCase):
         self.assertIn("peers skipped", ctx["python"])
         self.assertTrue(any("CPython peers skipped" in n for n in ctx["run"]["notes"]))
 
+    def fake_mpirun(self):
+        """A directory whose `mpirun` records its argv and runs the program
+        after its own flags (-n N, --oversubscribe, --allow-run-as-root)."""
+        bindir = self.root / "mpibin"
+        bindir.mkdir()
+        mpirun = bindir / "mpirun"
+        mpirun.write_text(
+            f"#!{sys.executable}\nimport json, os, sys\n"
+            f"open({str(self.root / 'mpirun.jsonl')!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+            "a = sys.argv[1:]\n"
+            "while a and a[0].startswith('-'):\n"
+            "    a = a[2:] if a[0] == '-n' else a[1:]\n"
+            "os.execv(a[0], a)\n")
+        mpirun.chmod(0o755)
+        return bindir
+
+    def test_an_mpi_benchmark_runs_under_mpirun(self):
+        fb.make_binary(self.bench, "mpi_pool", {"benchmarks": [
+            {"name": "BM_MpiPool/mp/apply_async", "items_per_second": 5e5}],
+            "record": str(self.record)})
+        path = f"{self.fake_mpirun()}:{os.environ.get('PATH', '')}"
+        code, out = self.run_all(extra_env={"PATH": path})
+        self.assertEqual(code, 0, out)
+        launches = [json.loads(l) for l in (self.root / "mpirun.jsonl").read_text().splitlines()]
+        self.assertEqual(len(launches), 2, launches)  # the listing, then the run
+        for argv in launches:
+            self.assertEqual(argv[:3], ["-n", "3", "--oversubscribe"])
+            self.assertIn(str(self.bench / "mpi_pool"), argv)
+        self.assertTrue((self.out / "mpi_pool.json").exists())
+
+    def test_an_mpi_benchmark_is_skipped_with_a_note_without_mpirun(self):
+        fb.make_binary(self.bench, "mpi_pool", {"benchmarks": [
+            {"name": "BM_MpiPool/mp/apply_async", "items_per_second": 5e5}],
+            "record": str(self.record)})
+        fb.make_binary(self.bench, "spawn", {"benchmarks": SPAWN})
+        empty = self.root / "empty"
+        empty.mkdir()
+        code, out = self.run_all(extra_env={"PATH": str(empty)})
+        self.assertEqual(code, 0, out)
+        self.assertIn("mpi_pool (binary): skipped: mpirun not found", out)
+        self.assertTrue((self.out / "spawn.json").exists())
+        self.assertFalse((self.out / "mpi_pool.json").exists())
+
+    def test_a_peer_that_says_why_it_skipped_is_reported_as_skipped(self):
+        peers = self.bench / "peers"
+        peers.mkdir(parents=True)
+        (peers / "mpi_pool_peer.py").write_text(
+            "import json\nprint(json.dumps({'benchmarks': [], 'skipped': 'no mpi4py here'}))\n")
+        fb.make_binary(self.bench, "spawn", {"benchmarks": SPAWN})
+        code, out = self.run_all()
+        self.assertEqual(code, 0, out)
+        self.assertIn("mpi_pool_peer (peer): skipped: no mpi4py here", out)
+
     def test_failing_binary_fails_the_run_but_others_still_run(self):
         self.standard(queue_mode="crash")
         code, out = self.run_all()
