@@ -11,18 +11,21 @@
 //   pool.close();
 //   pool.join();
 //
-// Tasks are data (ARCHITECTURE.md, decision 3). A task is a function pointer
-// or a stateless callable type (a lambda without captures), plus arguments
-// that mp/codec.h can encode. Workers are forked by the Pool's constructor,
-// so a function's address is valid in them; the arguments travel as bytes
-// through shared memory and the result (or the exception) comes back the
-// same way. A lambda with captures does not compile (its state lives in the
-// caller's memory); neither do arguments or results the codec cannot encode.
-// mp::PoolTask<F> is that rule as a concept.
+// Tasks are data, so that they cross a process boundary. A task is a
+// function pointer or a stateless callable type (a lambda without captures),
+// plus arguments that mp/codec.h can encode. A function's address travels
+// as such to forked workers and, relocated through the loaded object that
+// holds it, to forkserver and spawn workers (mp/process.h); the arguments
+// travel as bytes through shared memory and the result (or the exception)
+// comes back the same way. A lambda with captures does not compile (its
+// state lives in the caller's memory); neither do arguments or results the
+// codec cannot encode. mp::PoolTask<F> is that rule as a concept.
 // Arguments are converted to the function's parameter types in the caller
 // (a string literal becomes std::string for a `const std::string&`).
-// A Pool's initializer, on the other hand, may be any std::function: it is
-// copied into each worker by fork() before it runs there.
+// A Pool's initializer, on the other hand, may be any std::function with the
+// fork start method (it is copied into each worker by fork()); with
+// forkserver and spawn it must be a plain void() function, else the Pool's
+// constructor raises mp::ValueError.
 //
 // Contract (CPython's, unless said otherwise):
 //   * Pool() starts cpu_count() workers (affinity-aware), Pool(n) exactly n;
