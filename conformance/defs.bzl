@@ -15,7 +15,7 @@ def conformance_tests(srcs):
                 "//lib/mp",
                 "@system//:gtest",
                 "@system//:fmt",
-            ],
+            ] + _DEPS.get(name, []),
         )
 
     for name in _PER_METHOD:
@@ -44,6 +44,11 @@ _PER_METHOD = [
 ]
 
 _EXCLUSIVE = []
+
+# Libraries beyond //lib/mp that a suite tests (their own targets).
+_DEPS = {
+    "managers_test": ["//lib/mp:managers"],
+}
 
 # Helper programs a suite runs (found under the test's runfiles).
 _DATA = {
