@@ -36,6 +36,7 @@ def conformance_tests(srcs):
 # test_util.h).
 _PER_METHOD = [
     "connection_test",
+    "managers_test",
     "pool_test",
     "process_test",
     "queue_test",

@@ -394,26 +394,18 @@ TEST(ManagerLifetime, ObjectIsFreedWhenItsLastProxyGoes) {
   EXPECT_TRUE(freed);
 }
 
-void make_and_die(mp::Manager* m, int fd) {
-  auto d = m->dict<int, int>();
-  const std::string bytes = mp::encode(d);
-  if (write(fd, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) _exit(2);
+void make_and_die(mp::Address address, std::string authkey, mp::Queue<std::string>& out) {
+  auto client = mp::Manager::connect(address, authkey);
+  auto d = client.dict<int, int>();
+  out.put(mp::encode(d));
   raise(SIGKILL);
 }
 
 TEST(ManagerLifetime, ADeadClientsReferencesAreDropped) {
-  MP_FORK_ONLY("the child uses the parent's Manager object through its memory");
   mp::Manager m;
-  int fds[2];
-  ASSERT_EQ(pipe(fds), 0);
-  mp::Process p([&] { make_and_die(&m, fds[1]); });
-  p.start();
-  close(fds[1]);
-  std::string bytes(4096, '\0');
-  const ssize_t n = read(fds[0], bytes.data(), bytes.size());
-  close(fds[0]);
-  ASSERT_GT(n, 0);
-  bytes.resize(static_cast<std::size_t>(n));
+  mp::Queue<std::string> out;
+  auto p = mp_test::start_child(make_and_die, m.address(), m.authkey(), std::ref(out));
+  const std::string bytes = out.get(20s);
   p.join();
   EXPECT_EQ(p.exitcode(), -SIGKILL);
   bool freed = false;
