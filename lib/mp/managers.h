@@ -357,6 +357,12 @@ class TypeRegistration {
     };
     return *this;
   }
+  // shared(): the server holds one T for its whole life, made at the first
+  // create<T>(); every create<T>() by any client returns a proxy to it.
+  TypeRegistration& shared() {
+    internal::mgr::type_entry(name_).shared = true;
+    return *this;
+  }
   operator bool() const { return true; }  // NOLINT: `static const bool reg = ...`
 
  private:

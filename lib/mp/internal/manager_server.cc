@@ -156,6 +156,7 @@ class Server {
   std::unordered_map<int, std::uint64_t> by_fd_;
   std::unordered_map<std::uint64_t, Session> sessions_;
   std::unordered_map<std::uint64_t, std::unique_ptr<Object>> objects_;
+  std::map<std::string, std::uint64_t, std::less<>> shared_;  // type name -> object id
   std::list<Parked> parked_;
 };
 
@@ -504,6 +505,19 @@ std::optional<std::string> Server::request(std::uint64_t cid, Conn& c, std::stri
           fail("mp::ValueError",
                fmt::format("mp::Manager: type '{}' is not registered in the server", kind.substr(5)));
         }
+        if (o->type->shared) {
+          const auto s = shared_.find(kind);
+          if (s != shared_.end() && objects_.count(s->second)) {
+            Object& existing = *objects_[s->second];
+            if (existing.signature != o->signature) {
+              fail("mp::CodecError", "mp::Manager: " + existing.signature + " requested as " +
+                                         o->signature);
+            }
+            ++existing.refs;
+            sessions_[c.session].refs[s->second] += 1;
+            return ok_value(s->second);
+          }
+        }
         o->user = o->type->make(init);
       } else {
         const auto k = kinds.find(kind);
@@ -526,6 +540,10 @@ std::optional<std::string> Server::request(std::uint64_t cid, Conn& c, std::stri
       }
       const std::uint64_t oid = next_obj_++;
       o->refs = 1;
+      if (o->kind == Kind::kUser && o->type->shared) {
+        o->refs = 2;  // the server's own reference: kept for its life
+        shared_[kind] = oid;
+      }
       objects_[oid] = std::move(o);
       sessions_[c.session].refs[oid] += 1;
       return ok_value(oid);

@@ -146,6 +146,10 @@ struct FunctionEntry {
 // bytes: default-constructed), methods by name run one on it.
 struct TypeEntry {
   std::function<std::shared_ptr<void>(std::string_view init)> make;
+  // shared: one instance per server, made at the first create and kept for
+  // the server's life; every create returns it (CPython's register() with a
+  // callable returning one object, the remote-manager idiom).
+  bool shared = false;
   std::map<std::string, std::function<std::string(void* self, std::string_view args)>, std::less<>>
       methods;
 };
