@@ -52,10 +52,12 @@
 //     server drops what it held). A forked child's inherited proxy works
 //     while the parent keeps the object alive; a proxy that arrives by
 //     decoding (spawn, forkserver, a Queue) takes its own reference.
-//   * Locks and dead owners: a process that dies (or a thread whose
-//     connection closes) holding a manager Lock or RLock releases it; the
-//     next acquire() gets it and raises mp::OwnerDeadError (as mp::Lock),
-//     so the state it guards can be checked. A process that dies waiting at
+//   * Locks and dead owners: a process that dies holding a manager Lock,
+//     RLock or Condition releases it; the next acquire() gets it and raises
+//     mp::OwnerDeadError (as mp::Lock), so the state it guards can be
+//     checked. (A thread that ends holding one does not release it: as
+//     threading.Lock, the lock belongs to the process's session.) Semaphores
+//     have no owner and are not released. A process that dies waiting at
 //     a Barrier breaks it (the others get mp::BrokenBarrierError).
 //   * Server death: every call on a proxy whose server is gone raises
 //     mp::ConnectionError — at once on this machine (the kernel closes the
