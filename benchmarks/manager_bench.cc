@@ -82,7 +82,8 @@ void raw_round_trip(benchmark::State& state, std::size_t request, std::size_t re
   const std::uint64_t n = request;
   std::memcpy(req.data(), &n, 8);
   for (auto _ : state) {
-    if (send(sv[0], req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) break;
+    if (send(sv[0], req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size()))
+      break;
     std::uint64_t len;
     bench::read_full(sv[0], &len, 8);
     bench::read_full(sv[0], rep.data(), len);

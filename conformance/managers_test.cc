@@ -548,8 +548,8 @@ TEST(ManagerLimits, AThousandIdleConnectionsDoNotStopService) {
 // ---- remote ---------------------------------------------------------------------
 
 TEST(ManagerRemote, TcpManagerServesAClientThatConnectsWithTheKey) {
-  mp::Manager m(mp::ManagerOptions{.address = mp::Address::tcp("127.0.0.1", 0),
-                                   .authkey = "tcp key"});
+  mp::Manager m(
+      mp::ManagerOptions{.address = mp::Address::tcp("127.0.0.1", 0), .authkey = "tcp key"});
   ASSERT_NE(m.address().port, 0);
   auto client = mp::Manager::connect(m.address(), "tcp key");
   auto d = client.dict<std::string, int>();

@@ -241,8 +241,7 @@ class ConnectionError : public Error {
   X(Error) X(ValueError) X(RuntimeError) X(TimeoutError) X(Empty) X(Full) X(EOFError)       \
   X(BrokenPipeError) X(BufferTooShort) X(BrokenBarrierError) X(CodecError) X(ProcessError)  \
   X(RemoteError) X(OwnerDeadError) X(FileNotFoundError) X(FileExistsError) X(IndexError)    \
-  X(WorkerLostError) X(BrokenPoolError) X(AuthenticationError) X(ConnectionError) \
-  X(KeyError)
+  X(WorkerLostError) X(BrokenPoolError) X(AuthenticationError) X(ConnectionError) X(KeyError)
 
 namespace internal {
 

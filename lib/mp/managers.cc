@@ -1,6 +1,7 @@
 #include "mp/managers.h"
 
 #include <errno.h>
+#include <fmt/core.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -15,16 +16,12 @@
 #include <new>
 #include <system_error>
 
-#include <fmt/core.h>
-
 #include "mp/internal/manager_server.h"
 #include "mp/internal/travel.h"
 
 namespace mp {
 
-std::string Address::str() const {
-  return is_tcp() ? fmt::format("{}:{}", host, port) : path;
-}
+std::string Address::str() const { return is_tcp() ? fmt::format("{}:{}", host, port) : path; }
 
 namespace manager_detail {
 
@@ -354,8 +351,9 @@ std::int64_t timeout_ns(std::optional<std::chrono::duration<double>> timeout) {
 std::string function_for(const void* fn) {
   auto name = mgr::function_name(fn);
   if (name.empty()) {
-    throw ValueError("mp::Manager: the function is not registered with the manager "
-                     "(MP_MANAGER_FUNCTION(fn) at namespace scope)");
+    throw ValueError(
+        "mp::Manager: the function is not registered with the manager "
+        "(MP_MANAGER_FUNCTION(fn) at namespace scope)");
   }
   return name;
 }
@@ -408,9 +406,8 @@ Manager::Manager(ManagerOptions options) {
   const int n = ++manager_detail::manager_counter;
   const Address want = options.address
                            ? *options.address
-                           : Address::unix_socket(fmt::format(
-                                 "@mp-manager-{}-{}-{:016x}", getpid(), n,
-                                 manager_detail::new_session()));
+                           : Address::unix_socket(fmt::format("@mp-manager-{}-{}-{:016x}", getpid(),
+                                                              n, manager_detail::new_session()));
   const int fd = manager_detail::listen_on(want, address_);
   try {
     ProcessOptions po;

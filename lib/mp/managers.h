@@ -303,7 +303,7 @@ struct method_traits<R (C::*)(A...) const> : method_traits<R (C::*)(A...)> {};
 // V fn(const V&) or void fn(V&)) under the name "fn" for update().
 #define MP_MANAGER_CONCAT_(a, b) a##b
 #define MP_MANAGER_CONCAT(a, b) MP_MANAGER_CONCAT_(a, b)
-#define MP_MANAGER_FUNCTION(fn)                                                           \
+#define MP_MANAGER_FUNCTION(fn)                                                          \
   [[maybe_unused]] static const bool MP_MANAGER_CONCAT(mp_manager_function_, __LINE__) = \
       ::mp::register_function(#fn, &fn)
 
@@ -457,8 +457,8 @@ class DictProxy : public BaseProxy {
   // update(k, fn, dflt): d[k] = fn(d.get(k, dflt)) inside the server, atomic;
   // returns the new value. fn: registered with MP_MANAGER_FUNCTION.
   template <class Fn>
-    requires std::is_pointer_v<Fn>
-  V update(const K& k, Fn fn, const V& dflt = V{}) const {
+  requires std::is_pointer_v<Fn> V update(const K& k, Fn fn, const V& dflt = V{})
+  const {
     static_assert(std::is_same_v<typename manager_detail::function_traits<Fn>::value, V>,
                   "mp::DictProxy::update: fn must take and return the dict's value type");
     const auto name = manager_detail::function_for(reinterpret_cast<const void*>(fn));
@@ -547,8 +547,8 @@ class ListProxy : public BaseProxy {
   std::vector<T> to_vector() const { return manager_detail::read_values<T>(call(Op::kListAll)); }
   // update(i, fn): l[i] = fn(l[i]) inside the server, atomic; the new value.
   template <class Fn>
-    requires std::is_pointer_v<Fn>
-  T update(std::int64_t i, Fn fn) const {
+  requires std::is_pointer_v<Fn> T update(std::int64_t i, Fn fn)
+  const {
     static_assert(std::is_same_v<typename manager_detail::function_traits<Fn>::value, T>);
     return mp::decode<T>(
         call(Op::kListUpdate, i, manager_detail::function_for(reinterpret_cast<const void*>(fn))));
@@ -568,8 +568,8 @@ class ValueProxy : public BaseProxy {
   void set(const T& v) const { call(Op::kValueSet, mp::encode(v)); }
   // update(fn): value = fn(value) inside the server, atomic; the new value.
   template <class Fn>
-    requires std::is_pointer_v<Fn>
-  T update(Fn fn) const {
+  requires std::is_pointer_v<Fn> T update(Fn fn)
+  const {
     static_assert(std::is_same_v<typename manager_detail::function_traits<Fn>::value, T>);
     return mp::decode<T>(
         call(Op::kValueUpdate, manager_detail::function_for(reinterpret_cast<const void*>(fn))));
@@ -634,8 +634,9 @@ class AcquirableProxy : public BaseProxy {
     const auto t = block ? manager_detail::timeout_ns(timeout) : 0;
     const auto r = call_as<std::uint8_t>(Op::kAcquire, manager_detail::thread_token(), t);
     if (r == 2) {
-      throw OwnerDeadError("mp::Manager: the previous owner of the lock died holding it; "
-                           "the caller holds it now");
+      throw OwnerDeadError(
+          "mp::Manager: the previous owner of the lock died holding it; "
+          "the caller holds it now");
     }
     return r == 1;
   }
@@ -661,8 +662,7 @@ class RLockProxy : public AcquirableProxy {
 class SemaphoreProxy : public AcquirableProxy {
  public:
   static std::string kSignature() { return "semaphore"; }
-  explicit SemaphoreProxy(std::shared_ptr<manager_detail::Ref> r)
-      : AcquirableProxy(std::move(r)) {}
+  explicit SemaphoreProxy(std::shared_ptr<manager_detail::Ref> r) : AcquirableProxy(std::move(r)) {}
   // get_value(): the counter.
   long long get_value() const { return call_as<std::int64_t>(Op::kSemValue); }
 };
@@ -692,8 +692,7 @@ class EventProxy : public BaseProxy {
 class ConditionProxy : public AcquirableProxy {
  public:
   static std::string kSignature() { return "condition"; }
-  explicit ConditionProxy(std::shared_ptr<manager_detail::Ref> r)
-      : AcquirableProxy(std::move(r)) {}
+  explicit ConditionProxy(std::shared_ptr<manager_detail::Ref> r) : AcquirableProxy(std::move(r)) {}
   // wait(timeout): releases the lock, waits for a notify, takes the lock
   // back; false when the timeout passed first.
   bool wait(OptionalTimeoutSeconds timeout = std::nullopt) const {
@@ -705,10 +704,10 @@ class ConditionProxy : public AcquirableProxy {
   // wait_for(pred, timeout): waits until pred() holds; pred()'s last value.
   template <class Pred>
   bool wait_for(Pred pred, OptionalTimeoutSeconds timeout = std::nullopt) const {
-    const auto end = timeout ? std::optional(std::chrono::steady_clock::now() +
-                                             std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                 *timeout))
-                             : std::nullopt;
+    const auto end =
+        timeout ? std::optional(std::chrono::steady_clock::now() +
+                                std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout))
+                : std::nullopt;
     bool r = pred();
     while (!r) {
       OptionalTimeoutSeconds left;
@@ -721,10 +720,12 @@ class ConditionProxy : public AcquirableProxy {
     }
     return r;
   }
-  void notify(int n = 1) const { call(Op::kCondNotify, manager_detail::thread_token(),
-                                      static_cast<std::int64_t>(n)); }
-  void notify_all() const { call(Op::kCondNotify, manager_detail::thread_token(),
-                                 std::int64_t{-1}); }
+  void notify(int n = 1) const {
+    call(Op::kCondNotify, manager_detail::thread_token(), static_cast<std::int64_t>(n));
+  }
+  void notify_all() const {
+    call(Op::kCondNotify, manager_detail::thread_token(), std::int64_t{-1});
+  }
 };
 
 // BarrierProxy: wait(timeout) -> this caller's arrival index (0 ..
@@ -754,9 +755,7 @@ class BarrierProxy : public BaseProxy {
 template <class T>
 class Proxy : public BaseProxy {
  public:
-  static std::string kSignature() {
-    return "user:" + manager_detail::registered_type_name<T>();
-  }
+  static std::string kSignature() { return "user:" + manager_detail::registered_type_name<T>(); }
   explicit Proxy(std::shared_ptr<manager_detail::Ref> r) : BaseProxy(std::move(r)) {}
   // call<&T::method>(args...): runs the registered method in the server,
   // atomically; its result, or its exception (mp errors as themselves,
@@ -821,8 +820,8 @@ class Manager {
   }
   template <class T>
   QueueProxy<T> Queue(long long maxsize = 0) {
-    return QueueProxy<T>(make("queue", QueueProxy<T>::kSignature(),
-                              mp::encode(static_cast<std::int64_t>(maxsize))));
+    return QueueProxy<T>(
+        make("queue", QueueProxy<T>::kSignature(), mp::encode(static_cast<std::int64_t>(maxsize))));
   }
   template <class T>
   JoinableQueueProxy<T> JoinableQueue(long long maxsize = 0) {
@@ -836,14 +835,13 @@ class Manager {
         make("semaphore", "semaphore", mp::encode(static_cast<std::int64_t>(value))));
   }
   BoundedSemaphoreProxy BoundedSemaphore(long long value = 1) {
-    return BoundedSemaphoreProxy(make("boundedsemaphore", "boundedsemaphore",
-                                      mp::encode(static_cast<std::int64_t>(value))));
+    return BoundedSemaphoreProxy(
+        make("boundedsemaphore", "boundedsemaphore", mp::encode(static_cast<std::int64_t>(value))));
   }
   EventProxy Event() { return EventProxy(make("event", "event", {})); }
   ConditionProxy Condition() { return ConditionProxy(make("condition", "condition", {})); }
   BarrierProxy Barrier(long long parties) {
-    return BarrierProxy(
-        make("barrier", "barrier", mp::encode(static_cast<std::int64_t>(parties))));
+    return BarrierProxy(make("barrier", "barrier", mp::encode(static_cast<std::int64_t>(parties))));
   }
   // create<T>() / create<T>(init): a registered user type (register_type).
   template <class T>
@@ -852,8 +850,8 @@ class Manager {
   }
   template <class T>
   Proxy<T> create(const T& init) {
-    return Proxy<T>(make(kind_of<T>(), Proxy<T>::kSignature(), std::string(1, '\1') +
-                                                                   mp::encode(init)));
+    return Proxy<T>(
+        make(kind_of<T>(), Proxy<T>::kSignature(), std::string(1, '\1') + mp::encode(init)));
   }
 
  private:

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <fmt/core.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -16,8 +17,6 @@
 #include <optional>
 #include <unordered_map>
 #include <vector>
-
-#include <fmt/core.h>
 
 #include "mp/codec.h"
 #include "mp/errors.h"
@@ -52,8 +51,18 @@ struct Session {
 };
 
 enum class Kind {
-  kDict, kList, kValue, kQueue, kLock, kRLock, kSemaphore, kBoundedSemaphore, kEvent,
-  kCondition, kBarrier, kUser
+  kDict,
+  kList,
+  kValue,
+  kQueue,
+  kLock,
+  kRLock,
+  kSemaphore,
+  kBoundedSemaphore,
+  kEvent,
+  kCondition,
+  kBarrier,
+  kUser
 };
 
 struct Object {
@@ -82,11 +91,11 @@ struct Parked {
   std::uint64_t obj;
   Op op;
   std::uint64_t session = 0, thread = 0;
-  std::string item;                        // a queue put's item
+  std::string item;  // a queue put's item
   std::optional<Clock::time_point> deadline;
-  int phase = 0;                           // condition: 0 notify, 1 lock
-  std::int64_t aux = 0;                    // barrier index; condition saved count
-  std::int64_t aux2 = 0;                   // barrier generation; condition notified
+  int phase = 0;          // condition: 0 notify, 1 lock
+  std::int64_t aux = 0;   // barrier index; condition saved count
+  std::int64_t aux2 = 0;  // barrier generation; condition notified
 };
 
 struct Failure {
@@ -492,26 +501,27 @@ std::optional<std::string> Server::request(std::uint64_t cid, Conn& c, std::stri
       o->signature = d.read<std::string>();
       const auto init = d.read<std::string>();
       static const std::map<std::string, Kind, std::less<>> kinds = {
-          {"dict", Kind::kDict},   {"list", Kind::kList},
-          {"value", Kind::kValue}, {"queue", Kind::kQueue},
-          {"lock", Kind::kLock},   {"rlock", Kind::kRLock},
+          {"dict", Kind::kDict},           {"list", Kind::kList},
+          {"value", Kind::kValue},         {"queue", Kind::kQueue},
+          {"lock", Kind::kLock},           {"rlock", Kind::kRLock},
           {"semaphore", Kind::kSemaphore}, {"boundedsemaphore", Kind::kBoundedSemaphore},
-          {"event", Kind::kEvent}, {"condition", Kind::kCondition},
+          {"event", Kind::kEvent},         {"condition", Kind::kCondition},
           {"barrier", Kind::kBarrier}};
       if (kind.rfind("user:", 0) == 0) {
         o->kind = Kind::kUser;
         o->type = find_type(std::string_view(kind).substr(5));
         if (o->type == nullptr) {
           fail("mp::ValueError",
-               fmt::format("mp::Manager: type '{}' is not registered in the server", kind.substr(5)));
+               fmt::format("mp::Manager: type '{}' is not registered in the server",
+                           kind.substr(5)));
         }
         if (o->type->shared) {
           const auto s = shared_.find(kind);
           if (s != shared_.end() && objects_.count(s->second)) {
             Object& existing = *objects_[s->second];
             if (existing.signature != o->signature) {
-              fail("mp::CodecError", "mp::Manager: " + existing.signature + " requested as " +
-                                         o->signature);
+              fail("mp::CodecError",
+                   "mp::Manager: " + existing.signature + " requested as " + o->signature);
             }
             ++existing.refs;
             sessions_[c.session].refs[s->second] += 1;
@@ -524,8 +534,12 @@ std::optional<std::string> Server::request(std::uint64_t cid, Conn& c, std::stri
         if (k == kinds.end()) fail("mp::ValueError", "mp::Manager: unknown kind " + kind);
         o->kind = k->second;
         switch (o->kind) {
-          case Kind::kValue: o->value = init; break;
-          case Kind::kQueue: o->maxsize = decode<std::int64_t>(init); break;
+          case Kind::kValue:
+            o->value = init;
+            break;
+          case Kind::kQueue:
+            o->maxsize = decode<std::int64_t>(init);
+            break;
           case Kind::kSemaphore:
           case Kind::kBoundedSemaphore:
             o->count = o->maxsize = decode<std::int64_t>(init);
@@ -535,7 +549,8 @@ std::optional<std::string> Server::request(std::uint64_t cid, Conn& c, std::stri
             o->parties = decode<std::int64_t>(init);
             if (o->parties < 1) fail("mp::ValueError", "mp::Barrier: parties must be >= 1");
             break;
-          default: break;
+          default:
+            break;
         }
       }
       const std::uint64_t oid = next_obj_++;
@@ -552,8 +567,8 @@ std::optional<std::string> Server::request(std::uint64_t cid, Conn& c, std::stri
       Object& o = object(id);
       const auto sig = d.read<std::string>();
       if (sig != o.signature) {
-        fail("mp::CodecError", fmt::format("mp::Manager: object {} is a {}, not a {}", id,
-                                           o.signature, sig));
+        fail("mp::CodecError",
+             fmt::format("mp::Manager: object {} is a {}, not a {}", id, o.signature, sig));
       }
       ++o.refs;
       sessions_[c.session].refs[id] += 1;
@@ -603,8 +618,8 @@ std::optional<std::string> Server::request(std::uint64_t cid, Conn& c, std::stri
     case Op::kDictLen: {
       Object& o = object(id);
       expect(o, {Kind::kDict, Kind::kList});
-      return ok_value(static_cast<std::uint64_t>(o.kind == Kind::kDict ? o.dict.size()
-                                                                        : o.list.size()));
+      return ok_value(
+          static_cast<std::uint64_t>(o.kind == Kind::kDict ? o.dict.size() : o.list.size()));
     }
     case Op::kDictItems:
     case Op::kDictKeys:
@@ -933,8 +948,7 @@ std::optional<std::string> Server::request(std::uint64_t cid, Conn& c, std::stri
     case Op::kBarrierInfo: {
       Object& o = object(id);
       expect(o, {Kind::kBarrier});
-      return ok_value(std::tuple<std::int64_t, std::int64_t, bool>(o.parties, o.waiting,
-                                                                  o.broken));
+      return ok_value(std::tuple<std::int64_t, std::int64_t, bool>(o.parties, o.waiting, o.broken));
     }
 
     // ---- user types ----
@@ -945,8 +959,8 @@ std::optional<std::string> Server::request(std::uint64_t cid, Conn& c, std::stri
       const auto args = d.read<std::string>();
       const auto m = o.type->methods.find(name);
       if (m == o.type->methods.end()) {
-        fail("mp::ValueError", fmt::format("mp::Manager: {} has no registered method '{}'",
-                                           o.signature, name));
+        fail("mp::ValueError",
+             fmt::format("mp::Manager: {} has no registered method '{}'", o.signature, name));
       }
       return ok(m->second(o.user.get(), args));
     }
@@ -1013,9 +1027,12 @@ void Server::on_readable(std::uint64_t id) {
         if (c.auth != Auth::kReady && c.in.size() > kMaxAuthFrame + 8) break;
         continue;
       }
-      if (r == 0) eof = true;
-      else if (errno == EINTR) continue;
-      else if (errno != EAGAIN && errno != EWOULDBLOCK) eof = true;
+      if (r == 0)
+        eof = true;
+      else if (errno == EINTR)
+        continue;
+      else if (errno != EAGAIN && errno != EWOULDBLOCK)
+        eof = true;
       break;
     }
   }
@@ -1096,8 +1113,8 @@ void Server::run() {
   std::vector<epoll_event> events(256);
   auto last_auth_check = Clock::now();
   while (!stop_) {
-    const int n = epoll_wait(ep_, events.data(), static_cast<int>(events.size()),
-                             next_timeout_ms());
+    const int n =
+        epoll_wait(ep_, events.data(), static_cast<int>(events.size()), next_timeout_ms());
     if (n < 0 && errno != EINTR) break;
     for (int i = 0; i < n && !stop_; ++i) {
       const std::uint64_t id = events[i].data.u64;

@@ -1,6 +1,7 @@
 #include "mp/internal/manager_wire.h"
 
 #include <errno.h>
+#include <fmt/core.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -12,8 +13,6 @@
 #include <mutex>
 #include <shared_mutex>
 #include <system_error>
-
-#include <fmt/core.h>
 
 #include "mp/errors.h"
 
@@ -40,14 +39,15 @@ void read_all(int fd, char* p, std::size_t n) {
   while (n > 0) {
     const ssize_t r = ::recv(fd, p, n, 0);
     if (r == 0) {
-      throw ConnectionError("mp::Manager: the manager's server closed the connection "
-                            "(it was shut down or died)");
+      throw ConnectionError(
+          "mp::Manager: the manager's server closed the connection "
+          "(it was shut down or died)");
     }
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == ECONNRESET || errno == ETIMEDOUT || errno == EPIPE) {
-        throw ConnectionError(fmt::format("mp::Manager: connection to the manager's server lost: {}",
-                                          std::strerror(errno)));
+        throw ConnectionError(fmt::format(
+            "mp::Manager: connection to the manager's server lost: {}", std::strerror(errno)));
       }
       throw std::system_error(errno, std::generic_category(), "mp::Manager: recv");
     }
@@ -77,9 +77,8 @@ std::string recv_frame(int fd, std::size_t max) {
   std::uint64_t n = 0;
   read_all(fd, reinterpret_cast<char*>(&n), 8);
   if (n > max) {
-    throw ConnectionError(
-        fmt::format("mp::Manager: the peer announced a {}-byte frame, over the {}-byte limit", n,
-                    max));
+    throw ConnectionError(fmt::format(
+        "mp::Manager: the peer announced a {}-byte frame, over the {}-byte limit", n, max));
   }
   // Grow with what arrives, not with what the peer claimed.
   std::string out;
@@ -153,8 +152,9 @@ void client_handshake(int fd, std::string_view authkey) {
   const std::string reply = recv_frame(fd, kMaxAuthFrame);
   if (!digest_matches(answer_for(authkey, mine), reply)) {
     send_frame(fd, kFailure);
-    throw AuthenticationError("mp::Manager: digest received was wrong (the server's authkey "
-                              "differs)");
+    throw AuthenticationError(
+        "mp::Manager: digest received was wrong (the server's authkey "
+        "differs)");
   }
   send_frame(fd, kWelcome);
 }

@@ -51,19 +51,19 @@ enum class Op : std::uint8_t {
   kShutdown,   // -> (), then the server exits
   kPing,       // -> ()
 
-  kDictGet = 10,  // key -> optional<bytes>
-  kDictSet,       // key, value -> ()
-  kDictDel,       // key -> bool
-  kDictLen,       // -> u64
-  kDictItems,     // -> count, then raw key, value bytes
-  kDictKeys,      // -> count, then raw keys
-  kDictValues,    // -> count, then raw values
-  kDictClear,     // -> ()
-  kDictPop,       // key -> optional<bytes>
-  kDictUpdate,    // key, function name, default bytes -> new value bytes
-  kDictContains,  // key -> bool
+  kDictGet = 10,    // key -> optional<bytes>
+  kDictSet,         // key, value -> ()
+  kDictDel,         // key -> bool
+  kDictLen,         // -> u64
+  kDictItems,       // -> count, then raw key, value bytes
+  kDictKeys,        // -> count, then raw keys
+  kDictValues,      // -> count, then raw values
+  kDictClear,       // -> ()
+  kDictPop,         // key -> optional<bytes>
+  kDictUpdate,      // key, function name, default bytes -> new value bytes
+  kDictContains,    // key -> bool
   kDictSetDefault,  // key, default -> value bytes
-  kDictSetMany,   // count, then raw key, value bytes -> ()
+  kDictSetMany,     // count, then raw key, value bytes -> ()
 
   kListAppend = 40,  // value -> ()
   kListGet,          // i64 index -> bytes
