@@ -10,8 +10,8 @@ mp's own WORKSPACE calls the same macro, so the two cannot drift. Each
 repository is declared only if the workspace has not declared it already, so
 a workspace that brings its own rules_cc (or its own @system) keeps it.
 
-  @system                 Debian's fmt, GoogleTest, Google Benchmark under /usr
-                          (tools/setup.sh installs them), mapped by
+  @system                 Debian's fmt, GoogleTest, Google Benchmark and Open MPI
+                          under /usr (tools/setup.sh installs them), mapped by
                           third_party/system.BUILD. The library directory is
                           found on the host (gcc -print-multiarch: x86_64,
                           aarch64, ...), not hard-coded.
@@ -53,11 +53,28 @@ def _libdir(rctx, usr):
     fail("mp_deps: libfmt.so not found under %s/{%s}; install Debian's libfmt-dev (tools/setup.sh)" %
          (usr, ",".join(candidates)))
 
+def _mpi_include(rctx, usr, libdir):
+    # Open MPI's headers (libopenmpi-dev): Debian links the default MPI's
+    # include directory at /usr/include/<multiarch>/mpi; else Open MPI's own.
+    # None when MPI is not installed (only //lib/mp:mpi needs it).
+    arch = libdir[len("lib/"):] if libdir.startswith("lib/") else ""
+    candidates = []
+    if arch:
+        candidates += ["include/%s/mpi" % arch, "lib/%s/openmpi/include" % arch]
+    candidates += ["include/mpi", "lib/openmpi/include", "lib64/openmpi/include"]
+    for d in candidates:
+        if rctx.path(usr + "/" + d + "/mpi.h").exists:
+            return usr + "/" + d
+    return None
+
 def _system_impl(rctx):
     usr = rctx.attr.path
     libdir = _libdir(rctx, usr)
     rctx.symlink(usr + "/include", "include")
     rctx.symlink(usr + "/" + libdir, "lib")
+    mpi = _mpi_include(rctx, usr, libdir)
+    if mpi:
+        rctx.symlink(mpi, "mpi_include")
     rctx.symlink(rctx.attr.build_file, "BUILD.bazel")
     rctx.file("WORKSPACE", 'workspace(name = "%s")\n' % rctx.name)
 

@@ -2,8 +2,8 @@
 // figure beside a peer in the same binary:
 //
 //   BM_Lock/<impl>/uncontended   acquire+release by one thread, nobody else
-//   BM_Lock/<impl>/contended     the same while a forked process hammers the
-//                                lock too (items = this side's pairs)
+//   BM_Lock/<impl>/contended/P   P processes hammer one lock, P = 1, 2, 4, ...
+//                                up to the usable CPUs (items = all pairs)
 //   BM_Semaphore/<impl>/uncontended  acquire+release of a count-1 semaphore
 //   BM_Event/<impl>/pingpong     set -> wait -> set back round trips between
 //                                two processes
@@ -17,16 +17,19 @@
 // BM_Semaphore/cpython/..., BM_Event/cpython/...).
 #include <benchmark/benchmark.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
+#include <vector>
 
 #include "mp/internal/futex.h"
 #include "mp/internal/shm.h"
@@ -121,24 +124,60 @@ void BM_RLock_mp_uncontended(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// contended: P processes (this one and P-1 forked helpers, each on any CPU)
+// acquire and release one lock as fast as they can. items = every
+// process's pairs inside the timed loop, so reports can read the grid as
+// efficiency: rate(P) / (P x rate(1)). Helpers count their pairs in a
+// cache line of their own and start and stop on flags the timed loop sets.
+struct alignas(64) Counter {
+  std::atomic<std::uint64_t> pairs{0};
+};
+
+struct Contention {
+  std::atomic<std::uint32_t> go{0};
+  std::atomic<std::uint32_t> stop{0};
+  std::atomic<std::uint32_t> ready{0};
+  Counter counts[64];
+};
+
 template <class L>
 void contended(benchmark::State& state, L& lock) {
-  Helper helper;
-  helper.start([&lock](Shared& s) {
-    s.ready.store(1, std::memory_order_release);
-    while (s.stop.load(std::memory_order_acquire) == 0) {
-      lock.lock();
-      benchmark::ClobberMemory();
-      lock.unlock();
+  const int processes = static_cast<int>(state.range(0));
+  mp::internal::SharedRegion region(sizeof(Contention));
+  auto* c = new (region.data()) Contention();
+  std::vector<pid_t> helpers;
+  for (int h = 1; h < processes && h < 64; ++h) {
+    const pid_t pid = mp::fork();
+    if (pid == 0) {
+      c->ready.fetch_add(1, std::memory_order_acq_rel);
+      while (c->go.load(std::memory_order_acquire) == 0) mp::internal::cpu_relax();
+      std::uint64_t n = 0;
+      while (c->stop.load(std::memory_order_relaxed) == 0) {
+        lock.lock();
+        benchmark::ClobberMemory();
+        lock.unlock();
+        ++n;
+      }
+      c->counts[h].pairs.store(n, std::memory_order_release);
+      _exit(0);
     }
-  });
+    helpers.push_back(pid);
+  }
+  while (c->ready.load(std::memory_order_acquire) < helpers.size()) sched_yield();
+  c->go.store(1, std::memory_order_release);
   for (auto _ : state) {
     lock.lock();
     benchmark::ClobberMemory();
     lock.unlock();
   }
-  helper.stop();
-  state.SetItemsProcessed(state.iterations());
+  c->stop.store(1, std::memory_order_release);
+  std::uint64_t total = state.iterations();
+  for (std::size_t h = 0; h < helpers.size(); ++h) {
+    int status = 0;
+    waitpid(helpers[h], &status, 0);
+    total += c->counts[h + 1].pairs.load(std::memory_order_acquire);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(total));
 }
 
 void BM_Lock_mp_contended(benchmark::State& state) {
@@ -149,6 +188,14 @@ void BM_Lock_mp_contended(benchmark::State& state) {
 void BM_Lock_raw_contended(benchmark::State& state) {
   RawMutex mutex;
   contended(state, mutex);
+}
+
+// processes: 1, 2, 4, ... up to the CPUs this process may use.
+void processes(benchmark::internal::Benchmark* b) {
+  cpu_set_t set;
+  const int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? std::max(1, CPU_COUNT(&set)) : 1;
+  for (int p = 1; p < cpus; p *= 2) b->Arg(p);
+  b->Arg(cpus);
 }
 
 // ------------------------------------------------------ BM_Semaphore
@@ -247,8 +294,11 @@ void BM_Event_raw_futex_spin_pingpong(benchmark::State& state) {
 BENCHMARK(BM_Lock_mp_uncontended)->Name("BM_Lock/mp/uncontended");
 BENCHMARK(BM_Lock_raw_uncontended)->Name("BM_Lock/raw_pshared_mutex/uncontended");
 BENCHMARK(BM_RLock_mp_uncontended)->Name("BM_RLock/mp/uncontended");
-BENCHMARK(BM_Lock_mp_contended)->Name("BM_Lock/mp/contended")->UseRealTime();
-BENCHMARK(BM_Lock_raw_contended)->Name("BM_Lock/raw_pshared_mutex/contended")->UseRealTime();
+BENCHMARK(BM_Lock_mp_contended)->Name("BM_Lock/mp/contended")->Apply(processes)->UseRealTime();
+BENCHMARK(BM_Lock_raw_contended)
+    ->Name("BM_Lock/raw_pshared_mutex/contended")
+    ->Apply(processes)
+    ->UseRealTime();
 BENCHMARK(BM_Semaphore_mp_uncontended)->Name("BM_Semaphore/mp/uncontended");
 BENCHMARK(BM_Semaphore_posix_uncontended)->Name("BM_Semaphore/posix_sem/uncontended");
 BENCHMARK(BM_Event_mp_pingpong)->Name("BM_Event/mp/pingpong")->UseRealTime();

@@ -259,6 +259,16 @@ void mark_barrier_index(mp::Barrier barrier, mp::Array<int> seen) {
 std::optional<mp::RawValue<int>> g_action_runs;
 std::optional<mp::Event> g_action_entered;
 
+// A test that points the globals at its objects in this process lets go of
+// them when it ends (they hold shared memory; the suite checks that nothing
+// is left open at its end).
+struct ActionGlobalsReleased {
+  ~ActionGlobalsReleased() {
+    g_action_runs.reset();
+    g_action_entered.reset();
+  }
+};
+
 void count_action_run() { ++g_action_runs->get_obj(); }
 
 // enter_and_linger says it runs, then keeps the barrier's lock for 3 s.
@@ -962,6 +972,7 @@ TEST(Barrier, FiveProcessesPassItOneThousandTimes) {
 
 TEST(Barrier, ActionRunsOncePerGenerationBeforeAnyoneLeaves) {
   mp::RawValue<int> actions(0);
+  const ActionGlobalsReleased released;
   g_action_runs = actions;
   mp::Barrier barrier(3, count_action_run);
   std::vector<mp::Process> children;
@@ -1076,6 +1087,7 @@ TEST(Barrier, NWaitingAndPartiesReportState) {
 // OwnerDeadError, no deadlock on a second call), and reset() recovers it.
 TEST(BarrierDeath, PartyKilledInsideTheActionBreaksTheBarrier) {
   mp::Event in_action;
+  const ActionGlobalsReleased released;
   g_action_entered = in_action;  // the action runs in this process after the reset
   mp::Barrier b(2, enter_and_linger);
   mp::Value<int> outcome(0);

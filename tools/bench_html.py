@@ -1,10 +1,16 @@
-"""report.html for bench_report: one self-contained page (inline CSS and SVG,
-no scripts, nothing fetched), readable offline in any browser.
+"""report.html for bench_report: one self-contained page (inline CSS, SVG and
+PNG images inlined as data: URIs, no scripts, nothing fetched), readable
+offline in any browser. It opens with a one-screen summary (noise, goals met
+and missed, the worst ratios, the verdict, the machine's drift, scaling).
 
-Charts:
+Charts (the matplotlib ones come from tools/bench_plots.py):
+- speed against message size per family, log-log, error bars;
+- mp over its raw peer for each goal, linear axis, goal band shaded;
+- speed and efficiency against workers for each scaling grid;
 - mp beside its peers: per benchmark family, one group of horizontal bars per
   workload (mp first, then each peer), on a log scale because peers differ by
-  orders of magnitude; each bar is labelled with its speed and mp/peer ratio.
+  orders of magnitude; each bar is labelled with its speed and mp/peer ratio,
+  and a whisker spans the repetitions (min to max).
 - baseline vs current: per family, each benchmark's current speed as a
   percentage of the baseline's (grey bar = baseline, 100%), coloured by verdict,
   with the regression threshold drawn as a dashed line.
@@ -13,9 +19,11 @@ import html
 import math
 
 from tools import bench_lib as lib
+from tools import bench_plots as plots
 
 VERDICT_COLOURS = {"REGRESSION": "#d62728", "faster": "#2ca02c", "same": "#4c78a8",
-                   "noise": "#e8a33d", "error": "#7f0000", "new": "#9467bd", "gone": "#999999"}
+                   "noise": "#e8a33d", "error": "#7f0000", "new": "#9467bd", "gone": "#999999",
+                   "inconclusive": "#c7c7c7", "drift": "#8c8c8c"}
 MAX_PERCENT = 300.0              # baseline chart: current speed axis ends here at most
 MP_COLOUR = "#1f5fa8"            # mp's own benchmark: always this blue
 MP_VARIANT_COLOUR = "#86a9d6"    # other mp_* variants on the same workload
@@ -34,6 +42,11 @@ th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .v-REGRESSION,.v-error{color:#c62828;font-weight:700}.v-faster{color:#1a7f37}.v-noise{color:#b26a00}
 .meta{color:#555;font-size:13px}.chart{margin:6px 0 14px}
 svg text{font-family:'DejaVu Sans',sans-serif}
+.noisy{background:#fff3cd;border:1px solid #e0b000;padding:6px 10px;font-weight:600}
+pre.summary{background:#f6f8fa;border:1px solid #ddd;padding:8px 12px;font-size:13px;
+white-space:pre-wrap}
+img.plot{max-width:100%;display:block;margin:6px 0 14px}
+.v-drift,.v-inconclusive{color:#666}
 """
 
 
@@ -67,15 +80,17 @@ def _impl_colour(impl, primary, others):
 
 
 def peers_chart(family, items):
-    """items: [(workload, metric, [(impl, value, ratio_or_None)])] -> SVG."""
-    values = [v for _, _, bars in items for _, v, _ in bars if v]
+    """items: [(workload, metric, [(impl, value, ratio_or_None, (min, max) or
+    None)])] -> SVG."""
+    values = [v for _, _, bars in items for _, v, _, _ in bars if v]
+    values += [x for _, _, bars in items for _, _, _, sp in bars if sp for x in sp if x]
     if not values:
         return ""
     lo = 10 ** math.floor(math.log10(min(values)))
     hi = 10 ** math.ceil(math.log10(max(values)))
     if hi <= lo:
         hi = lo * 10
-    longest = max(len(impl) for _, _, bars in items for impl, _, _ in bars)
+    longest = max(len(impl) for _, _, bars in items for impl, _, _, _ in bars)
     label_w, plot_w, right_w, bar_h, gap = max(160, 7 * longest + 16), 560, 230, 16, 3
     width = label_w + plot_w + right_w
     x = lambda v: label_w + plot_w * (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
@@ -84,7 +99,7 @@ def peers_chart(family, items):
         parts.append(f'<text x="4" y="{y + 11}" font-size="12" font-weight="600">'
                      f'{esc(workload)} ({esc(lib.METRIC_UNITS[metric])})</text>')
         y += 16
-        for i, (impl, v, ratio) in enumerate(bars):
+        for i, (impl, v, ratio, sp) in enumerate(bars):
             colour = _impl_colour(impl, i == 0, order)
             parts.append(f'<text x="{label_w - 6}" y="{y + 12}" font-size="12" '
                          f'text-anchor="end">{esc(impl)}</text>')
@@ -93,7 +108,18 @@ def peers_chart(family, items):
                 note = lib.si(v) + ("" if ratio is None else f"  (mp/{impl} {lib.ratio_text(ratio)})")
                 parts.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" '
                              f'fill="{colour}"><title>{esc(impl)}: {esc(lib.si(v))}</title></rect>')
-                parts.append(f'<text x="{label_w + w + 4:.1f}" y="{y + 12}" font-size="11">'
+                right = label_w + w
+                if sp and sp[0] and sp[1] and sp[1] > sp[0]:
+                    a, b = x(sp[0]), x(sp[1])
+                    right = max(right, b)
+                    parts.append(f'<line x1="{a:.1f}" y1="{y + bar_h / 2}" x2="{b:.1f}" '
+                                 f'y2="{y + bar_h / 2}" stroke="#222" stroke-width="1.5">'
+                                 f'<title>repetitions {esc(lib.si(sp[0]))} .. '
+                                 f'{esc(lib.si(sp[1]))}</title></line>')
+                    for xx in (a, b):
+                        parts.append(f'<line x1="{xx:.1f}" y1="{y + 3}" x2="{xx:.1f}" '
+                                     f'y2="{y + bar_h - 3}" stroke="#222" stroke-width="1.5"/>')
+                parts.append(f'<text x="{right + 4:.1f}" y="{y + 12}" font-size="11">'
                              f'{esc(note)}</text>')
             else:
                 parts.append(f'<text x="{label_w + 4}" y="{y + 12}" font-size="11" '
@@ -167,17 +193,18 @@ def _peer_items(rs):
     fams = {}
     for workload, mp, peers in lib.pairs(rs):
         metric = lib.common_metric(mp, *[p.peer for p in peers])
-        bars = [(mp.name.impl, mp.median(metric), None)]
+        bars = [(mp.name.impl, mp.median(metric), None, lib.spread(mp, metric))]
         for p in peers:
             v = p.peer.median(metric)
             a = mp.median(metric)
-            bars.append((p.peer.name.impl, v, a / v if a and v else None))
+            bars.append((p.peer.name.impl, v, a / v if a and v else None,
+                         lib.spread(p.peer, metric)))
         fams.setdefault(mp.name.family, []).append((workload, metric, bars))
     return fams
 
 
 def render(cur, base, goal_results, rows, threshold, alpha, summary, machine_line,
-           compare_header=()):
+           compare_header=(), summary_lines=()):
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            "<title>mp benchmark report</title>", f"<style>{CSS}</style></head><body>",
            "<h1>mp benchmark report</h1>",
@@ -187,6 +214,32 @@ def render(cur, base, goal_results, rows, threshold, alpha, summary, machine_lin
     out.append("</p>")
     for n in (cur.machine or {}).get("run", {}).get("notes", []):
         out.append(f'<p class="meta">note: {esc(n)}</p>')
+    noisy, reasons = lib.load_info(cur)
+    if noisy:
+        more = f" and {len(reasons) - 3} more (context.json: run.load)" if len(reasons) > 3 else ""
+        out.append(f'<p class="noisy">Noisy run: {esc("; ".join(reasons[:3]) + more)}. Figures '
+                   f'and verdicts are suspect; rerun on an idle machine.</p>')
+    if summary_lines:
+        out.append("<h2>Summary</h2>")
+        out.append('<pre class="summary">' + esc("\n".join(summary_lines)) + "</pre>")
+    if not plots.available():
+        out.append(plots.missing_note())
+    ratio_img = plots.ratio_chart(goal_results)
+    if ratio_img:
+        out.append("<h2>mp against its raw peers, by goal</h2>")
+        out.append(ratio_img)
+    curves = plots.size_curves(cur)
+    if curves:
+        out.append("<h2>Speed against message size</h2>")
+        out.append(curves)
+    scaling_img = plots.scaling_chart(cur)
+    if scaling_img:
+        out.append("<h2>Scaling with workers</h2>")
+        out.append('<p class="meta">Efficiency: rate(W) / (W x rate(1)); 1 is perfect '
+                   'scaling.</p>')
+        out.append(scaling_img)
+        h, r = lib.scaling_rows(cur)
+        out.append(_table(h, r))
 
     out.append("<h2>mp beside its peers</h2>")
     out.append('<p class="meta">Speeds (items/s, else bytes/s, else iterations/s), medians over '
@@ -221,7 +274,9 @@ def render(cur, base, goal_results, rows, threshold, alpha, summary, machine_lin
             if svg:
                 out.append(f"<h3>{esc(family)}</h3>")
                 out.append(svg)
-        cls = [["", "num", "num", "num", "num", "num", "num", f"v-{row.verdict}"] for row in rows]
-        out.append(_table(compare_header, [row.cells() for row in rows], cls))
+        cls = [["", "num", "num", "num", "num", "num", "num", "num", f"v-{row.verdict}", ""]
+               for row in rows]
+        out.append(_table(list(compare_header) + ["why"], [row.cells() + [row.why] for row in rows],
+                          cls))
     out.append("</body></html>")
     return "\n".join(out) + "\n"

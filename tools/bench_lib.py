@@ -451,3 +451,176 @@ def default_goals_path():
         if p.exists():
             return p
     return None
+
+
+# ---------------------------------------------------------------- reference peers
+
+def is_cpython_impl(impl):
+    return impl.startswith("cpython")
+
+
+def is_raw_impl(impl):
+    """A peer measured in the same binary as mp (raw OS primitive, C++
+    standard library): neither mp's nor CPython's."""
+    return not is_mp_impl(impl) and not is_cpython_impl(impl)
+
+
+def reference_impl(impls, mp_impl, goals=()):
+    """The raw peer mp's impl on a workload is judged against: one that a goal
+    names for this mp impl, else the first `raw_*` in name order, else the
+    first other raw peer; None when the workload has only CPython peers."""
+    raw = sorted(i for i in impls if is_raw_impl(i))
+    if not raw:
+        return None
+    any_bench = next(iter(impls.values()))
+    for g in goals:
+        if g.family != any_bench.name.family or not fnmatch.fnmatchcase(mp_impl, g.mp):
+            continue
+        if not any(fnmatch.fnmatchcase(any_bench.name.args, a) for a in g.args):
+            continue
+        hits = [i for i in raw if fnmatch.fnmatchcase(i, g.peer)]
+        if hits:
+            return hits[0]
+    prefixed = [i for i in raw if i.startswith("raw_")]
+    return (prefixed or raw)[0]
+
+
+def ratio_samples(mp, peer, metric):
+    """Per-repetition mp/peer ratios: repetition i of mp over repetition i of
+    the peer when both ran the same number of times (interleaved in one
+    binary, so the two sides of each ratio share their minute), else each
+    mp sample over the peer's median."""
+    a, b = mp.samples(metric), peer.samples(metric)
+    if not a or not b:
+        return []
+    if len(a) == len(b):
+        return [x / y for x, y in zip(a, b)]
+    mid = statistics.median(b)
+    return [x / mid for x in a]
+
+
+# ---------------------------------------------------------------- scaling grids
+
+# args `<series>/<workers>` of a scaling grid: BM_Pool/<impl>/cpu_work/<task_us>/<workers>
+# and BM_Lock/<impl>/contended/<processes>.
+_GRID = re.compile(r"^(?P<series>cpu_work/\d+|contended)/(?P<workers>\d+)$")
+
+
+def grid_point(name):
+    """(series, workers) when `name` is a point of a scaling grid, else None."""
+    m = _GRID.match(name.args)
+    return (m.group("series"), int(m.group("workers"))) if m else None
+
+
+class Series:
+    """One implementation's curve on one scaling grid: speed by workers."""
+
+    def __init__(self, family, series, impl):
+        self.family, self.series, self.impl = family, series, impl
+        self.points = {}            # workers -> Bench
+
+    @property
+    def label(self):
+        return f"{self.family}/{self.series}"
+
+    def speed(self, workers, metric="items_per_second"):
+        b = self.points.get(workers)
+        return b.median(metric) if b else None
+
+    def efficiency(self, workers, metric="items_per_second"):
+        """rate(W) / (W x rate(1)); None without both figures."""
+        one, many = self.speed(1, metric), self.speed(workers, metric)
+        if not one or not many:
+            return None
+        return many / (workers * one)
+
+
+def scaling(rs):
+    """{(family, series): {impl: Series}} for every scaling grid of a run."""
+    out = {}
+    for b in rs.benches.values():
+        point = grid_point(b.name)
+        if point is None or not b.runs:
+            continue
+        series, workers = point
+        key = (b.name.family, series)
+        s = out.setdefault(key, {}).setdefault(b.name.impl, Series(b.name.family, series,
+                                                                    b.name.impl))
+        s.points[workers] = b
+    return out
+
+
+def scaling_rows(rs):
+    """A table of efficiencies: one row per (grid, impl), a column per worker
+    count."""
+    grids = scaling(rs)
+    workers = sorted({w for impls in grids.values() for s in impls.values() for w in s.points})
+    header = ["grid", "impl"] + [f"{w}w" for w in workers]
+    rows = []
+    for (family, series), impls in grids.items():
+        for impl in sorted(impls, key=lambda i: (not is_mp_impl(i), is_cpython_impl(i), i)):
+            s = impls[impl]
+            cells = []
+            for w in workers:
+                e = s.efficiency(w)
+                speed = s.speed(w)
+                cells.append("-" if speed is None else
+                             f"{si(speed)}" + ("" if e is None or w == 1 else f" ({e:.0%})"))
+            rows.append([f"{family}/{series}", impl] + cells)
+    return header, rows
+
+
+# ---------------------------------------------------------------- load
+
+def load_info(rs):
+    """(noisy, [reasons]) from context.json's run.load (run_all's load
+    samples): noisy when any suite saw other work above the threshold."""
+    run = (rs.machine or {}).get("run", {})
+    load = run.get("load") or {}
+    reasons = list(load.get("reasons", []))
+    return bool(load.get("noisy")), reasons
+
+
+def noisy_suites(rs):
+    run = (rs.machine or {}).get("run", {})
+    suites = (run.get("load") or {}).get("suites", {})
+    return {name for name, s in suites.items() if s.get("noisy")}
+
+
+# ---------------------------------------------------------------- compact table
+
+def compact_rows(rs, goal_results):
+    """One line per workload: mp's figure, its fastest peer, the ratio, and
+    the goals on the workload (`>= 0.5x raw_ring met (#3)`). Scaling grids
+    are left to scaling_rows."""
+    header = ["workload", "mp", "mp figure", "best peer", "peer figure", "mp/peer", "goals"]
+    rows = []
+    for workload, mp, peers in pairs(rs):
+        if grid_point(mp.name) is not None:
+            continue
+        best = None
+        for p in peers:
+            v = p.peer.median(p.metric)
+            if p.peer.name.is_mp:
+                continue
+            if v is not None and (best is None or v > best.peer.median(best.metric)):
+                best = p
+        goals = [r for p in peers for r in goals_for_pair(goal_results, p)]
+        gtext = "; ".join(
+            f"{r.goal.bound} {r.pair.peer.name.impl} "
+            f"{'MISSED' if r.status == 'missed' else r.status}"
+            + ("" if best and r.pair.peer.name.full == best.peer.name.full
+               else f" ({ratio_text(r.ratio)})") + f" #{r.goal.issue}"
+            for r in goals)
+        metric = best.metric if best else common_metric(mp)
+        rows.append([workload, mp.name.impl or mp.name.full, figure(mp, metric),
+                     best.peer.name.impl if best else "-",
+                     figure(best.peer, best.metric) if best else "-",
+                     ratio_text(best.ratio) if best else "-", gtext])
+    return header, rows
+
+
+def spread(bench, metric):
+    """(min, max) over the repetitions, or None."""
+    s = bench.samples(metric)
+    return (min(s), max(s)) if s else None

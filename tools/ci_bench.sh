@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tools/ci_bench.sh — the CI benchmark step (.ci/run calls it when executable).
 #
-# Runs `bazel run //benchmarks:all -- --quick` (under a minute on 2 cores),
+# Runs `bazel run //benchmarks:all -- --quick` (about a minute on 2 cores),
 # then `bazel run //tools:bench_report` against the committed baseline in
 # reports/baseline/, printing mp beside its peers, the goals, and the verdict
 # table. Results land in reports/runs/ci-<timestamp>/ with report.md/.html.

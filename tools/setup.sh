@@ -16,6 +16,12 @@ PACKAGES=(
   pkg-config           # the pkg-config consumer (mp.pc)
   python3              # benchmark runner, report tool, CPython peers
   chromium             # headless render check of report.html (//tools/tests:report_html_test)
+  clang-14             # the fuzz targets (tools/fuzz.sh): libFuzzer needs clang
+  libclang-rt-14-dev   # libFuzzer and clang's sanitizer runtimes
+  python3-matplotlib   # the charts of report.html and history.html (tools/bench_plots.py)
+  libopenmpi-dev       # Open MPI headers and libraries: //lib/mp:mpi (mp/mpi.h)
+  openmpi-bin          # mpirun: //conformance:mpi_pool_test, //benchmarks:mpi_pool
+  python3-mpi4py       # mpi4py.futures.MPIPoolExecutor, the peer of //benchmarks:mpi_pool
 )
 
 missing=()

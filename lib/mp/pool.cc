@@ -142,6 +142,8 @@ Pool::Pool(int processes) : Pool(PoolOptions{.processes = processes}) {}
 Pool::Pool(const PoolOptions& options)
     : core_(std::make_shared<internal::pool::PoolCore>(core_options(options))) {}
 
+Pool::Pool(std::shared_ptr<internal::pool::Engine> engine) : core_(std::move(engine)) {}
+
 Pool::~Pool() {
   if (!core_) return;
   try {

@@ -651,7 +651,7 @@ template <class Fn, class Item, class V, class R>
 class ImapInput final : public ImapFeed {
  public:
   ImapInput(Fn f, V input, std::size_t chunksize, std::shared_ptr<IMapJob<R>> job,
-            std::shared_ptr<internal::pool::PoolCore> core)
+            std::shared_ptr<internal::pool::Engine> core)
       : f_(f), input_(std::move(input)), chunksize_(chunksize), job_(std::move(job)), core_(std::move(core)) {}
   ~ImapInput() override { job_->abandon(); }
 
@@ -718,7 +718,7 @@ class ImapInput final : public ImapFeed {
   std::optional<std::ranges::iterator_t<V>> it_;
   const std::size_t chunksize_;
   std::shared_ptr<IMapJob<R>> job_;
-  std::shared_ptr<internal::pool::PoolCore> core_;
+  std::shared_ptr<internal::pool::Engine> core_;
   std::vector<Item> items_;
   std::string bytes_;
   std::vector<std::size_t> offsets_;
@@ -779,10 +779,10 @@ class AsyncResult {
     if (job_->error()) std::rethrow_exception(job_->error());
     if constexpr (!std::is_void_v<T>) return std::move(job_->mutable_value());
   }
-  AsyncResult(std::shared_ptr<pool_detail::TypedJob<T>> job, std::shared_ptr<internal::pool::PoolCore> core)
+  AsyncResult(std::shared_ptr<pool_detail::TypedJob<T>> job, std::shared_ptr<internal::pool::Engine> core)
       : job_(std::move(job)), core_(std::move(core)) {}
   std::shared_ptr<pool_detail::TypedJob<T>> job_;
-  std::shared_ptr<internal::pool::PoolCore> core_;
+  std::shared_ptr<internal::pool::Engine> core_;
 };
 
 // IMapIterator<T> yields imap / imap_unordered results. next() returns the
@@ -833,11 +833,11 @@ class IMapIterator {
 
  private:
   friend class Pool;
-  IMapIterator(std::shared_ptr<pool_detail::IMapJob<T>> job, std::shared_ptr<internal::pool::PoolCore> core,
+  IMapIterator(std::shared_ptr<pool_detail::IMapJob<T>> job, std::shared_ptr<internal::pool::Engine> core,
                std::shared_ptr<pool_detail::ImapFeed> feed)
       : job_(std::move(job)), core_(std::move(core)), feed_(std::move(feed)) {}
   std::shared_ptr<pool_detail::IMapJob<T>> job_;
-  std::shared_ptr<internal::pool::PoolCore> core_;
+  std::shared_ptr<internal::pool::Engine> core_;
   std::shared_ptr<pool_detail::ImapFeed> feed_;
 };
 
@@ -944,6 +944,11 @@ class Pool {
   // processes() is the number of workers.
   int processes() const;
 
+ protected:
+  // Pool(engine): the same API on another engine than this machine's
+  // processes (mp::mpi::Pool runs its tasks on MPI ranks; mp/mpi.h).
+  explicit Pool(std::shared_ptr<internal::pool::Engine> engine);
+
  private:
   static std::string& scratch();
   static void check_chunksize(int chunksize);
@@ -1038,7 +1043,7 @@ class Pool {
 
   void ensure_running() const;
 
-  std::shared_ptr<internal::pool::PoolCore> core_;
+  std::shared_ptr<internal::pool::Engine> core_;
 };
 
 }  // namespace mp

@@ -166,6 +166,14 @@ pid_t current_pid() { return globals().pid; }
 
 internal::LifecycleState& internal::lifecycle_state() noexcept { return globals().lifecycle; }
 
+std::vector<int> internal::kept_fds() {
+  std::vector<int> fds = forkserver_fds();
+  Globals& g = globals();
+  std::lock_guard lock(g.mu);
+  if (g.self_pidfd >= 0) fds.push_back(g.self_pidfd);
+  return fds;
+}
+
 namespace {
 
 // Waits until the child's pidfd is readable or the deadline passes.

@@ -175,9 +175,9 @@ class GoalTest(unittest.TestCase):
         with self.assertRaisesRegex(lib.ResultError, "min_ratio"):
             lib.Goal({"family": "BM_X", "peer": "raw"})
 
-    def test_repository_goals_cover_issues_2_to_7_and_14(self):
+    def test_repository_goals_cover_issues_2_to_7_14_19_and_20(self):
         gs = lib.load_goals(ROOT / "benchmarks" / "goals.json")
-        self.assertEqual(sorted({g.issue for g in gs}), [2, 3, 4, 5, 6, 7, 14])
+        self.assertEqual(sorted({g.issue for g in gs}), [2, 3, 4, 5, 6, 7, 14, 19, 20])
         spawn = [g for g in gs if g.family == "BM_Spawn"]
         self.assertEqual([(g.mp, g.peer, g.args, g.min_ratio) for g in spawn],
                          [("mp_process", "raw_fork", ["*"], 0.9),
@@ -199,6 +199,68 @@ class GoalTest(unittest.TestCase):
                          [("BM_Spawn", "mp_forkserver", "missed"),
                           ("BM_Spawn", "mp_spawn", "met"),
                           ("BM_Spawn/big_parent", "mp_forkserver", "met")])
+
+
+class ScalingTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = pathlib.Path(self.tmp.name)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_grid_points_are_read_as_efficiency(self):
+        rs = lib.load(fb.result_set(self.root / "r", {"pool": (
+            fb.runs("BM_Pool/mp/cpu_work/50/1/real_time", [1000.0])
+            + fb.runs("BM_Pool/mp/cpu_work/50/2/real_time", [1800.0])
+            + fb.runs("BM_Pool/mp/cpu_work/50/4/real_time", [2000.0])
+            + fb.runs("BM_Lock/mp/contended/1/real_time", [10.0])
+            + fb.runs("BM_Lock/mp/contended/2/real_time", [5.0])
+            + fb.runs("BM_Pool/mp/work1ms/2/real_time", [5.0]))}))
+        grids = lib.scaling(rs)
+        self.assertEqual(set(grids), {("BM_Pool", "cpu_work/50"), ("BM_Lock", "contended")})
+        s = grids[("BM_Pool", "cpu_work/50")]["mp"]
+        self.assertAlmostEqual(s.efficiency(1), 1.0)
+        self.assertAlmostEqual(s.efficiency(2), 0.9)
+        self.assertAlmostEqual(s.efficiency(4), 0.5)
+        self.assertAlmostEqual(grids[("BM_Lock", "contended")]["mp"].efficiency(2), 0.25)
+        header, rows = lib.scaling_rows(rs)
+        self.assertEqual(header, ["grid", "impl", "1w", "2w", "4w"])
+        self.assertIn(["BM_Pool/cpu_work/50", "mp", "1.00k", "1.80k (90%)", "2.00k (50%)"], rows)
+
+    def test_grid_point_needs_a_known_series(self):
+        self.assertEqual(lib.grid_point(lib.Name("BM_Pool/mp/cpu_work/1000/16")),
+                         ("cpu_work/1000", 16))
+        self.assertEqual(lib.grid_point(lib.Name("BM_Lock/cpython/contended/2/real_time")),
+                         ("contended", 2))
+        self.assertIsNone(lib.grid_point(lib.Name("BM_Pool/mp/work1ms/2")))
+        self.assertIsNone(lib.grid_point(lib.Name("BM_Queue/mp/64")))
+
+    def test_ratio_samples_pair_repetitions_when_counts_agree(self):
+        rs = lib.load(fb.result_set(self.root / "r", {"q": (
+            fb.runs("BM_Q/mp/8", [10.0, 20.0, 30.0]) + fb.runs("BM_Q/raw/8", [20.0, 40.0, 60.0])
+            + fb.runs("BM_Q/raw_two/8", [10.0, 20.0]))}))
+        mp, raw, two = (rs.benches[n] for n in ("BM_Q/mp/8", "BM_Q/raw/8", "BM_Q/raw_two/8"))
+        self.assertEqual(lib.ratio_samples(mp, raw, "items_per_second"), [0.5, 0.5, 0.5])
+        self.assertEqual(lib.ratio_samples(mp, two, "items_per_second"), [10 / 15, 20 / 15, 2.0])
+
+
+class CompactTableTest(unittest.TestCase):
+    def test_one_line_per_workload_with_the_fastest_peer_and_every_goal(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            rs = lib.load(fb.result_set(pathlib.Path(tmp) / "r", {"spawn": (
+                fb.runs("BM_Spawn/mp_process", [900.0]) + fb.runs("BM_Spawn/mp_spawn", [500.0])
+                + fb.runs("BM_Spawn/raw_fork", [1000.0])
+                + fb.runs("BM_Spawn/std_thread", [20000.0])
+                + fb.runs("BM_Pool/mp/cpu_work/1/1", [1.0]))}))
+            results = lib.evaluate_goals(goals(
+                {"issue": 2, "family": "BM_Spawn", "mp": "mp_process", "peer": "raw_fork",
+                 "min_ratio": 0.9}), rs)
+            header, rows = lib.compact_rows(rs, results)
+        self.assertEqual(len(rows), 2)          # mp_process and mp_spawn; the grid left out
+        self.assertEqual(rows[0][:6], ["BM_Spawn", "mp_process", "900 items/s", "std_thread",
+                                       "20.0k items/s", "0.0450x"])
+        self.assertEqual(rows[0][6], ">= 0.9x raw_fork met (0.900x) #2")
 
 
 class FormatTest(unittest.TestCase):

@@ -55,13 +55,15 @@ class VerdictTest(unittest.TestCase):
         self.assertEqual(row.verdict, "noise")
         self.assertGreaterEqual(row.utest.p, 0.05)
 
-    def test_slowdown_with_too_few_repetitions_to_test_is_regression(self):
+    def test_slowdown_with_too_few_repetitions_to_test_is_inconclusive(self):
         row = self.compare([100.0], [80.0])
         self.assertFalse(row.tested)
-        self.assertEqual(row.verdict, "REGRESSION")
+        self.assertEqual(row.verdict, "inconclusive")
+        self.assertFalse(row.counts_as_failure("mp"))
         row3 = self.compare([100.0, 101.0, 99.0], [80.0, 81.0, 79.0])
         self.assertFalse(row3.tested)                 # 3 vs 3 cannot reach p < 0.05
-        self.assertEqual(row3.verdict, "REGRESSION")
+        self.assertEqual(row3.verdict, "inconclusive")
+        self.assertIn("--repetitions 5", row3.why)
 
     def test_significant_speedup_is_faster(self):
         self.assertEqual(self.compare(BASE5, scaled(BASE5, 1.5)).verdict, "faster")
@@ -84,6 +86,86 @@ class VerdictTest(unittest.TestCase):
         self.assertEqual(row.verdict, "error")
         self.assertTrue(row.counts_as_failure("mp"))
         self.assertIn("child died", row.cells()[-1])
+
+
+class SameRunPeerTest(unittest.TestCase):
+    """mp is judged by its ratio to the raw peer measured in the same run as
+    well as by its own speed: a slower machine is drift, not a regression."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = pathlib.Path(self.tmp.name)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def runs(self, name, mp, ring, cpython=None, noisy=False, reps=BASE5):
+        files = {"queue": fb.runs("BM_Queue/mp/8/real_time", scaled(reps, mp))
+                 + fb.runs("BM_Queue/raw_ring/8/real_time", scaled(reps, ring))
+                 + fb.runs("BM_Pool/mp/apply", scaled(reps, mp))}
+        if cpython is not None:
+            files["pool_peer"] = fb.runs("BM_Pool/cpython/apply", scaled(reps, cpython))
+        d = fb.result_set(self.root / name, files)
+        if noisy:
+            fb.noisy_context(d, ["queue"])
+        return lib.load(d)
+
+    def verdicts(self, base, cur):
+        return {r.name: r for r in br.compare(base, cur)}
+
+    def test_whole_machine_slower_is_drift_not_an_mp_regression(self):
+        rows = self.verdicts(self.runs("b", 1.0, 1.5), self.runs("c", 0.7, 1.05))
+        self.assertEqual(rows["BM_Queue/raw_ring/8"].verdict, "drift")
+        mp = rows["BM_Queue/mp/8"]
+        self.assertEqual(mp.verdict, "drift")
+        self.assertEqual(mp.reference, "raw_ring")
+        self.assertAlmostEqual(mp.ratio_change, 0.0, places=6)
+        self.assertIn("the machine moved, not mp", mp.why)
+        self.assertFalse(any(r.counts_as_failure("mp") for r in rows.values()
+                             if r.parsed.family == "BM_Queue"))
+
+    def test_mp_alone_slower_is_a_regression(self):
+        rows = self.verdicts(self.runs("b", 1.0, 1.5), self.runs("c", 0.7, 1.5))
+        mp = rows["BM_Queue/mp/8"]
+        self.assertEqual(mp.verdict, "REGRESSION")
+        self.assertAlmostEqual(mp.ratio_change, -0.3, places=6)
+        self.assertTrue(mp.counts_as_failure("mp"))
+        self.assertEqual(rows["BM_Queue/raw_ring/8"].verdict, "same")
+        self.assertIn("-30.0% vs raw_ring", mp.cells())
+
+    def test_a_peer_moving_is_drift_and_fails_only_with_fail_on_all(self):
+        rows = self.verdicts(self.runs("b", 1.0, 1.5), self.runs("c", 1.0, 1.0))
+        ring = rows["BM_Queue/raw_ring/8"]
+        self.assertEqual(ring.verdict, "drift")
+        self.assertFalse(ring.counts_as_failure("mp"))
+        self.assertTrue(ring.counts_as_failure("all"))
+        self.assertEqual(rows["BM_Queue/mp/8"].verdict, "same")
+
+    def test_without_a_raw_peer_a_noisy_run_is_inconclusive(self):
+        # BM_Pool/apply has only a CPython peer: nothing in the same binary
+        # tells the machine's minute from mp's.
+        quiet = self.verdicts(self.runs("b", 1.0, 1.5, cpython=0.01),
+                              self.runs("c", 0.7, 1.05, cpython=0.007))
+        self.assertEqual(quiet["BM_Pool/mp/apply"].verdict, "REGRESSION")
+        noisy = self.verdicts(self.runs("b2", 1.0, 1.5, cpython=0.01),
+                              self.runs("c2", 0.7, 1.05, cpython=0.007, noisy=True))
+        self.assertEqual(noisy["BM_Pool/mp/apply"].verdict, "inconclusive")
+        self.assertIn("noisy run", noisy["BM_Pool/mp/apply"].why)
+
+    def test_a_goal_names_the_reference_peer(self):
+        b = lib.Bench("BM_Queue/mp/8", "q")
+        impls = {k: b for k in ("mp", "raw_a", "raw_ring", "cpython")}
+        goal = lib.Goal({"family": "BM_Queue", "peer": "raw_ring", "min_ratio": 0.5})
+        self.assertEqual(lib.reference_impl(impls, "mp", [goal]), "raw_ring")
+        self.assertEqual(lib.reference_impl(impls, "mp"), "raw_a")
+        self.assertIsNone(lib.reference_impl({"mp": b, "cpython": b}, "mp"))
+
+    def test_the_committed_baseline_against_itself_has_no_regression(self):
+        baseline = ROOT / "reports" / "baseline"
+        rs = lib.load(baseline)
+        rows = br.compare(rs, rs)
+        self.assertTrue(rows)
+        self.assertEqual({r.verdict for r in rows}, {"same"})
 
 
 class MainTest(unittest.TestCase):
@@ -150,9 +232,18 @@ class MainTest(unittest.TestCase):
             br.main([str(self.root / "cur"), "--threshold", "abc"])
         self.assertEqual(e.exception.code, 2)
 
-    def test_run_alone_prints_mp_beside_peers_with_goals(self):
+    def test_run_alone_prints_one_line_per_workload_by_default(self):
         self.run_set("cur")
         code, out = self.main(self.root / "cur", "--no-files")
+        self.assertEqual(code, 0)
+        self.assertRegex(out, r"BM_Queue/8\s+mp\s+10\.0M items/s\s+raw_ring\s+15\.0M items/s\s+"
+                              r"0\.666x\s+>= 0\.5x raw_ring met #3; >= 30x cpython met \(100x\) #3")
+        self.assertIn("summary", out)
+        self.assertIn("goals: 2 met, 0 missed, 0 without data", out)
+
+    def test_full_prints_every_peer_with_goals(self):
+        self.run_set("cur")
+        code, out = self.main(self.root / "cur", "--no-files", "--full")
         self.assertEqual(code, 0)
         self.assertRegex(out, r"raw_ring\s+15\.0M items/s\s+0\.666x\s+>= 0\.5x met \(#3\)")
         self.assertRegex(out, r"cpython\s+100k items/s\s+100x\s+>= 30x met \(#3\)")
@@ -169,11 +260,31 @@ class MainTest(unittest.TestCase):
         page = (out_dir / "report.html").read_text()
         self.assertEqual(page.count("<svg"), 2)          # peers chart + baseline chart
         self.assertNotIn("<script", page.lower())
+        self.assertIn("<h2>Summary</h2>", page)
         urls = re.findall(r"(?:src|href)\s*=\s*[\"']?(?:https?:)?//", page)
         self.assertEqual(urls, [])
         self.assertNotIn("@import", page)
         comparison = json.loads((out_dir / "comparison.json").read_text())
         self.assertEqual(comparison["rows"][0]["verdict"], "REGRESSION")
+
+    def test_compact_comparison_hides_same_rows_and_full_shows_them(self):
+        self.run_set("base")
+        self.run_set("cur", mp_factor=0.7)
+        code, out = self.main(self.root / "cur", "--baseline", self.root / "base", "--no-files")
+        self.assertIn("(2 rows `same` not shown; --full)", out)
+        self.assertNotRegex(out, r"BM_Queue/raw_ring/8 .* same")
+        code, out = self.main(self.root / "cur", "--baseline", self.root / "base", "--no-files",
+                              "--full")
+        self.assertRegex(out, r"BM_Queue/raw_ring/8 .* same")
+
+    def test_noisy_run_is_flagged_in_the_summary_and_the_reports(self):
+        self.run_set("base")
+        cur = self.run_set("cur")
+        fb.noisy_context(cur, ["queue"])
+        code, out = self.main(cur, "--baseline", self.root / "base")
+        self.assertIn("NOISY RUN: queue: other processes kept 1.00 cores busy", out)
+        self.assertIn("NOISY RUN", (cur / "report.md").read_text())
+        self.assertIn('class="noisy"', (cur / "report.html").read_text())
 
     def test_huge_speedup_keeps_the_chart_small(self):
         fb.result_set(self.root / "base", {"q": fb.runs("BM_Queue/mp/8", [1.0, 1.1, 0.9, 1.0, 1.05])})

@@ -148,3 +148,18 @@ def runs(name, values, field="items_per_second"):
              "repetitions": len(values), "repetition_index": i, "iterations": 10,
              "real_time": 1e9 / v, "cpu_time": 1e9 / v, "time_unit": "ns", field: v}
             for i, v in enumerate(values)]
+
+
+def noisy_context(directory, suites, others=1.0):
+    """Writes a context.json whose load samples (as run_all writes them)
+    call `suites` noisy: other processes kept `others` cores busy."""
+    directory = pathlib.Path(directory)
+    reasons = [f"other processes kept {others:.2f} cores busy"]
+    load = {"noisy": True, "reasons": [f"{s}: {reasons[0]}" for s in suites],
+            "suites": {s: {"load_before": [2.0, 1.0, 1.0], "load_after": [3.0, 1.5, 1.0],
+                           "governor_before": "none", "governor_after": "none",
+                           "others_cores": others, "noisy": True, "reasons": reasons}
+                       for s in suites}}
+    (directory / "context.json").write_text(json.dumps(
+        {"cpu": "test", "cores": 2, "run": {"notes": [], "load": load}}))
+    return directory

@@ -1,8 +1,11 @@
-"""report.html renders offline: its SVG charts are well-formed, and headless
-Chromium (Debian's `chromium`) paints the bars in their colours.
+"""report.html renders offline: its SVG charts are well-formed, its
+matplotlib charts are PNGs inlined as data: URIs, and headless Chromium
+(Debian's `chromium`) paints the bars in their colours.
 
-The Chromium test is skipped, saying so, when chromium is not installed
-(tools/setup.sh installs it)."""
+The Chromium test is skipped, saying so, when chromium is not installed, and
+the image checks when python3-matplotlib is not (tools/setup.sh installs
+both)."""
+import base64
 import collections
 import contextlib
 import io
@@ -22,6 +25,7 @@ import zlib
 ROOT = pathlib.Path(os.path.abspath(__file__)).parents[2]
 sys.path.insert(0, str(ROOT))
 from tools import bench_html                 # noqa: E402
+from tools import bench_plots                # noqa: E402
 from tools import bench_report as br         # noqa: E402
 from tools.tests import fake_bench as fb     # noqa: E402
 from tools.tests import testmain             # noqa: E402
@@ -40,6 +44,12 @@ def make_runs(root):
             files["queue_peer"] += fb.runs(f"BM_Queue/cpython/{size}", noisy(1.5e5))
         files["spawn"] += fb.runs("BM_Spawn/mp_process/real_time", noisy(880))
         files["spawn"] += fb.runs("BM_Spawn/raw_fork/real_time", noisy(915))
+        files["pool"] = []
+        for task_us in (1, 50):
+            for workers in (1, 2):
+                rate = 1e6 / task_us * workers * (0.9 if workers > 1 else 1)
+                files["pool"] += fb.runs(f"BM_Pool/mp/cpu_work/{task_us}/{workers}/real_time",
+                                         noisy(rate * mp_factor))
         return fb.result_set(root / name, files)
 
     return one("base", 1.0), one("cur", 0.75)
@@ -120,8 +130,9 @@ class ReportHtmlTest(unittest.TestCase):
     def test_every_svg_chart_is_well_formed_xml(self):
         text = self.page.read_text()
         svgs = re.findall(r"<svg.*?</svg>", text, flags=re.S)
-        # one peers chart per family (BM_Queue, BM_Spawn), one baseline chart per family
-        self.assertEqual(len(svgs), 4)
+        # one peers chart and one baseline chart per family
+        # (BM_Queue, BM_Spawn, BM_Pool)
+        self.assertEqual(len(svgs), 6)
         for svg in svgs:
             root = ET.fromstring(svg)
             self.assertTrue(root.tag.endswith("svg"))
@@ -131,7 +142,37 @@ class ReportHtmlTest(unittest.TestCase):
         text = self.page.read_text()
         self.assertNotIn("<script", text.lower())
         self.assertNotIn("<link", text.lower())
-        self.assertEqual(re.findall(r"url\(|(?:src|href)=", text), [])
+        self.assertEqual(re.findall(r"url\(|href=", text), [])
+        # The only sources are images inlined in the page.
+        sources = re.findall(r'src="([^"]{0,40})', text)
+        self.assertTrue(all(src.startswith("data:image/png;base64,") for src in sources), sources)
+
+    def test_summary_comes_first(self):
+        text = self.page.read_text()
+        self.assertLess(text.index("<h2>Summary</h2>"), text.index("<h2>mp beside its peers"))
+        summary = re.search(r'<pre class="summary">(.*?)</pre>', text, re.S).group(1)
+        self.assertIn("goals: ", summary)
+        self.assertIn("against the baseline: ", summary)
+        self.assertRegex(summary, r"scaling BM_Pool/cpu_work/1 at 2 workers: mp (89|9\d)%")
+
+    def test_charts_are_inlined_pngs(self):
+        if not bench_plots.available():
+            self.skipTest("python3-matplotlib not installed (tools/setup.sh installs it)")
+        text = self.page.read_text()
+        images = re.findall(r'<img class="plot" alt="([^"]*)" src="data:image/png;base64,'
+                            r'([^"]+)"', text)
+        alts = [a for a, _ in images]
+        # the goal ratios (linear, goal band), the size curves, the scaling grid
+        self.assertEqual(len(images), 3, alts)
+        self.assertTrue(any("goal band" in a for a in alts), alts)
+        self.assertTrue(any("message size" in a for a in alts), alts)
+        self.assertTrue(any("workers" in a for a in alts), alts)
+        for alt, data in images:
+            png = self.root / "chart.png"
+            png.write_bytes(base64.b64decode(data))
+            width, height, _, _ = read_png(png)
+            self.assertGreater(width, 300, alt)
+            self.assertGreater(height, 100, alt)
 
     def test_chromium_renders_the_bars(self):
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -144,14 +185,14 @@ class ReportHtmlTest(unittest.TestCase):
         cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                "--no-first-run", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars",
-               f"--user-data-dir={profile}", "--window-size=1200,2400",
+               f"--user-data-dir={profile}", "--window-size=1200,6000",
                f"--screenshot={shot}", self.page.as_uri()]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env,
                            start_new_session=True)
         self.assertTrue(shot.exists(), f"chromium wrote no screenshot (exit {r.returncode}):\n"
                                        f"{r.stderr[-2000:]}")
         width, height, bpp, rows = read_png(shot)
-        self.assertEqual((width, height), (1200, 2400))
+        self.assertEqual((width, height), (1200, 6000))
         counts = colour_counts(rows, bpp, [bench_html.MP_COLOUR, bench_html.PEER_COLOURS[0],
                                            bench_html.CPYTHON_COLOUR,
                                            bench_html.VERDICT_COLOURS["REGRESSION"],

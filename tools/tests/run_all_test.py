@@ -88,14 +88,56 @@ class RunAllTest(unittest.TestCase):
         ctx = json.loads((self.out / "context.json").read_text())
         for key in ("cpu", "cores", "kernel", "compiler", "python", "timestamp"):
             self.assertTrue(ctx.get(key), key)
-        self.assertRegex(ctx["run"]["suites"]["queue"], r"^ok: 10 runs in \d+\.\ds$")
-        self.assertRegex(ctx["run"]["suites"]["queue_peer"], r"^ok: 3 runs in \d+\.\ds$")
+        self.assertRegex(ctx["run"]["suites"]["queue"], r"^ok: 10 runs in \d+\.\ds\b")
+        self.assertRegex(ctx["run"]["suites"]["queue_peer"], r"^ok: 3 runs in \d+\.\ds\b")
         self.assertIn("[1/3] queue (binary)", out)
         self.assertIn("[3/3] queue_peer (peer)", out)
 
-    def test_glance_table_shows_mp_peers_ratios_and_goals(self):
+    def test_compact_table_shows_one_line_per_workload(self):
         self.standard()
         code, out = self.run_all()
+        self.assertRegex(out, r"BM_Spawn\s+mp_process\s+950 items/s\s+std_thread\s+20\.0k items/s"
+                              r"\s+0\.0475x\s+>= 0\.9x raw_fork met \(0\.950x\) #2")
+        self.assertRegex(out, r"BM_Queue/8\s+mp\s+3\.00M items/s\s+raw_ring\s+4\.00M items/s\s+"
+                              r"0\.750x\s+>= 0\.5x raw_ring met #3; "
+                              r">= 30x cpython met \(60\.0x\) #3")
+        self.assertNotRegex(out, r"\n\s+raw_fork\s+1\.00k items/s")
+
+    def test_load_and_governor_are_recorded_around_each_suite(self):
+        self.standard()
+        code, out = self.run_all("--noisy-cores", "1000", "--noisy-load", "1000")
+        self.assertEqual(code, 0, out)
+        load = json.loads((self.out / "context.json").read_text())["run"]["load"]
+        self.assertEqual(set(load["suites"]), {"queue", "spawn", "queue_peer"})
+        q = load["suites"]["queue"]
+        for key in ("load_before", "load_after", "governor_before", "governor_after",
+                    "others_cores"):
+            self.assertIn(key, q)
+        self.assertEqual(len(q["load_before"]), 3)
+        self.assertFalse(load["noisy"])
+        self.assertNotIn("NOISY", out)
+
+    def test_a_busy_machine_is_warned_about_live_and_marks_the_run_noisy(self):
+        self.standard()
+        # Thresholds below zero: whatever the machine does counts as busy.
+        code, out = self.run_all("--noisy-cores=-1", "--noisy-load=-1")
+        self.assertEqual(code, 0, out)
+        self.assertIn("warning: the machine is busy before the run", out)
+        self.assertRegex(out, r"\[2/3\] spawn \(binary\) \.\.\. \(! busy machine: ")
+        self.assertIn("NOISY RUN", out)
+        load = json.loads((self.out / "context.json").read_text())["run"]["load"]
+        self.assertTrue(load["noisy"])
+        self.assertIn("NOISY RUN", (self.out / "report.md").read_text())
+
+    def test_label_names_the_machine_in_the_context(self):
+        self.standard()
+        self.run_all("--label", "big-16core")
+        ctx = json.loads((self.out / "context.json").read_text())
+        self.assertEqual(ctx["label"], "big-16core")
+
+    def test_glance_table_shows_mp_peers_ratios_and_goals(self):
+        self.standard()
+        code, out = self.run_all("--full")
         self.assertRegex(out, r"BM_Spawn\s+mp_process: 950 items/s")
         self.assertRegex(out, r"raw_fork\s+1\.00k items/s\s+0\.950x\s+>= 0\.9x met \(#2\)")
         self.assertRegex(out, r"cpython\s+50\.0k items/s\s+60\.0x\s+>= 30x met \(#3\)")
@@ -163,6 +205,59 @@ class RunAllTest(unittest.TestCase):
         ctx = json.loads((self.out / "context.json").read_text())
         self.assertIn("peers skipped", ctx["python"])
         self.assertTrue(any("CPython peers skipped" in n for n in ctx["run"]["notes"]))
+
+    def fake_mpirun(self):
+        """A directory whose `mpirun` records its argv and runs the program
+        after its own flags (-n N, --oversubscribe, --allow-run-as-root)."""
+        bindir = self.root / "mpibin"
+        bindir.mkdir()
+        mpirun = bindir / "mpirun"
+        mpirun.write_text(
+            f"#!{sys.executable}\nimport json, os, sys\n"
+            f"open({str(self.root / 'mpirun.jsonl')!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+            "a = sys.argv[1:]\n"
+            "while a and a[0].startswith('-'):\n"
+            "    a = a[2:] if a[0] == '-n' else a[1:]\n"
+            "os.execv(a[0], a)\n")
+        mpirun.chmod(0o755)
+        return bindir
+
+    def test_an_mpi_benchmark_runs_under_mpirun(self):
+        fb.make_binary(self.bench, "mpi_pool", {"benchmarks": [
+            {"name": "BM_MpiPool/mp/apply_async", "items_per_second": 5e5}],
+            "record": str(self.record)})
+        path = f"{self.fake_mpirun()}:{os.environ.get('PATH', '')}"
+        code, out = self.run_all(extra_env={"PATH": path})
+        self.assertEqual(code, 0, out)
+        launches = [json.loads(l) for l in (self.root / "mpirun.jsonl").read_text().splitlines()]
+        self.assertEqual(len(launches), 2, launches)  # the listing, then the run
+        for argv in launches:
+            self.assertEqual(argv[:3], ["-n", "3", "--oversubscribe"])
+            self.assertIn(str(self.bench / "mpi_pool"), argv)
+        self.assertTrue((self.out / "mpi_pool.json").exists())
+
+    def test_an_mpi_benchmark_is_skipped_with_a_note_without_mpirun(self):
+        fb.make_binary(self.bench, "mpi_pool", {"benchmarks": [
+            {"name": "BM_MpiPool/mp/apply_async", "items_per_second": 5e5}],
+            "record": str(self.record)})
+        fb.make_binary(self.bench, "spawn", {"benchmarks": SPAWN})
+        empty = self.root / "empty"
+        empty.mkdir()
+        code, out = self.run_all(extra_env={"PATH": str(empty)})
+        self.assertEqual(code, 0, out)
+        self.assertIn("mpi_pool (binary): skipped: mpirun not found", out)
+        self.assertTrue((self.out / "spawn.json").exists())
+        self.assertFalse((self.out / "mpi_pool.json").exists())
+
+    def test_a_peer_that_says_why_it_skipped_is_reported_as_skipped(self):
+        peers = self.bench / "peers"
+        peers.mkdir(parents=True)
+        (peers / "mpi_pool_peer.py").write_text(
+            "import json\nprint(json.dumps({'benchmarks': [], 'skipped': 'no mpi4py here'}))\n")
+        fb.make_binary(self.bench, "spawn", {"benchmarks": SPAWN})
+        code, out = self.run_all()
+        self.assertEqual(code, 0, out)
+        self.assertIn("mpi_pool_peer (peer): skipped: no mpi4py here", out)
 
     def test_failing_binary_fails_the_run_but_others_still_run(self):
         self.standard(queue_mode="crash")
@@ -232,6 +327,54 @@ class RunAllTest(unittest.TestCase):
         self.assertIn("no benchmark binaries found", out)
 
 
+class LiveLoadTest(unittest.TestCase):
+    """The live line's measure: CPU of processes outside the benchmark's
+    group, per second."""
+
+    def setUp(self):
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import run_all
+        self.run_all = run_all
+        self.procs = []
+
+    def tearDown(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+    def spin(self, seconds, **kw):
+        p = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\n"
+                              f"while time.time() - t < {seconds}: pass"], **kw)
+        self.procs.append(p)
+        return p
+
+    def test_group_cpu_counts_the_benchmark_and_its_children(self):
+        child = self.run_all.Child([sys.executable, "-c",
+                                    "import os, time\nif os.fork() == 0:\n"
+                                    "    t = time.time()\n"
+                                    "    while time.time() - t < 1.5: pass\n"
+                                    "    os._exit(0)\nos.wait()"],
+                                   subprocess.DEVNULL, subprocess.DEVNULL)
+        self.procs.append(child.proc)
+        time.sleep(1.0)
+        self.assertGreater(child.group_cpu(), 0.1)
+        child.proc.wait(timeout=30)
+
+    def test_a_hog_outside_the_group_is_seen_within_a_period(self):
+        child = self.run_all.Child([sys.executable, "-c", "import time; time.sleep(5)"],
+                                   subprocess.DEVNULL, subprocess.DEVNULL)
+        self.procs.append(child.proc)
+        self.spin(5)                                 # the hog: another process's busy loop
+        live = self.run_all.LiveLoad(child, limit=0.3, period=0.5)
+        seen = None
+        deadline = time.monotonic() + 4
+        while seen is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            seen = live.poll()
+        self.assertIsNotNone(seen)
+        self.assertGreater(seen, 0.3)
+
+
 class QuickSelectionTest(unittest.TestCase):
     def setUp(self):
         sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -243,6 +386,18 @@ class QuickSelectionTest(unittest.TestCase):
                  "BM_Pool/mp/apply_async/20000", "BM_Big/mp/65536", "BM_Big/mp/131072"]
         self.assertEqual(self.run_all.quick_selection(names),
                          ["BM_Q/mp/8/real_time", "BM_Pool/mp/apply_async/20000", "BM_Big/mp/65536"])
+
+    def test_quick_trims_scaling_grids_to_one_two_and_every_cpu(self):
+        names = [f"BM_Pool/mp/cpu_work/50/{w}/real_time" for w in (1, 2, 4, 8, 16)]
+        names += [f"BM_Lock/mp/contended/{p}/real_time" for p in (1, 2, 4, 6)]
+        names += ["BM_Queue/mp/8/real_time"]
+        self.assertEqual(self.run_all.quick_grid(names, 16),
+                         ["BM_Pool/mp/cpu_work/50/1/real_time",
+                          "BM_Pool/mp/cpu_work/50/2/real_time",
+                          "BM_Pool/mp/cpu_work/50/16/real_time",
+                          "BM_Lock/mp/contended/1/real_time", "BM_Lock/mp/contended/2/real_time",
+                          "BM_Queue/mp/8/real_time"])
+        self.assertEqual(self.run_all.quick_grid(names[:2], 2), names[:2])
 
     def test_filter_escape_matches_names_literally(self):
         self.assertEqual(self.run_all.posix_ere_escape("BM_X/mp/1.5/min_time:0.01"),

@@ -69,20 +69,24 @@ void inject_spawn_failures(int n);
 // ChunkEncoder appends the payload of chunk i to `out`.
 using ChunkEncoder = std::function<void(std::uint32_t i, std::string& out)>;
 
-class PoolCore {
+// Engine is what mp::Pool's typed layer (pool.h: AsyncResult, IMapIterator,
+// the map and imap feeders) drives: somewhere to submit encoded tasks, and a
+// wait that collects their results. PoolCore is the engine of processes on
+// this machine; mp/mpi.h has one on MPI ranks. The contracts below are
+// PoolCore's; another engine documents where it differs.
+class Engine {
  public:
-  explicit PoolCore(CoreOptions options);
-  ~PoolCore();
-  PoolCore(const PoolCore&) = delete;
-  PoolCore& operator=(const PoolCore&) = delete;
+  virtual ~Engine() = default;
 
   // submit queues job->chunks_total tasks running `t`; chunk i's payload
   // comes from encode(i). Raises "Pool not running" after close/terminate,
   // BrokenPoolError on a broken pool, ValueError for a payload larger than
   // the task buffer can ever hold.
-  void submit(const std::shared_ptr<JobBase>& job, Trampoline t, const ChunkEncoder& encode);
+  virtual void submit(const std::shared_ptr<JobBase>& job, Trampoline t,
+                      const ChunkEncoder& encode) = 0;
   // submit_one: the single-chunk fast path (payload already encoded).
-  void submit_one(const std::shared_ptr<JobBase>& job, Trampoline t, std::string_view payload);
+  virtual void submit_one(const std::shared_ptr<JobBase>& job, Trampoline t,
+                          std::string_view payload) = 0;
   // feed is submit for an imap iterator that pulls its input as it goes:
   // it queues payloads[k] as chunk `first + k` (mod 2^32), as many as it
   // can, and returns how many. Why it stopped short goes to `error`:
@@ -91,24 +95,51 @@ class PoolCore {
   // can never hold. Unlike submit, it works after close(): CPython's imap
   // keeps feeding its input after close() too; join() waits for what was
   // fed before it, and later feeds fail.
-  std::size_t feed(const std::shared_ptr<JobBase>& job, Trampoline t, std::uint32_t first,
-                   const std::vector<std::string_view>& payloads, std::exception_ptr& error);
+  virtual std::size_t feed(const std::shared_ptr<JobBase>& job, Trampoline t, std::uint32_t first,
+                           const std::vector<std::string_view>& payloads,
+                           std::exception_ptr& error) = 0;
 
   // wait_until drives the pool until pred() holds (true) or the deadline
-  // passes (false). pred is evaluated without the core's mutex.
+  // passes (false). pred is evaluated without the engine's mutex.
   template <class Pred>
   bool wait_until(Pred&& pred, const Deadline& deadline) {
     return wait_until_impl(
-        [](void* p) { return (*static_cast<std::remove_reference_t<Pred>*>(p))(); }, &pred, deadline);
+        [](void* p) { return (*static_cast<std::remove_reference_t<Pred>*>(p))(); }, &pred,
+        deadline);
   }
 
-  void close();
-  void terminate();
-  void join();
+  virtual void close() = 0;
+  virtual void terminate() = 0;
+  virtual void join() = 0;
 
-  int processes() const noexcept { return options_.processes; }
+  virtual int processes() const noexcept = 0;
   // running(): neither closed nor terminated.
-  bool running() const;
+  virtual bool running() const = 0;
+
+ protected:
+  virtual bool wait_until_impl(bool (*pred)(void*), void* ctx, const Deadline& deadline) = 0;
+};
+
+class PoolCore final : public Engine {
+ public:
+  explicit PoolCore(CoreOptions options);
+  ~PoolCore() override;
+  PoolCore(const PoolCore&) = delete;
+  PoolCore& operator=(const PoolCore&) = delete;
+
+  // Engine's contract.
+  void submit(const std::shared_ptr<JobBase>& job, Trampoline t,
+              const ChunkEncoder& encode) override;
+  void submit_one(const std::shared_ptr<JobBase>& job, Trampoline t,
+                  std::string_view payload) override;
+  std::size_t feed(const std::shared_ptr<JobBase>& job, Trampoline t, std::uint32_t first,
+                   const std::vector<std::string_view>& payloads,
+                   std::exception_ptr& error) override;
+  void close() override;
+  void terminate() override;
+  void join() override;
+  int processes() const noexcept override { return options_.processes; }
+  bool running() const override;
 
  private:
   enum class State { kRun, kClose, kTerminate };
@@ -147,7 +178,7 @@ class PoolCore {
   };
   using Finished = std::vector<std::shared_ptr<JobBase>>;
 
-  bool wait_until_impl(bool (*pred)(void*), void* ctx, const Deadline& deadline);
+  bool wait_until_impl(bool (*pred)(void*), void* ctx, const Deadline& deadline) override;
   void check_submit_locked() const;
   bool try_write_locked(const std::shared_ptr<JobBase>& job, std::uint32_t chunk, Trampoline t,
                         std::string_view payload);

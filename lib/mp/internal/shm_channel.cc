@@ -537,7 +537,7 @@ namespace {
 struct Ring {
   Header* h;
   std::byte* base;
-  ShmChannel::Geometry g;  // the handle's copy, never the header's
+  const ShmChannel::Geometry& g;  // the handle's copy, never the header's
 
   // Positions here are bytes (byte_pos of a commit word's units). Records
   // are 8-aligned and the ring a power of two, so an 8-byte field at an

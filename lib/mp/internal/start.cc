@@ -841,6 +841,13 @@ pid_t forkserver_pid() noexcept {
   return server_alive_locked(s) ? s.pid : 0;
 }
 
+std::vector<int> forkserver_fds() {
+  Server& s = server();
+  std::lock_guard lock(s.mu);
+  if (s.pid <= 0 || s.owner != ::getpid()) return {};
+  return {s.control, s.pidfd};
+}
+
 }  // namespace mp::internal
 
 namespace mp {

@@ -112,6 +112,16 @@ void send_reply(int channel, bool ok, std::string_view message) noexcept;
 // forkserver_ensure_running / forkserver_pid: mp::forkserver::ensure_running.
 void forkserver_ensure_running();
 pid_t forkserver_pid() noexcept;
+// forkserver_fds: the running forkserver's control socket and pidfd, held by
+// the process that started it until it ends (none otherwise).
+std::vector<int> forkserver_fds();
+
+// kept_fds (process.cc): every fd mp holds for the rest of this process's
+// life once made: forkserver_fds() and this process's own pidfd (opened at
+// its first fork start; its forked children watch it). Anything else mp
+// opens is closed when the object that opened it goes. (Tests use it to
+// tell a leak from these.)
+std::vector<int> kept_fds();
 
 }  // namespace mp::internal
 
