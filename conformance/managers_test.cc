@@ -522,9 +522,16 @@ TEST(ManagerAuth, GarbageAfterAuthenticationGetsAnErrorNotACrash) {
   EXPECT_NE(reply.find("CodecError"), std::string::npos);
   wire::send_frame(fd, "\xff garbage");  // an unknown request
   EXPECT_EQ(wire::recv_frame(fd, wire::kMaxFrame)[0], '\1');
-  const std::uint64_t n = 100;  // truncated, then gone
-  write_raw(fd, &n, 8);
+  const std::uint64_t huge = std::uint64_t{1} << 40;  // over the frame limit: closed
+  write_raw(fd, &huge, 8);
+  EXPECT_TRUE(closed_by_peer(fd));
   close(fd);
+  const int other = raw_connect(m.address());
+  wire::client_handshake(other, m.authkey());
+  const std::uint64_t n = 100;  // truncated, then gone
+  write_raw(other, &n, 8);
+  write_raw(other, "abc", 3);
+  close(other);
   d.set(2, 2);
   EXPECT_EQ(d.get(2), 2);
 }
