@@ -9,5 +9,10 @@ def benchmark_binaries(srcs):
                 "//lib/mp",
                 "@system//:benchmark",
                 "@system//:fmt",
-            ],
+            ] + _DEPS.get(src[:-len("_bench.cc")], []),
         )
+
+# Libraries beyond //lib/mp that a benchmark measures (their own targets).
+_DEPS = {
+    "manager": ["//lib/mp:managers"],
+}

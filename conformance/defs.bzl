@@ -15,7 +15,7 @@ def conformance_tests(srcs):
                 "//lib/mp",
                 "@system//:gtest",
                 "@system//:fmt",
-            ],
+            ] + _DEPS.get(name, []),
         )
 
     for name in _PER_METHOD:
@@ -36,6 +36,7 @@ def conformance_tests(srcs):
 # test_util.h).
 _PER_METHOD = [
     "connection_test",
+    "managers_test",
     "pool_test",
     "process_test",
     "queue_test",
@@ -44,6 +45,11 @@ _PER_METHOD = [
 ]
 
 _EXCLUSIVE = []
+
+# Libraries beyond //lib/mp that a suite tests (their own targets).
+_DEPS = {
+    "managers_test": ["//lib/mp:managers"],
+}
 
 # Helper programs a suite runs (found under the test's runfiles).
 _DATA = {

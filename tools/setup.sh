@@ -10,6 +10,7 @@ PACKAGES=(
   libgmock-dev
   libbenchmark-dev     # Google Benchmark (benchmarks/)
   libfmt-dev           # fmt (every formatted message)
+  libssl-dev           # OpenSSL libcrypto: managers' HMAC authentication (//lib/mp:managers)
   cmake                # the CMake build and its consumers (tools/ci_consumers.sh)
   make                 # CMake's generator; the pkg-config consumer's Makefile
   pkg-config           # the pkg-config consumer (mp.pc)

@@ -209,6 +209,30 @@ class BrokenPoolError : public ProcessError {
   using ProcessError::ProcessError;
 };
 
+// KeyError: a lookup of a key that is not there (DictProxy::at). Mirrors
+// CPython's KeyError.
+class KeyError : public Error {
+ public:
+  using Error::Error;
+};
+
+// AuthenticationError: a manager's peer failed the authkey handshake (its
+// digest was wrong, or it sent something else). Mirrors
+// multiprocessing.AuthenticationError (a ProcessError in CPython too).
+class AuthenticationError : public ProcessError {
+ public:
+  using ProcessError::ProcessError;
+};
+
+// ConnectionError: a manager's server cannot be reached, or went away
+// during a call (mp/managers.h): refused, reset, closed, or shut down.
+// Mirrors CPython's ConnectionError family (ConnectionRefusedError,
+// ConnectionResetError, EOFError from a dead manager).
+class ConnectionError : public Error {
+ public:
+  using Error::Error;
+};
+
 // MP_ERROR_TYPES(X) expands X(Name) once for every mp error type above, by
 // its unqualified name. It is the one list from which mp builds what must
 // know every error (the Pool's table of errors re-raised as themselves); a
@@ -217,7 +241,7 @@ class BrokenPoolError : public ProcessError {
   X(Error) X(ValueError) X(RuntimeError) X(TimeoutError) X(Empty) X(Full) X(EOFError)       \
   X(BrokenPipeError) X(BufferTooShort) X(BrokenBarrierError) X(CodecError) X(ProcessError)  \
   X(RemoteError) X(OwnerDeadError) X(FileNotFoundError) X(FileExistsError) X(IndexError)    \
-  X(WorkerLostError) X(BrokenPoolError)
+  X(WorkerLostError) X(BrokenPoolError) X(AuthenticationError) X(ConnectionError) X(KeyError)
 
 namespace internal {
 
