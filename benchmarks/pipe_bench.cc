@@ -74,7 +74,8 @@ void BM_PipePingPong_mp(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
-void ping_pong_raw(benchmark::State& state, int parent_rd, int parent_wr, int child_rd, int child_wr) {
+void ping_pong_raw(benchmark::State& state, int parent_rd, int parent_wr, int child_rd,
+                   int child_wr) {
   pid_t pid = mp::fork();
   if (pid == 0) {
     ::close(parent_rd);
@@ -168,7 +169,9 @@ void stream_mp(benchmark::State& state, bool duplex, MpRecv how) {
 }
 
 void BM_PipeStream_mp(benchmark::State& state) { stream_mp(state, false, MpRecv::kInto); }
-void BM_PipeStream_mp_recv_bytes(benchmark::State& state) { stream_mp(state, false, MpRecv::kBytes); }
+void BM_PipeStream_mp_recv_bytes(benchmark::State& state) {
+  stream_mp(state, false, MpRecv::kBytes);
+}
 void BM_PipeStream_mp_duplex(benchmark::State& state) { stream_mp(state, true, MpRecv::kInto); }
 
 void stream_raw(benchmark::State& state, bool socket) {
@@ -208,13 +211,18 @@ void stream_raw(benchmark::State& state, bool socket) {
 void BM_PipeStream_raw_pipe(benchmark::State& state) { stream_raw(state, false); }
 void BM_PipeStream_raw_socketpair(benchmark::State& state) { stream_raw(state, true); }
 
-void sizes(benchmark::internal::Benchmark* b) { b->RangeMultiplier(8)->Range(8, 1 << 20)->UseRealTime(); }
+void sizes(benchmark::internal::Benchmark* b) {
+  b->RangeMultiplier(8)->Range(8, 1 << 20)->UseRealTime();
+}
 
 }  // namespace
 
 // Peers side by side, so drift on a shared machine hits each pair alike.
 BENCHMARK(BM_PipePingPong_mp)->Name("BM_PipePingPong/mp")->Arg(1)->UseRealTime();
-BENCHMARK(BM_PipePingPong_raw_socketpair)->Name("BM_PipePingPong/raw_socketpair")->Arg(1)->UseRealTime();
+BENCHMARK(BM_PipePingPong_raw_socketpair)
+    ->Name("BM_PipePingPong/raw_socketpair")
+    ->Arg(1)
+    ->UseRealTime();
 BENCHMARK(BM_PipePingPong_raw_pipe)->Name("BM_PipePingPong/raw_pipe")->Arg(1)->UseRealTime();
 BENCHMARK(BM_PipeStream_mp)->Name("BM_PipeStream/mp")->Apply(sizes);
 BENCHMARK(BM_PipeStream_raw_pipe)->Name("BM_PipeStream/raw_pipe")->Apply(sizes);

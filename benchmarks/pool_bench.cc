@@ -17,7 +17,6 @@
 // Targets (issue 5): apply_async and map_chunk1 >= 50x CPython's rate,
 // apply >= 10x, map_default >= 3x.
 #include <benchmark/benchmark.h>
-
 #include <sched.h>
 
 #include <algorithm>
@@ -157,9 +156,7 @@ std::uint64_t cpu_task(int) { return spin(g_spins); }
 
 // grid_tasks: tasks per round, the same on both sides (pool_peer.py):
 // about 20 ms of work, at least 32 per worker, at most 2000.
-int grid_tasks(int task_us, int workers) {
-  return std::clamp(20000 / task_us, 32 * workers, 2000);
-}
+int grid_tasks(int task_us, int workers) { return std::clamp(20000 / task_us, 32 * workers, 2000); }
 
 void BM_cpu_work(benchmark::State& state) {
   const int task_us = static_cast<int>(state.range(0));

@@ -90,9 +90,11 @@ void mp_stream(benchmark::State& state, Receive receive) {
   mp::Queue<std::string> q(0, kRingBytes);
   const std::string msg(size, 'm');
   bench::PinnedPair pinned;
-  pid_t producer = spawn([&] {
-    for (;;) q.put(msg);
-  }, &pinned);
+  pid_t producer = spawn(
+      [&] {
+        for (;;) q.put(msg);
+      },
+      &pinned);
   std::size_t bytes = 0;
   for (auto _ : state) {
     bytes += receive(q);
@@ -123,9 +125,10 @@ void BM_Queue_mp_2p2c(benchmark::State& state) {
   auto* other_consumer_items = new (shared.data()) std::atomic<std::int64_t>(0);
   const std::string msg(size, 'm');
   std::vector<pid_t> pids;
-  for (int i = 0; i < 2; ++i) pids.push_back(spawn([&] {
-    for (;;) q.put(msg);
-  }));
+  for (int i = 0; i < 2; ++i)
+    pids.push_back(spawn([&] {
+      for (;;) q.put(msg);
+    }));
   pids.push_back(spawn([&] {
     for (;;) {
       q.get();
@@ -156,14 +159,16 @@ void BM_Queue_pipe(benchmark::State& state) {
     return;
   }
   bench::PinnedPair pinned;
-  pid_t producer = spawn([&] {
-    ::close(fds[0]);
-    std::string frame(8 + size, 'p');
-    const std::uint64_t len = size;
-    std::memcpy(frame.data(), &len, 8);
-    while (bench::write_full(fds[1], frame.data(), frame.size())) {
-    }
-  }, &pinned);
+  pid_t producer = spawn(
+      [&] {
+        ::close(fds[0]);
+        std::string frame(8 + size, 'p');
+        const std::uint64_t len = size;
+        std::memcpy(frame.data(), &len, 8);
+        while (bench::write_full(fds[1], frame.data(), frame.size())) {
+        }
+      },
+      &pinned);
   ::close(fds[1]);
   std::string buf;
   std::size_t bytes = 0;
@@ -320,10 +325,12 @@ void raw_stream(benchmark::State& state, Receive receive) {
   mp::internal::SharedRegion region(sizeof(RawRing));
   auto* ring = new (region.data()) RawRing;
   bench::PinnedPair pinned;
-  pid_t producer = spawn([&] {
-    const std::string msg(size, 'r');
-    for (;;) ring->put(msg.data(), msg.size());
-  }, &pinned);
+  pid_t producer = spawn(
+      [&] {
+        const std::string msg(size, 'r');
+        for (;;) ring->put(msg.data(), msg.size());
+      },
+      &pinned);
   std::size_t bytes = 0;
   for (auto _ : state) {
     bytes += receive(*ring);
@@ -409,7 +416,8 @@ void mp_sides(benchmark::State& state, Receive receive) {
   mp::Queue<std::string> q(0, kRingBytes);
   const std::string msg(static_cast<std::size_t>(state.range(0)), 'm');
   std::size_t bytes = 0;
-  sides(state, [&] { q.put(msg); }, [&] { bytes += receive(q); });
+  sides(
+      state, [&] { q.put(msg); }, [&] { bytes += receive(q); });
   benchmark::DoNotOptimize(bytes);
 }
 
@@ -419,7 +427,8 @@ void raw_sides(benchmark::State& state, Receive receive) {
   auto* ring = new (region.data()) RawRing;
   const std::string msg(static_cast<std::size_t>(state.range(0)), 'r');
   std::size_t bytes = 0;
-  sides(state, [&] { ring->put(msg.data(), msg.size()); }, [&] { bytes += receive(*ring); });
+  sides(
+      state, [&] { ring->put(msg.data(), msg.size()); }, [&] { bytes += receive(*ring); });
   benchmark::DoNotOptimize(bytes);
 }
 

@@ -89,6 +89,7 @@ class Helper {
     int status = 0;
     waitpid(pid_, &status, 0);
   }
+
  private:
   mp::internal::SharedRegion region_;
   Shared* shared_;
@@ -285,9 +286,7 @@ void futex_pingpong(benchmark::State& state, int spin) {
 }
 
 void BM_Event_raw_futex_pingpong(benchmark::State& state) { futex_pingpong(state, 0); }
-void BM_Event_raw_futex_spin_pingpong(benchmark::State& state) {
-  futex_pingpong(state, 250);
-}
+void BM_Event_raw_futex_spin_pingpong(benchmark::State& state) { futex_pingpong(state, 250); }
 
 }  // namespace
 

@@ -131,8 +131,9 @@ static_assert(!mp::Encodable<std::map<int, int*>>);
 static_assert(!mp::Encodable<std::variant<int, std::unique_ptr<int>>>);
 static_assert(!mp::Encodable<std::tuple<int, std::string, int*>>);
 // The static_assert of a rejected type names its innermost culprit.
-static_assert(std::is_same_v<mp::codec_detail::culprit<std::vector<std::pair<int, NotEncodableThing>>>::type,
-                             NotEncodableThing>);
+static_assert(
+    std::is_same_v<mp::codec_detail::culprit<std::vector<std::pair<int, NotEncodableThing>>>::type,
+                   NotEncodableThing>);
 static_assert(std::is_same_v<mp::codec_detail::culprit<int*>::type, int*>);
 
 static_assert(mp::BitwiseEncodable<int>);
@@ -262,7 +263,9 @@ static_assert(!mp::Transportable<std::vector<std::optional<std::string_view>>>);
 static_assert(mp::Transportable<std::vector<std::string>>);
 
 TEST(CodecTypes, StructWithPlainFieldsBasesAndArraysRoundTripsAsItsBytes) {
-  PlainFields p{{7}, "name", {1.5, 2.5}, std::chrono::milliseconds(30), Pod{1, 2.0, {'c'}, Color::kRed}, 1, 42};
+  PlainFields p{
+      {7}, "name", {1.5, 2.5}, std::chrono::milliseconds(30), Pod{1, 2.0, {'c'}, Color::kRed},
+      1,   42};
   const std::string bytes = mp::encode(p);
   EXPECT_EQ(bytes.size(), sizeof(PlainFields));
   const PlainFields q = mp::decode<PlainFields>(bytes);
@@ -323,8 +326,10 @@ TEST(CodecExtension, SpecialisationOverridesTheBuiltInMemcpy) {
 
 TEST(CodecTypes, ArithmeticValuesRoundTrip) {
   EXPECT_EQ(round_trip(0), 0);
-  EXPECT_EQ(round_trip(std::numeric_limits<std::int64_t>::min()), std::numeric_limits<std::int64_t>::min());
-  EXPECT_EQ(round_trip(std::numeric_limits<std::uint64_t>::max()), std::numeric_limits<std::uint64_t>::max());
+  EXPECT_EQ(round_trip(std::numeric_limits<std::int64_t>::min()),
+            std::numeric_limits<std::int64_t>::min());
+  EXPECT_EQ(round_trip(std::numeric_limits<std::uint64_t>::max()),
+            std::numeric_limits<std::uint64_t>::max());
   EXPECT_EQ(round_trip(3.25), 3.25);
   EXPECT_EQ(round_trip(-1.5f), -1.5f);
   EXPECT_EQ(round_trip('x'), 'x');
@@ -453,11 +458,13 @@ TEST(CodecTypes, MapsAndSetsRoundTrip) {
 }
 
 TEST(CodecTypes, NestedCombinationsRoundTrip) {
-  using Deep = std::map<std::string, std::vector<std::variant<int, std::pair<std::string, std::optional<Pod>>,
-                                                              std::tuple<bool, std::array<short, 2>>>>>;
+  using Deep = std::map<std::string,
+                        std::vector<std::variant<int, std::pair<std::string, std::optional<Pod>>,
+                                                 std::tuple<bool, std::array<short, 2>>>>>;
   Deep d;
   d["one"].push_back(1);
-  d["one"].push_back(std::pair<std::string, std::optional<Pod>>{"p", Pod{1, 2.0, {'w', 'x', 'y', 'z'}, Color::kBlue}});
+  d["one"].push_back(std::pair<std::string, std::optional<Pod>>{
+      "p", Pod{1, 2.0, {'w', 'x', 'y', 'z'}, Color::kBlue}});
   d["two"].push_back(std::tuple<bool, std::array<short, 2>>{true, {3, 4}});
   d["empty"];
   EXPECT_EQ(round_trip(d), d);
@@ -568,7 +575,9 @@ TEST(CodecErrors, CorruptedBytesNeverCrash) {
   // Every truncation and many single-byte corruptions of a nested value
   // either decode to some value or raise CodecError; the sanitizer build
   // checks that no read goes out of bounds.
-  using V = std::map<std::string, std::vector<std::variant<int, std::optional<std::string>, std::vector<double>>>>;
+  using V =
+      std::map<std::string,
+               std::vector<std::variant<int, std::optional<std::string>, std::vector<double>>>>;
   V v;
   v["k"] = {1, std::optional<std::string>("text"), std::vector<double>{1, 2}};
   v["l"] = {std::optional<std::string>()};

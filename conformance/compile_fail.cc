@@ -57,24 +57,24 @@ int main() {
   mp::Queue<std::vector<PlainJob>> jobs;
   (void)mp::encode(std::string_view("a view encodes"));
   (void)mp::decode<std::string_view>(std::string_view("\0\0\0\0\0\0\0\0", 8));
-#elif CASE == 1  // a lambda with captures
+#elif CASE == 1   // a lambda with captures
   mp::Process p = ctx.Process([captured](int x) { (void)(x + captured); }, 42);
-#elif CASE == 2  // a std::function (state the child cannot rebuild)
+#elif CASE == 2   // a std::function (state the child cannot rebuild)
   std::function<void(int)> f = work;
   mp::Process p = ctx.Process(f, 42);
-#elif CASE == 3  // an argument the codec cannot encode
+#elif CASE == 3   // an argument the codec cannot encode
   mp::Process p = ctx.Process(take, NotEncodable{});
-#elif CASE == 4  // a memcpy'd struct with a raw pointer field
+#elif CASE == 4   // a memcpy'd struct with a raw pointer field
   (void)mp::encode(WithPointer{});
-#elif CASE == 5  // a memcpy'd struct with a string_view field
+#elif CASE == 5   // a memcpy'd struct with a string_view field
   mp::Queue<WithView> q;
-#elif CASE == 6  // a span two structs deep
+#elif CASE == 6   // a span two structs deep
   (void)mp::encode(OuterOfSpan{});
-#elif CASE == 7  // a top-level view cannot travel through a Queue
+#elif CASE == 7   // a top-level view cannot travel through a Queue
   mp::Queue<std::string_view> q;
-#elif CASE == 8  // a vector of a bad struct names the struct
+#elif CASE == 8   // a vector of a bad struct names the struct
   mp::Queue<std::vector<Job>> q;
-#elif CASE == 9  // Connection: the same check, the same words
+#elif CASE == 9   // Connection: the same check, the same words
   auto [a, b] = mp::Pipe();
   a.send(Job{});
 #elif CASE == 10  // Pool: a task's argument

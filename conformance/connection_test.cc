@@ -138,8 +138,8 @@ void send_sized_messages(mp::Connection& unused, mp::Connection& w, int count) {
 // byte k. The stride 3 is prime to the 14 sizes, so every 14 messages visit
 // them all.
 std::size_t mixed_size(int i) {
-  static const std::size_t kSizes[] = {0,     1,     7,     8,      9, 4095,  32767,
-                                       32768, 65535, 65536, 65537, 300000, 3, 100000};
+  static const std::size_t kSizes[] = {0,     1,     7,     8,     9,      4095, 32767,
+                                       32768, 65535, 65536, 65537, 300000, 3,    100000};
   return kSizes[(i * 3) % 14] + static_cast<std::size_t>(i % 3);
 }
 char mixed_fill(int i, std::size_t k) {
@@ -858,8 +858,9 @@ TEST(InheritedEnds, EOFArrivesOnlyAfterEveryCopyOfThePeerEndIsClosed) {
 }
 
 TEST(InheritedEnds, CloseOnForkEndIsClosedInForkedChildren) {
-  MP_FORK_ONLY("close_on_fork() acts on processes forked from this one; the child checks the "
-               "parent's Connection object and fd number as inherited");
+  MP_FORK_ONLY(
+      "close_on_fork() acts on processes forked from this one; the child checks the "
+      "parent's Connection object and fd number as inherited");
   auto [parent_end, child_end] = mp::Pipe();
   parent_end.close_on_fork();
   const int parent_fd = parent_end.fileno();

@@ -6,8 +6,9 @@
 #include "mp/pool.h"
 
 #include <cxxabi.h>
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -31,8 +32,6 @@
 #include <tuple>
 #include <type_traits>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "conformance/test_util.h"
 #include "mp/os.h"
@@ -172,7 +171,8 @@ TEST(Pool, MaxtasksperchildBelowOneRaisesValueError) {
 
 TEST(Pool, WorkersAreNamedPoolWorkerN) {
   mp::Pool pool(2);
-  auto names = pool.map([](int) { return mp::current_process().name(); }, std::vector<int>(20, 0), 1);
+  auto names =
+      pool.map([](int) { return mp::current_process().name(); }, std::vector<int>(20, 0), 1);
   for (const auto& n : names) EXPECT_TRUE(n == "PoolWorker-1" || n == "PoolWorker-2") << n;
 }
 
@@ -261,10 +261,11 @@ TEST(Pool, CallbackRunsExactlyOnceBeforeGetReturns) {
   mp::Pool pool(2);
   int calls = 0;
   int seen = 0;
-  auto r = pool.apply_async(mp::Callbacks{.callback = [&](const int& v) {
-                              ++calls;
-                              seen = v;
-                            }},
+  auto r = pool.apply_async(mp::Callbacks{.callback =
+                                              [&](const int& v) {
+                                                ++calls;
+                                                seen = v;
+                                              }},
                             square, 9);
   EXPECT_EQ(r.get(), 81);
   EXPECT_EQ(calls, 1);
@@ -323,8 +324,9 @@ TEST(Pool, ErrorCallbackReceivesTheTaskError) {
 TEST(Pool, CallbackThatThrowsIsReportedAndPoolStaysUsable) {
   mp::Pool pool(1);
   testing::internal::CaptureStderr();
-  auto r = pool.apply_async(mp::Callbacks{.callback = [](const int&) { throw std::runtime_error("cb boom"); }},
-                            square, 3);
+  auto r = pool.apply_async(
+      mp::Callbacks{.callback = [](const int&) { throw std::runtime_error("cb boom"); }}, square,
+      3);
   EXPECT_EQ(r.get(), 9);
   const std::string err = testing::internal::GetCapturedStderr();
   EXPECT_NE(err.find("cb boom"), std::string::npos) << err;
@@ -469,7 +471,8 @@ std::string name_of_current_exception() {
   const std::type_info* t = abi::__cxa_current_exception_type();
   if (!t) return "none";
   int status = 0;
-  std::unique_ptr<char, void (*)(void*)> p(abi::__cxa_demangle(t->name(), nullptr, nullptr, &status), std::free);
+  std::unique_ptr<char, void (*)(void*)> p(
+      abi::__cxa_demangle(t->name(), nullptr, nullptr, &status), std::free);
   return status == 0 && p ? p.get() : t->name();
 }
 
@@ -482,7 +485,8 @@ TEST(ErrorTaxonomy, EveryMpErrorRaisedInAPoolTaskReachesTheCallerAsItself) {
       pool.apply(throw_mp_error, i);
       ADD_FAILURE() << names[i] << " was not raised";
     } catch (const mp::Error& e) {
-      EXPECT_EQ(name_of_current_exception(), names[i]) << "raised " << names[i] << ", got " << e.what();
+      EXPECT_EQ(name_of_current_exception(), names[i])
+          << "raised " << names[i] << ", got " << e.what();
       EXPECT_EQ(std::string(e.what()), expected_what) << names[i];
     } catch (...) {
       ADD_FAILURE() << names[i] << " arrived as " << name_of_current_exception();
@@ -639,8 +643,9 @@ TEST(Pool, MapRaisesFirstErrorOnceAllChunksFinished) {
 TEST(Pool, MapAsyncDeliversVectorAndCallback) {
   mp::Pool pool(2);
   int calls = 0;
-  auto r = pool.map_async(mp::Callbacks{.callback = [&](const std::vector<int>& v) { calls += v.size(); }},
-                          square, std::vector<int>{1, 2, 3});
+  auto r = pool.map_async(
+      mp::Callbacks{.callback = [&](const std::vector<int>& v) { calls += v.size(); }}, square,
+      std::vector<int>{1, 2, 3});
   EXPECT_EQ(r.get(), (std::vector<int>{1, 4, 9}));
   EXPECT_EQ(calls, 3);
 }
@@ -816,7 +821,8 @@ TEST(PoolImapInput, AnyBoundAndChunksizeGiveTheSameResults) {
 TEST(PoolImapInput, DroppingTheIteratorEarlyThenCloseAndJoinReturn) {
   mp::Pool pool(2);
   {
-    auto it = pool.imap(sleep_ms, std::views::iota(0) | std::views::transform([](int) { return 20; }));
+    auto it =
+        pool.imap(sleep_ms, std::views::iota(0) | std::views::transform([](int) { return 20; }));
     EXPECT_EQ(it.next(), 20);
     auto un = pool.imap_unordered(square, std::views::iota(0), 4);
     EXPECT_TRUE(un.next().has_value());
@@ -989,7 +995,8 @@ TEST(PoolTutorial, FourWorkersFiveTasksFifthWaitsAndReusesAPid) {
   for (int i = 0; i < 5; ++i) rs.push_back(pool.apply_async(timed_work, ms(rng)));
   std::vector<Span> spans;
   for (auto& r : rs) spans.push_back(r.get());
-  std::sort(spans.begin(), spans.end(), [](auto& a, auto& b) { return std::get<1>(a) < std::get<1>(b); });
+  std::sort(spans.begin(), spans.end(),
+            [](auto& a, auto& b) { return std::get<1>(a) < std::get<1>(b); });
   std::int64_t first_end = INT64_MAX;
   for (int i = 0; i < 4; ++i) first_end = std::min(first_end, std::get<2>(spans[i]));
   // Four start at once (before any finishes), the fifth after one finished.
@@ -1059,7 +1066,8 @@ TEST(Pool, MaxtasksperchildReplacesWorkerAfterThatManyTasks) {
 TEST(Pool, InitializerRunsOnceInEachWorkerBeforeTasks) {
   MP_FORK_ONLY("the initializer is a closure");
   const int value = 7;
-  mp::Pool pool(mp::PoolOptions{.processes = 2, .initializer = [value] { g_initialized += value; }});
+  mp::Pool pool(
+      mp::PoolOptions{.processes = 2, .initializer = [value] { g_initialized += value; }});
   auto seen = pool.map([](int) { return g_initialized; }, std::vector<int>(20, 0), 1);
   for (int v : seen) EXPECT_EQ(v, 7);
   EXPECT_EQ(g_initialized, 0);  // not in the caller

@@ -39,7 +39,9 @@ bool pid_exists(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
 bool wait_gone(pid_t pid, std::chrono::milliseconds limit) {
   int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
   if (fd < 0) return !pid_exists(pid);
-  struct pollfd pfd {fd, POLLIN, 0};
+  struct pollfd pfd {
+    fd, POLLIN, 0
+  };
   bool gone = ::poll(&pfd, 1, static_cast<int>(limit.count())) == 1;
   ::close(fd);
   return gone;
@@ -582,7 +584,9 @@ TEST(ProcessSentinel, BecomesReadableWhenTheChildEnds) {
   mp::Process p(wait_for, go);
   EXPECT_THROW(p.sentinel(), mp::RuntimeError);
   p.start();
-  struct pollfd pfd {p.sentinel(), POLLIN, 0};
+  struct pollfd pfd {
+    p.sentinel(), POLLIN, 0
+  };
   EXPECT_EQ(poll(&pfd, 1, 0), 0);
   go.set();
   EXPECT_EQ(poll(&pfd, 1, 10000), 1);
@@ -671,7 +675,9 @@ void put_parent_alive_before_and_after_its_end(Strings& out) {
   pthread_sigmask(SIG_BLOCK, &term, nullptr);
   const mp::ParentProcess* parent = mp::parent_process();
   out.put(parent->is_alive() ? "alive" : "dead");
-  struct pollfd pfd {parent->sentinel(), POLLIN, 0};
+  struct pollfd pfd {
+    parent->sentinel(), POLLIN, 0
+  };
   poll(&pfd, 1, 10000);
   out.put(parent->is_alive() ? "alive" : "dead");
 }

@@ -125,8 +125,8 @@ void put_then_close(mp::Queue<int>& q, int v) {
 // put_and_hold is a producer that stays: it puts `items`, closes its handle
 // if `close`, says so through `put_done`, then lives until `release` is set
 // (never, where the test kills it).
-void put_and_hold(mp::Queue<int>& q, const std::vector<int>& items, bool close,
-                  mp::Event put_done, mp::Event release) {
+void put_and_hold(mp::Queue<int>& q, const std::vector<int>& items, bool close, mp::Event put_done,
+                  mp::Event release) {
   put_all(q, items);
   if (close) q.close();
   put_done.set();
@@ -245,8 +245,10 @@ void count_until_done(mp::Queue<std::string>& q, mp::Queue<int>& count) {
   int n = 0;
   for (;;) {
     std::string s = q.get();
-    if (s == "DONE") count.put(n);
-    else ++n;
+    if (s == "DONE")
+      count.put(n);
+    else
+      ++n;
   }
 }
 
@@ -1047,21 +1049,24 @@ template <class T>
 class BlockedPut {
  public:
   enum Outcome { kBlocked, kBrokenPipe, kReturned, kOther };
-  BlockedPut(mp::Queue<T>& q, T v) : q_(q), t_([this, v] {
-    try {
-      q_.put(v);
-      outcome_ = kReturned;
-    } catch (const mp::BrokenPipeError& e) {
-      what_ = e.what();
-      outcome_ = kBrokenPipe;
-    } catch (...) {
-      outcome_ = kOther;
-    }
-  }) {}
+  BlockedPut(mp::Queue<T>& q, T v)
+      : q_(q), t_([this, v] {
+          try {
+            q_.put(v);
+            outcome_ = kReturned;
+          } catch (const mp::BrokenPipeError& e) {
+            what_ = e.what();
+            outcome_ = kBrokenPipe;
+          } catch (...) {
+            outcome_ = kOther;
+          }
+        }) {}
   ~BlockedPut() { finish(); }
   Outcome outcome() const { return outcome_.load(); }
   // wait_ended waits up to 10 s for put() to end.
-  bool wait_ended() { return wait_until([&] { return outcome() != kBlocked; }); }
+  bool wait_ended() {
+    return wait_until([&] { return outcome() != kBlocked; });
+  }
   const std::string& what() {
     finish();
     return what_;

@@ -16,11 +16,9 @@
 #include <spawn.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-
-#include <cerrno>
-#include <system_error>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -31,6 +29,7 @@
 #include <numeric>
 #include <span>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -75,9 +74,7 @@ struct SpawnedChild {
   }
 } spawned_child;
 
-bool shm_exists(const std::string& name) {
-  return std::filesystem::exists("/dev/shm/" + name);
-}
+bool shm_exists(const std::string& name) { return std::filesystem::exists("/dev/shm/" + name); }
 
 // Threads and Processes: one typed test runs against both worker kinds.
 // run_all(n, body, args...) runs body(args...) in n workers at once and
@@ -121,7 +118,9 @@ using WorkerKinds = ::testing::Types<Threads, Processes>;
 TYPED_TEST_SUITE(SharedAcrossWorkers, WorkerKinds, WorkerKindNames);
 
 template <class T>
-concept HasGetLock = requires(T& t) { t.get_lock(); };
+concept HasGetLock = requires(T& t) {
+  t.get_lock();
+};
 
 // ------------------------------------------------------------- targets
 // Workers' bodies, shared by threads and children of every start method.
@@ -318,8 +317,7 @@ TEST(SharedMemory, CreateWithZeroOrNegativeSizeRaisesValueError) {
 }
 
 TEST(SharedMemory, AttachToAMissingNameRaisesFileNotFoundError) {
-  EXPECT_THROW(mp::SharedMemory::attach("mp_test_surely_missing_segment"),
-               mp::FileNotFoundError);
+  EXPECT_THROW(mp::SharedMemory::attach("mp_test_surely_missing_segment"), mp::FileNotFoundError);
 }
 
 TEST(SharedMemory, CreateWithAnExistingNameRaisesFileExistsError) {

@@ -4,6 +4,8 @@
 // that travel to a child that is not a fork of their creator).
 #include <dirent.h>
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -17,9 +19,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <fmt/format.h>
-#include <gtest/gtest.h>
 
 #include "mp/context.h"
 #include "mp/internal/modules.h"
@@ -178,8 +177,8 @@ TEST_P(StartMethod, JoinWithTimeoutReturnsWhileAliveAndSentinelPolls) {
 
 TEST_P(StartMethod, NamesPidAndParentAsForked) {
   mp::Queue<std::string> q;
-  mp::Process p = ctx().Process(mp::ProcessOptions{.name = "worker-7"}, report_identity,
-                                std::ref(q));
+  mp::Process p =
+      ctx().Process(mp::ProcessOptions{.name = "worker-7"}, report_identity, std::ref(q));
   p.start();
   EXPECT_EQ(q.get(), "worker-7");
   EXPECT_EQ(q.get(), "MainProcess");
@@ -522,7 +521,8 @@ TEST(Forkserver, KilledServerLeavesChildrenJoinableAndIsReplaced) {
   ASSERT_GT(server, 0);
   ASSERT_EQ(::kill(server, SIGKILL), 0);
   Stopwatch sw;
-  while (mp::internal::forkserver_pid() == server && sw.elapsed() < 10s) std::this_thread::sleep_for(1ms);
+  while (mp::internal::forkserver_pid() == server && sw.elapsed() < 10s)
+    std::this_thread::sleep_for(1ms);
   EXPECT_TRUE(p.is_alive());
   e.set();
   p.join(10s);
@@ -554,7 +554,8 @@ TEST(Forkserver, KilledSpareChildIsReplaced) {
   ASSERT_GT(server, 0);
   Stopwatch sw;
   std::vector<pid_t> spares;
-  while ((spares = children_of(server)).empty() && sw.elapsed() < 5s) std::this_thread::sleep_for(1ms);
+  while ((spares = children_of(server)).empty() && sw.elapsed() < 5s)
+    std::this_thread::sleep_for(1ms);
   ASSERT_FALSE(spares.empty()) << "no spare child under the forkserver";
   for (pid_t p : spares) {
     int fd = static_cast<int>(syscall(SYS_pidfd_open, p, 0));
@@ -715,8 +716,10 @@ TEST_P(StartMethod, NoFdOrZombieLeftBehind) {
 
 std::string helper_path() {
   const char* dir = std::getenv("TEST_SRCDIR");
-  std::string base = dir ? std::string(dir) + "/" + (std::getenv("TEST_WORKSPACE") ? std::getenv("TEST_WORKSPACE") : "mp")
-                         : std::string("bazel-bin");
+  std::string base =
+      dir ? std::string(dir) + "/" +
+                (std::getenv("TEST_WORKSPACE") ? std::getenv("TEST_WORKSPACE") : "mp")
+          : std::string("bazel-bin");
   return base + "/conformance/no_freeze_support";
 }
 
@@ -967,9 +970,10 @@ TEST(StartMethods, ForkWarningNamesForkserver) {
 
 std::string runfile(const char* name) {
   const char* dir = std::getenv("TEST_SRCDIR");
-  std::string base = dir ? std::string(dir) + "/" +
-                               (std::getenv("TEST_WORKSPACE") ? std::getenv("TEST_WORKSPACE") : "mp")
-                         : std::string("bazel-bin");
+  std::string base =
+      dir ? std::string(dir) + "/" +
+                (std::getenv("TEST_WORKSPACE") ? std::getenv("TEST_WORKSPACE") : "mp")
+          : std::string("bazel-bin");
   return base + "/conformance/" + name;
 }
 

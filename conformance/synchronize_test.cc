@@ -36,11 +36,11 @@
 namespace {
 
 using namespace std::chrono_literals;
-using mp_test::Stopwatch;
 using mp_test::joined_exitcode;
 using mp_test::require;
 using mp_test::run_worker;
 using mp_test::start_child;
+using mp_test::Stopwatch;
 
 // Threads and Processes start a worker running body(args...) and join it:
 // join() is 0 when the body returned. A Processes worker is a child process
@@ -277,8 +277,7 @@ void enter_and_linger() {
   std::this_thread::sleep_for(3s);
 }
 
-void pass_rounds(mp::Barrier barrier, mp::RawValue<int> runs, mp::RawArray<int> hits,
-                 int rounds) {
+void pass_rounds(mp::Barrier barrier, mp::RawValue<int> runs, mp::RawArray<int> hits, int rounds) {
   g_action_runs = runs;
   const int parties = barrier.parties();
   for (int round = 0; round < rounds; ++round) {

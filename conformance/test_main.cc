@@ -8,6 +8,7 @@
 // holds only under fork (a closure, memory as of start) calls
 // MP_FORK_ONLY(why) first (test_util.h), which skips it under another default.
 #include <dirent.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,8 +18,6 @@
 #include <set>
 #include <sstream>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "mp/context.h"
 #include "mp/internal/start.h"
@@ -140,8 +139,8 @@ class NothingLeft : public testing::Environment {
     for (const pid_t pid : mine) {
       const auto it = procs.find(pid);
       if (pid != getpid() && it != procs.end() && it->second.state == 'Z') {
-        out += "zombie " + std::to_string(pid) + " (child of " +
-               std::to_string(it->second.ppid) + ")\n";
+        out += "zombie " + std::to_string(pid) + " (child of " + std::to_string(it->second.ppid) +
+               ")\n";
       }
     }
     return out;

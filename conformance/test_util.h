@@ -2,6 +2,7 @@
 // hand-shakes that never rely on a sleep to order two processes.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,8 +14,6 @@
 #include <stdexcept>
 #include <utility>
 
-#include <gtest/gtest.h>
-
 #include "mp/context.h"
 #include "mp/os.h"
 
@@ -22,8 +21,8 @@
 // method is fork (suites that run once per method: conformance/defs.bzl).
 // For what holds only in a fork of the caller: a closure target or
 // initializer, an fd number or memory inherited as of start.
-#define MP_FORK_ONLY(why)                                           \
-  do {                                                              \
+#define MP_FORK_ONLY(why)                                                         \
+  do {                                                                            \
     if (mp::get_start_method() != "fork") GTEST_SKIP() << "fork only: " << (why); \
   } while (0)
 

@@ -9,6 +9,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -25,8 +26,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "conformance/test_util.h"
 #include "mp/errors.h"
@@ -296,9 +295,7 @@ TEST(ThreadName, SetNameRenamesAtAnyTime) {
   EXPECT_EQ(t.name(), "during");
 }
 
-TEST(ThreadName, MainThreadIsNamedMainThread) {
-  EXPECT_EQ(mp::main_thread().name(), "MainThread");
-}
+TEST(ThreadName, MainThreadIsNamedMainThread) { EXPECT_EQ(mp::main_thread().name(), "MainThread"); }
 
 TEST(ThreadName, ForeignThreadIsDummyNAndDaemon) {
   int n = next_thread_number();
@@ -819,9 +816,8 @@ TEST(ThreadLocal, NewLocalNeverSeesAValueOfADestroyedOne) {
 
 // ForkFromThread starts a thread named "forker" (beside a blocked thread)
 // that forks; the child runs `check` and exits with its result.
-int fork_from_thread(std::function<int(const mp::ThreadHandle& old_main,
-                                       const mp::ThreadHandle& blocked)>
-                         check) {
+int fork_from_thread(
+    std::function<int(const mp::ThreadHandle& old_main, const mp::ThreadHandle& blocked)> check) {
   mp::set_fork_warning(false);
   auto gate = std::make_shared<Gate>();
   mp::Thread blocked([gate] { gate->wait(); });

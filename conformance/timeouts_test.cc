@@ -44,8 +44,7 @@ void expect_timeout_semantics(const std::function<void()>& cause,
 
 TEST(Timeouts, QueueGet) {
   mp::Queue<int> q;
-  expect_timeout_semantics([&] { q.put(1); },
-                           [&] { return q.get(std::chrono::hours::max()) == 1; },
+  expect_timeout_semantics([&] { q.put(1); }, [&] { return q.get(std::chrono::hours::max()) == 1; },
                            [&](auto t) {
                              try {
                                q.get(t);
@@ -101,8 +100,7 @@ TEST(Timeouts, SemaphoreAcquire) {
 
 TEST(Timeouts, EventWait) {
   mp::Event e;
-  expect_timeout_semantics([&] { e.set(); },
-                           [&] { return e.wait(std::chrono::hours::max()); },
+  expect_timeout_semantics([&] { e.set(); }, [&] { return e.wait(std::chrono::hours::max()); },
                            [&](auto t) { return e.wait(t); });
 }
 
@@ -166,8 +164,7 @@ TEST(Timeouts, ThreadJoin) {
   mp::Event go;
   mp::Thread th([&] { go.wait(); });
   th.start();
-  expect_timeout_semantics([&] { go.set(); },
-                           [&] { return th.join(std::chrono::hours::max()); },
+  expect_timeout_semantics([&] { go.set(); }, [&] { return th.join(std::chrono::hours::max()); },
                            [&](auto t) { return th.join(t); });
 }
 

@@ -61,8 +61,8 @@ int main() {
   auto back = mp::decode<std::map<std::string, std::vector<Track>>>(bytes);
   for (const auto& [day, tracks] : back) {
     for (const auto& t : tracks) {
-      fmt::print("{}: {} (v{}), {} points, last ({}, {})\n", day, t.name, t.version, t.points.size(),
-                 t.points.back().x, t.points.back().y);
+      fmt::print("{}: {} (v{}), {} points, last ({}, {})\n", day, t.name, t.version,
+                 t.points.size(), t.points.back().x, t.points.back().y);
     }
   }
 

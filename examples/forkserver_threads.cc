@@ -5,14 +5,14 @@
 // started at the top of main, so the program's threads cannot be caught
 // holding anything; CPython made it the default on Linux in 3.14.
 //   bazel run //examples:forkserver_threads
+#include <fmt/format.h>
+
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "mp/context.h"
 

@@ -1,9 +1,9 @@
 // Tutorial: Ping and Pong each count to 50 on their own copy of a global.
 // Memory is separate after start(): the parent's counter stays 0.
 //   bazel run //examples:ping_pong_counter
-#include <string>
-
 #include <fmt/format.h>
+
+#include <string>
 
 #include "mp/process.h"
 

@@ -9,12 +9,12 @@
 // close_on_fork() so the child never holds a copy of it — otherwise the
 // child would wait forever for an end-of-file its own copy prevents.
 //   bazel run //examples:pipe_ping_pong
+#include <fmt/format.h>
+
 #include <cstdio>
 #include <optional>
 #include <string>
 #include <tuple>
-
-#include <fmt/format.h>
 
 #include "mp/connection.h"
 #include "mp/process.h"

@@ -2,12 +2,12 @@
 // back: they run one after another (even on a Pool of 4), and the total is
 // the sum of their lengths.
 //   bazel run //examples:pool_apply_sequential
+#include <fmt/format.h>
+
 #include <chrono>
 #include <cstdio>
 #include <random>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "mp/os.h"
 #include "mp/pool.h"

@@ -6,6 +6,7 @@
 // and the total is about the longest task:
 //   bazel run //examples:pool_reuse -- 5
 // See also pool_apply_sequential (apply: one after another).
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -14,8 +15,6 @@
 #include <random>
 #include <thread>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "mp/os.h"
 #include "mp/pool.h"
@@ -30,7 +29,8 @@ double long_time_task(int name) {
   const double secs = std::uniform_real_distribution<double>(0.2, 2.0)(rng);
   const auto start = std::chrono::steady_clock::now();
   std::this_thread::sleep_for(std::chrono::duration<double>(secs));
-  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   fmt::print("Task {} runs {:.2f} seconds.\n", name, took);
   std::fflush(stdout);
   return took;

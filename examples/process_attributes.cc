@@ -1,10 +1,10 @@
 // Tutorial: Process attributes — name (default and custom 'dongGe'),
 // is_alive(), pid(), join().
 //   bazel run //examples:process_attributes
+#include <fmt/format.h>
+
 #include <chrono>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "mp/os.h"
 #include "mp/process.h"

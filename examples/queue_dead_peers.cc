@@ -5,9 +5,8 @@
 // EOFError for the get, BrokenPipeError for the put and the join, and the
 // queue keeps every item that was in it.
 //   bazel run //examples:queue_dead_peers
-#include <unistd.h>
-
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include "mp/process.h"
 #include "mp/queue.h"

@@ -2,15 +2,15 @@
 // mp::Queue; the parent ends the reader with terminate(), as CPython's
 // "reader_proc" example does with a multiprocessing.Queue.
 //   bazel run //examples:queue_producer_consumer
-#include <string>
-
 #include <fmt/format.h>
+
+#include <string>
 
 #include "mp/process.h"
 #include "mp/queue.h"
 
 int main() {
-  mp::Queue<std::string> jobs;   // created before the processes start
+  mp::Queue<std::string> jobs;  // created before the processes start
   mp::Queue<int> lengths;
 
   // The reader never stops on its own: it reads a job, reports its length.

@@ -1,11 +1,11 @@
 // Tutorial: run_proc in a child process, with start()/join(), and without
 // join() (the parent goes on at once; mp still reaps the child at exit).
 //   bazel run //examples:run_proc
+#include <fmt/format.h>
+
 #include <chrono>
 #include <string>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "mp/os.h"
 #include "mp/process.h"

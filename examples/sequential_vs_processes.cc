@@ -1,12 +1,12 @@
 // Tutorial: downloading two files one after the other, then in two processes.
 // A "download" sleeps 1-3 s; two processes take about max, not sum.
 //   bazel run //examples:sequential_vs_processes
+#include <fmt/format.h>
+
 #include <chrono>
 #include <random>
 #include <string>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "mp/os.h"
 #include "mp/process.h"

@@ -8,10 +8,10 @@
 //       for _ in range(20000):
 //           with counter.get_lock():
 //               counter.value += 1
+#include <fmt/format.h>
+
 #include <mutex>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "mp/process.h"
 #include "mp/shared.h"

@@ -3,10 +3,9 @@
 // the next acquirer together with mp::OwnerDeadError, so it can repair the
 // state the lock protects.
 //   bazel run //examples:sync_lock_recovery
+#include <fmt/format.h>
 #include <signal.h>
 #include <unistd.h>
-
-#include <fmt/format.h>
 
 #include "mp/process.h"
 #include "mp/shared.h"
@@ -42,7 +41,6 @@ int main() {
     fmt::print("recovered: {}\n", e.what());
     account.get_obj().pending = 0;
   }
-  fmt::print("balance = {}, pending = {}\n", account.get_obj().balance,
-             account.get_obj().pending);
+  fmt::print("balance = {}, pending = {}\n", account.get_obj().balance, account.get_obj().pending);
   lock.release();
 }

@@ -1,9 +1,9 @@
 // Tutorial: a child that would loop forever is terminated after one second.
 //   bazel run //examples:terminate_after_one_second
+#include <fmt/format.h>
+
 #include <chrono>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "mp/os.h"
 #include "mp/process.h"

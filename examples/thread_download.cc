@@ -4,13 +4,13 @@
 // DownloadTask subclass that overrides run().
 //
 //   bazel run //examples:thread_download
+#include <fmt/format.h>
+
 #include <chrono>
 #include <random>
 #include <string>
 #include <thread>
 #include <utility>
-
-#include <fmt/format.h>
 
 #include "mp/threading.h"
 

@@ -3,11 +3,11 @@
 // whose exception is reported by a custom hook.
 //
 //   bazel run //examples:thread_timer
+#include <fmt/format.h>
+
 #include <chrono>
 #include <exception>
 #include <stdexcept>
-
-#include <fmt/format.h>
 
 #include "mp/threading.h"
 

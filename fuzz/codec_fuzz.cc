@@ -161,8 +161,10 @@ using Nullable = std::variant<std::monostate, std::int32_t, Str, std::vector<std
 using Leaf = std::optional<std::variant<std::int32_t, std::vector<Str>>>;
 using Nested = std::vector<std::map<Str, Leaf>>;
 
-#define MP_CASE(order, T, ...) \
-  Case { &fuzz_one<T, Order::order>, [] { return encode_all<T>({__VA_ARGS__}); } }
+#define MP_CASE(order, T, ...)                                              \
+  Case {                                                                    \
+    &fuzz_one<T, Order::order>, [] { return encode_all<T>({__VA_ARGS__}); } \
+  }
 
 // Type aliases keep each T free of commas for the macro.
 using U16Pair = std::pair<std::int16_t, Str>;

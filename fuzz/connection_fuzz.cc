@@ -104,11 +104,16 @@ enum class Kind { kValue, kEOF, kValueError, kBufferTooShort, kCodecError };
 
 const char* name(Kind k) {
   switch (k) {
-    case Kind::kValue: return "a value";
-    case Kind::kEOF: return "EOFError";
-    case Kind::kValueError: return "ValueError";
-    case Kind::kBufferTooShort: return "BufferTooShort";
-    case Kind::kCodecError: return "CodecError";
+    case Kind::kValue:
+      return "a value";
+    case Kind::kEOF:
+      return "EOFError";
+    case Kind::kValueError:
+      return "ValueError";
+    case Kind::kBufferTooShort:
+      return "BufferTooShort";
+    case Kind::kCodecError:
+      return "CodecError";
   }
   return "?";
 }
@@ -230,16 +235,26 @@ bool recv_value(mp::Connection& c, Model& m) {
 // The receive calls a script byte chooses from.
 bool step(std::uint8_t op, mp::Connection& c, Model& m, bool all_written) {
   switch (op % 11) {
-    case 0: return recv_bytes(c, m, std::nullopt);
-    case 1: return recv_bytes(c, m, 64);
-    case 2: return recv_bytes_into(c, m, 64, 0);
-    case 3: return recv_bytes_into(c, m, 4096, 16);
-    case 4: return recv_value<std::string>(c, m);
-    case 5: return recv_value<std::vector<std::int32_t>>(c, m);
-    case 6: return recv_value<RecvMap>(c, m);
-    case 7: return recv_value<RecvTuple>(c, m);
-    case 8: return recv_bytes(c, m, 0);             // refuses all but empty messages
-    case 9: return recv_bytes_into(c, m, 16, 16);  // room for empty messages only
+    case 0:
+      return recv_bytes(c, m, std::nullopt);
+    case 1:
+      return recv_bytes(c, m, 64);
+    case 2:
+      return recv_bytes_into(c, m, 64, 0);
+    case 3:
+      return recv_bytes_into(c, m, 4096, 16);
+    case 4:
+      return recv_value<std::string>(c, m);
+    case 5:
+      return recv_value<std::vector<std::int32_t>>(c, m);
+    case 6:
+      return recv_value<RecvMap>(c, m);
+    case 7:
+      return recv_value<RecvTuple>(c, m);
+    case 8:
+      return recv_bytes(c, m, 0);  // refuses all but empty messages
+    case 9:
+      return recv_bytes_into(c, m, 16, 16);  // room for empty messages only
     default: {
       bool ready = false;
       const Kind k = run([&] { ready = c.poll(); });
@@ -301,7 +316,10 @@ std::vector<std::string> make_seeds() {
     w.send(std::string("after"));
   });
   const std::string scripts[] = {
-      {'\0', 4, 0, 5, 1}, {'\1', 6, 7, 10, 6}, {'\0', 0, 2, 3, 8}, {'\1', 9, 4, 0, 4},
+      {'\0', 4, 0, 5, 1},
+      {'\1', 6, 7, 10, 6},
+      {'\0', 0, 2, 3, 8},
+      {'\1', 9, 4, 0, 4},
   };
   std::vector<std::string> seeds;
   for (std::size_t i = 0; i < streams.size(); ++i) {

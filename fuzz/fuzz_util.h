@@ -7,6 +7,8 @@
 // finding; finding() aborts, so libFuzzer keeps the input as a crash-* file.
 #pragma once
 
+#include <fmt/core.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -17,8 +19,6 @@
 #include <system_error>
 #include <typeinfo>
 #include <vector>
-
-#include <fmt/core.h>
 
 namespace mp_fuzz {
 

@@ -16,6 +16,8 @@ PACKAGES=(
   pkg-config           # the pkg-config consumer (mp.pc)
   python3              # benchmark runner, report tool, CPython peers
   chromium             # headless render check of report.html (//tools/tests:report_html_test)
+  clang-format         # tools/check_code.sh (CI): formatting, .clang-format
+  clang-tidy           # tools/check_code.sh (CI): bug-finding checks, .clang-tidy
   clang-14             # the fuzz targets (tools/fuzz.sh): libFuzzer needs clang
   libclang-rt-14-dev   # libFuzzer and clang's sanitizer runtimes
   python3-matplotlib   # the charts of report.html and history.html (tools/bench_plots.py)

@@ -3,11 +3,11 @@
 // your project" says: CMake find_package (CMakeLists.txt), CMake
 // add_subdirectory (vendored/), pkg-config (Makefile) and a Bazel workspace
 // (WORKSPACE, BUILD). Each build must print expected_output.txt.
-#include <string>
-#include <vector>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include <string>
+#include <vector>
 
 #include "mp/pool.h"
 #include "mp/process.h"

@@ -177,7 +177,7 @@ struct codec_traits;
 // specialisation.
 template <class T>
 concept Encodable = std::is_object_v<T> && !std::is_array_v<T> &&
-                    requires(Encoder& e, Decoder& d, const std::remove_cv_t<T>& v) {
+                    requires(Encoder & e, Decoder& d, const std::remove_cv_t<T>& v) {
   codec_traits<std::remove_cv_t<T>>::encode(e, v);
   { codec_traits<std::remove_cv_t<T>>::decode(d) } -> std::same_as<std::remove_cv_t<T>>;
 };
@@ -215,7 +215,9 @@ inline constexpr bool is_structured_std<std::array<T, N>> = true;
 // has_user_traits<T>: T has a codec_traits specialisation of the user's,
 // which then always decides how a T is written, inside containers too.
 template <class T>
-inline constexpr bool has_user_traits = !requires { typename codec_traits<T>::builtin_tag; };
+inline constexpr bool has_user_traits = !requires {
+  typename codec_traits<T>::builtin_tag;
+};
 
 // ---- the fields of a memcpy'd struct ---------------------------------------
 //
@@ -249,7 +251,7 @@ concept ok_field = field_ok<std::remove_cv_t<U>>();
 // any_field: any leaf (counts the leaves).
 struct any_field {
   template <class U>
-    requires probe_leaf<U>
+  requires probe_leaf<U>
   operator U&() const;
 };
 // An aggregate with user codec_traits is a leaf that the probes below must
@@ -257,34 +259,32 @@ struct any_field {
 // GCC elides past a volatile-returning conversion, Clang past a deleted
 // one; offered both, neither compiler elides.
 template <class U>
-concept refused_aggregate = std::is_class_v<U> && std::is_aggregate_v<U> &&
-                            has_user_traits<std::remove_cv_t<U>>;
+concept refused_aggregate =
+    std::is_class_v<U> && std::is_aggregate_v<U> && has_user_traits<std::remove_cv_t<U>>;
 #define MP_CODEC_REFUSE_AGGREGATE_WITH_TRAITS \
-  template <class U>                            \
-    requires refused_aggregate<U>               \
-  operator volatile U&() const;                 \
-  template <class U>                            \
-    requires refused_aggregate<U>               \
+  template <class U>                          \
+  requires refused_aggregate<U>               \
+  operator volatile U&() const;               \
+  template <class U>                          \
+  requires refused_aggregate<U>               \
   operator U&() const = delete;
 // lvalue_field: an acceptable leaf by lvalue (refuses T&& fields).
 struct lvalue_field {
   MP_CODEC_REFUSE_AGGREGATE_WITH_TRAITS
   template <class U>
-    requires(probe_leaf<U> && ok_field<U>)
-  operator U&() const;
+  requires(probe_leaf<U>&& ok_field<U>) operator U&() const;
 };
 // prvalue_field: an acceptable leaf by prvalue (refuses T& fields).
 struct prvalue_field {
   MP_CODEC_REFUSE_AGGREGATE_WITH_TRAITS
   template <class U>
-    requires(probe_leaf<U> && ok_field<U>)
-  operator U() const;
+  requires(probe_leaf<U>&& ok_field<U>) operator U() const;
 };
 #undef MP_CODEC_REFUSE_AGGREGATE_WITH_TRAITS
 // const_ref_field: binds only to a const T& field.
 struct const_ref_field {
   template <class U>
-    requires std::is_const_v<U>
+  requires std::is_const_v<U>
   operator U&() const;
 };
 
@@ -298,7 +298,8 @@ constexpr bool init_with() {
   if constexpr (N == 0) {
     return requires { T{}; };
   } else {
-    return init_probes<T, Probe>(std::make_index_sequence<K>{}, std::make_index_sequence<N - K - 1>{});
+    return init_probes<T, Probe>(std::make_index_sequence<K>{},
+                                 std::make_index_sequence<N - K - 1>{});
   }
 }
 template <class T, class Probe, std::size_t... I>
@@ -312,16 +313,20 @@ constexpr std::size_t bisect_fields() {
     return Lo;
   } else {
     constexpr std::size_t mid = Lo + (Hi - Lo) / 2;
-    if constexpr (init_with<T, mid>()) return bisect_fields<T, mid, Hi>();
-    else return bisect_fields<T, Lo, mid>();
+    if constexpr (init_with<T, mid>())
+      return bisect_fields<T, mid, Hi>();
+    else
+      return bisect_fields<T, Lo, mid>();
   }
 }
 template <class T, std::size_t Lo, std::size_t Step>  // Lo leaves initialise T
 constexpr std::size_t grow_fields() {
   constexpr std::size_t hi = Lo + Step;
   if constexpr (hi > kMaxCheckedFields) {
-    if constexpr (init_with<T, kMaxCheckedFields>()) return kMaxCheckedFields;
-    else return bisect_fields<T, Lo, kMaxCheckedFields>();
+    if constexpr (init_with<T, kMaxCheckedFields>())
+      return kMaxCheckedFields;
+    else
+      return bisect_fields<T, Lo, kMaxCheckedFields>();
   } else if constexpr (init_with<T, hi>()) {
     return grow_fields<T, hi, Step * 2>();
   } else {
@@ -332,15 +337,20 @@ constexpr std::size_t grow_fields() {
 // leaf counts that initialise T are an interval; find its start first.
 template <class T, std::size_t N>
 constexpr std::size_t first_fitting_count() {
-  if constexpr (N > 64) return kNoFieldCount;
-  else if constexpr (init_with<T, N>()) return N;
-  else return first_fitting_count<T, N + 1>();
+  if constexpr (N > 64)
+    return kNoFieldCount;
+  else if constexpr (init_with<T, N>())
+    return N;
+  else
+    return first_fitting_count<T, N + 1>();
 }
 template <class T>
 constexpr std::size_t count_fields() {
   constexpr std::size_t first = first_fitting_count<T, 0>();
-  if constexpr (first == kNoFieldCount) return kNoFieldCount;
-  else return grow_fields<T, first, 1>();
+  if constexpr (first == kNoFieldCount)
+    return kNoFieldCount;
+  else
+    return grow_fields<T, first, 1>();
 }
 
 // visited_struct<T>: a memcpy candidate whose fields this check can see.
@@ -354,9 +364,12 @@ inline constexpr std::size_t field_count = count_fields<T>();
 // first_const_ref<T, N>: the first leaf that is a const T& (N if none).
 template <class T, std::size_t N, std::size_t K = 0>
 constexpr std::size_t first_const_ref() {
-  if constexpr (K >= N) return N;
-  else if constexpr (init_with<T, N, const_ref_field, K>()) return K;
-  else return first_const_ref<T, N, K + 1>();
+  if constexpr (K >= N)
+    return N;
+  else if constexpr (init_with<T, N, const_ref_field, K>())
+    return K;
+  else
+    return first_const_ref<T, N, K + 1>();
 }
 
 template <class T>
@@ -397,8 +410,8 @@ struct std_parts_ok<std::array<T, N>> : std::bool_constant<field_ok<T>()> {};
 template <class U>
 constexpr bool field_ok() {
   using V = std::remove_cv_t<U>;
-  if constexpr (std::is_reference_v<V> || std::is_pointer_v<V> ||
-                std::is_member_pointer_v<V> || std::is_null_pointer_v<V> || is_view_like<V>) {
+  if constexpr (std::is_reference_v<V> || std::is_pointer_v<V> || std::is_member_pointer_v<V> ||
+                std::is_null_pointer_v<V> || is_view_like<V>) {
     return false;
   } else if constexpr (std::is_array_v<V>) {
     return field_ok<std::remove_extent_t<V>>();
@@ -418,16 +431,18 @@ constexpr bool field_ok() {
 // check can see.
 template <class T>
 constexpr bool deep_ok() {
-  if constexpr (visited_struct<T>) return fields_ok_v<T>;
-  else return true;
+  if constexpr (visited_struct<T>)
+    return fields_ok_v<T>;
+  else
+    return true;
 }
 
 template <class T>
 constexpr bool memcpyable_v() {
-  if constexpr (!(std::is_trivially_copyable_v<T> && !std::is_const_v<T> && !std::is_volatile_v<T> &&
-                  !std::is_same_v<T, bool> && !std::is_pointer_v<T> && !std::is_member_pointer_v<T> &&
-                  !std::is_array_v<T> && !std::is_null_pointer_v<T> && !is_view_like<T> &&
-                  !is_structured_std<T> &&
+  if constexpr (!(std::is_trivially_copyable_v<T> && !std::is_const_v<T> &&
+                  !std::is_volatile_v<T> && !std::is_same_v<T, bool> && !std::is_pointer_v<T> &&
+                  !std::is_member_pointer_v<T> && !std::is_array_v<T> &&
+                  !std::is_null_pointer_v<T> && !is_view_like<T> && !is_structured_std<T> &&
                   (std::is_arithmetic_v<T> || std::is_enum_v<T> || std::is_class_v<T> ||
                    std::is_union_v<T>))) {
     return false;
@@ -448,9 +463,9 @@ inline constexpr bool plain_memcpy = memcpyable<T> && !has_user_traits<T>;
 
 // Element types whose storage may be filled by plain char-range assignment.
 template <class T>
-inline constexpr bool byte_like = std::is_same_v<T, char> || std::is_same_v<T, signed char> ||
-                                  std::is_same_v<T, unsigned char> || std::is_same_v<T, std::byte> ||
-                                  std::is_same_v<T, char8_t>;
+inline constexpr bool byte_like =
+    std::is_same_v<T, char> || std::is_same_v<T, signed char> || std::is_same_v<T, unsigned char> ||
+    std::is_same_v<T, std::byte> || std::is_same_v<T, char8_t>;
 
 // builtin<T> carries the codec of each built-in type. `supported` says
 // whether T is built-in *and* all its parts are encodable.
@@ -547,8 +562,9 @@ class Decoder {
     read_raw(&n, sizeof n);
     const std::size_t per = min_element_size ? min_element_size : 1;
     if (n > remaining() / per) {
-      codec_detail::fail(fmt::format("corrupt input: count {} of {}-byte elements exceeds the {} bytes left",
-                                     n, per, remaining()));
+      codec_detail::fail(
+          fmt::format("corrupt input: count {} of {}-byte elements exceeds the {} bytes left", n,
+                      per, remaining()));
     }
     return static_cast<std::size_t>(n);
   }
@@ -558,13 +574,15 @@ class Decoder {
 
   // expect_end() throws CodecError unless every byte was read.
   void expect_end() const {
-    if (p_ != end_) codec_detail::fail(fmt::format("{} bytes left over after the value", remaining()));
+    if (p_ != end_)
+      codec_detail::fail(fmt::format("{} bytes left over after the value", remaining()));
   }
 
  private:
   void need(std::size_t n) const {
     if (n > remaining()) [[unlikely]] {
-      codec_detail::fail(fmt::format("truncated input: needed {} more bytes, {} left", n, remaining()));
+      codec_detail::fail(
+          fmt::format("truncated input: needed {} more bytes, {} left", n, remaining()));
     }
   }
 
@@ -588,7 +606,8 @@ struct first_bad<> {
 };
 template <class T, class... Ts>
 struct first_bad<T, Ts...> {
-  using type = std::conditional_t<Encodable<T>, typename first_bad<Ts...>::type, typename culprit<T>::type>;
+  using type =
+      std::conditional_t<Encodable<T>, typename first_bad<Ts...>::type, typename culprit<T>::type>;
 };
 template <class Outer, class... Parts>
 struct culprit_of_parts {
@@ -616,13 +635,15 @@ struct culprit<std::map<K, V, C, A>> : culprit_of_parts<std::map<K, V, C, A>, K,
 template <class K, class V, class C, class A>
 struct culprit<std::multimap<K, V, C, A>> : culprit_of_parts<std::multimap<K, V, C, A>, K, V> {};
 template <class K, class V, class H, class E, class A>
-struct culprit<std::unordered_map<K, V, H, E, A>> : culprit_of_parts<std::unordered_map<K, V, H, E, A>, K, V> {};
+struct culprit<std::unordered_map<K, V, H, E, A>>
+    : culprit_of_parts<std::unordered_map<K, V, H, E, A>, K, V> {};
 template <class K, class C, class A>
 struct culprit<std::set<K, C, A>> : culprit_of_parts<std::set<K, C, A>, K> {};
 template <class K, class C, class A>
 struct culprit<std::multiset<K, C, A>> : culprit_of_parts<std::multiset<K, C, A>, K> {};
 template <class K, class H, class E, class A>
-struct culprit<std::unordered_set<K, H, E, A>> : culprit_of_parts<std::unordered_set<K, H, E, A>, K> {};
+struct culprit<std::unordered_set<K, H, E, A>>
+    : culprit_of_parts<std::unordered_set<K, H, E, A>, K> {};
 
 // NotEncodable<X> is where a use of a type that cannot travel stops the
 // build; X (in the compiler's "In instantiation of NotEncodable<X>") names
@@ -630,14 +651,15 @@ struct culprit<std::unordered_set<K, H, E, A>> : culprit_of_parts<std::unordered
 // pointer, reference, view, or a type with its own codec_traits).
 template <class X, class Field = void>
 struct NotEncodable {
-  static_assert(!std::is_void_v<Field> || always_false<X>,
-                "mp codec: this type cannot travel (see NotEncodable<...> above for which). "
-                "Encodable are arithmetic types, enums, trivially copyable structs without "
-                "pointer, reference or view fields, std strings, containers, "
-                "pair/tuple/optional/variant of encodable types, and any type with an "
-                "mp::codec_traits<T> specialisation (see mp/codec.h). Pointers, C arrays, std::span "
-                "and std::reference_wrapper are never encodable, and a view (std::string_view) "
-                "cannot travel through a Queue, Pool, Connection or Process: use std::string.");
+  static_assert(
+      !std::is_void_v<Field> || always_false<X>,
+      "mp codec: this type cannot travel (see NotEncodable<...> above for which). "
+      "Encodable are arithmetic types, enums, trivially copyable structs without "
+      "pointer, reference or view fields, std strings, containers, "
+      "pair/tuple/optional/variant of encodable types, and any type with an "
+      "mp::codec_traits<T> specialisation (see mp/codec.h). Pointers, C arrays, std::span "
+      "and std::reference_wrapper are never encodable, and a view (std::string_view) "
+      "cannot travel through a Queue, Pool, Connection or Process: use std::string.");
   static_assert(std::is_void_v<Field> || always_false<X>,
                 "mp codec: this struct is memcpy'd and holds a field that cannot travel (see "
                 "NotEncodable<Struct, Field> above: a pointer, reference, view or span refers to "
@@ -654,10 +676,11 @@ enum class FieldFault { kType, kLvalueRef, kRvalueRef, kConstRef };
 struct field_is_fine {};
 template <class Owner, class U, FieldFault F>
 struct field_fault {
-  using bad = std::conditional_t<
-      F == FieldFault::kType, U,
-      std::conditional_t<F == FieldFault::kLvalueRef, U&,
-                         std::conditional_t<F == FieldFault::kRvalueRef, U&&, const std::remove_const_t<U>&>>>;
+  using bad =
+      std::conditional_t<F == FieldFault::kType, U,
+                         std::conditional_t<F == FieldFault::kLvalueRef, U&,
+                                            std::conditional_t<F == FieldFault::kRvalueRef, U&&,
+                                                               const std::remove_const_t<U>&>>>;
   using type = std::conditional_t<F != FieldFault::kType || !ok_field<U>, NotEncodable<Owner, bad>,
                                   field_is_fine>;
 };
@@ -666,15 +689,18 @@ struct field_fault {
 template <class Owner, FieldFault F>
 struct field_reporter {
   template <class U, std::size_t = sizeof(typename field_fault<Owner, U, F>::type)>
-    requires probe_leaf<U>
+  requires probe_leaf<U>
   operator U&() const;
 };
 
 template <class T, std::size_t N, class Probe, std::size_t K = 0>
 constexpr std::size_t first_refusal() {
-  if constexpr (K >= N) return N;
-  else if constexpr (!init_with<T, N, Probe, K>()) return K;
-  else return first_refusal<T, N, Probe, K + 1>();
+  if constexpr (K >= N)
+    return N;
+  else if constexpr (!init_with<T, N, Probe, K>())
+    return K;
+  else
+    return first_refusal<T, N, Probe, K + 1>();
 }
 
 template <class T, class Probe, std::size_t... I, std::size_t... J>
@@ -692,11 +718,12 @@ void report_fields() {
   constexpr std::size_t k = std::min({k_lv, k_pr, k_cr});
   if constexpr (k < n) {
     constexpr FieldFault fault =
-        k == k_lv ? (init_with<T, n, prvalue_field, k>() ? FieldFault::kRvalueRef : FieldFault::kType)
+        k == k_lv
+            ? (init_with<T, n, prvalue_field, k>() ? FieldFault::kRvalueRef : FieldFault::kType)
         : k == k_pr ? FieldFault::kLvalueRef
                     : FieldFault::kConstRef;
     instantiate_at<T, field_reporter<T, fault>>(std::make_index_sequence<k>{},
-                                                 std::make_index_sequence<n - k - 1>{});
+                                                std::make_index_sequence<n - k - 1>{});
   } else {
     (void)sizeof(NotEncodable<T>);
   }
@@ -929,7 +956,8 @@ struct builtin<std::array<T, N>> {
     } else {
       return [&]<std::size_t... I>(std::index_sequence<I...>) {
         return Arr{((void)I, d.read<T>())...};  // braced: read in order
-      }(std::make_index_sequence<N>{});
+      }
+      (std::make_index_sequence<N>{});
     }
   }
 };
@@ -983,7 +1011,8 @@ template <class... Ts>
 struct builtin<std::variant<Ts...>> {
   static constexpr bool supported = (Encodable<Ts> && ...);
   using Index = std::conditional_t<(sizeof...(Ts) <= 255), std::uint8_t, std::uint32_t>;
-  static constexpr std::size_t min_size = sizeof(Index) + std::min({codec_detail::min_size<Ts>()...});
+  static constexpr std::size_t min_size =
+      sizeof(Index) + std::min({codec_detail::min_size<Ts>()...});
   using V = std::variant<Ts...>;
   static void encode(Encoder& e, const V& v) {
     if (v.valueless_by_exception()) fail("cannot encode a variant that is valueless by exception");
@@ -999,11 +1028,13 @@ struct builtin<std::variant<Ts...>> {
     Index i;
     d.read_raw(&i, sizeof i);
     if (i >= sizeof...(Ts)) {
-      fail(fmt::format("corrupt input: variant index {} of a variant with {} alternatives", i, sizeof...(Ts)));
+      fail(fmt::format("corrupt input: variant index {} of a variant with {} alternatives", i,
+                       sizeof...(Ts)));
     }
     static constexpr auto table = []<std::size_t... I>(std::index_sequence<I...>) {
       return std::array<V (*)(Decoder&), sizeof...(Ts)>{&decode_alternative<I>...};
-    }(std::index_sequence_for<Ts...>{});
+    }
+    (std::index_sequence_for<Ts...>{});
     return table[i](d);
   }
 };
@@ -1029,7 +1060,8 @@ struct builtin_map {
       K k = d.read<K>();
       V v = d.read<V>();
       if constexpr (kUnique) {
-        if (!m.emplace(std::move(k), std::move(v)).second) fail("corrupt input: duplicate key in a map");
+        if (!m.emplace(std::move(k), std::move(v)).second)
+          fail("corrupt input: duplicate key in a map");
       } else {
         m.emplace(std::move(k), std::move(v));
       }
@@ -1068,7 +1100,8 @@ struct builtin<std::set<K, C, A>> : builtin_set<std::set<K, C, A>, K, true> {};
 template <class K, class C, class A>
 struct builtin<std::multiset<K, C, A>> : builtin_set<std::multiset<K, C, A>, K, false> {};
 template <class K, class H, class E, class A>
-struct builtin<std::unordered_set<K, H, E, A>> : builtin_set<std::unordered_set<K, H, E, A>, K, true> {};
+struct builtin<std::unordered_set<K, H, E, A>>
+    : builtin_set<std::unordered_set<K, H, E, A>, K, true> {};
 
 // ---- scalars ------------------------------------------------------------------
 
@@ -1105,18 +1138,14 @@ T decode_scalar(Decoder& d) {
 template <class T>
 struct codec_traits {
   using builtin_tag = void;  // marks the primary template (no user specialisation)
-  static void encode(Encoder& e, const T& v)
-    requires codec_detail::builtin<T>::supported
-  {
+  static void encode(Encoder& e, const T& v) requires codec_detail::builtin<T>::supported {
     if constexpr (requires { codec_detail::builtin<T>::encode(e, v); }) {
       codec_detail::builtin<T>::encode(e, v);
     } else {
       codec_detail::encode_scalar(e, v);
     }
   }
-  static T decode(Decoder& d)
-    requires codec_detail::builtin<T>::supported
-  {
+  static T decode(Decoder& d) requires codec_detail::builtin<T>::supported {
     if constexpr (requires { codec_detail::builtin<T>::decode(d); }) {
       return codec_detail::builtin<T>::decode(d);
     } else {
@@ -1142,8 +1171,9 @@ T Decoder::read() {
 // transport may copy it in place, e.g. straight into a ring buffer, and
 // decode it with a memcpy back, skipping Encoder and Decoder.
 template <class T>
-concept BitwiseEncodable = codec_detail::memcpyable<std::remove_cv_t<T>> &&
-                           requires { typename codec_traits<std::remove_cv_t<T>>::builtin_tag; };
+concept BitwiseEncodable = codec_detail::memcpyable<std::remove_cv_t<T>> && requires {
+  typename codec_traits<std::remove_cv_t<T>>::builtin_tag;
+};
 
 // encode_into(out, v) appends the encoding of v to `out`.
 template <class T>

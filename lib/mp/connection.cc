@@ -1,12 +1,12 @@
 // mp/connection.cc — Pipe(), Connection and wait(); see connection.h.
-#include "mp/internal/futex.h"
 #include "mp/connection.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <fmt/core.h>
 #include <poll.h>
-#include <sched.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -20,15 +20,16 @@
 #include <mutex>
 #include <system_error>
 
-#include <fmt/core.h>
-
+#include "mp/internal/futex.h"
 #include "mp/os.h"
 
 namespace mp {
 
 namespace {
 
-[[noreturn]] void throw_errno(int err, const char* what) { throw std::system_error(err, std::generic_category(), what); }
+[[noreturn]] void throw_errno(int err, const char* what) {
+  throw std::system_error(err, std::generic_category(), what);
+}
 
 // ---- SIGPIPE interposer (see "SIGPIPE" in connection.h) -------------------
 
@@ -116,7 +117,8 @@ void atfork_child() { connection_close_in_child(); }
 Connection::Connection(int fd, bool readable, bool writable)
     : fd_(fd), readable_(readable), writable_(writable), owner_pid_(mp::getpid()) {
   if (fd < 0) throw ValueError(fmt::format("invalid file descriptor {}", fd));
-  if (!readable && !writable) throw ValueError("at least one of readable and writable must be true");
+  if (!readable && !writable)
+    throw ValueError("at least one of readable and writable must be true");
   struct stat st;
   is_socket_ = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
   if (writable && !is_socket_) ensure_sigpipe_interposer();
@@ -176,7 +178,8 @@ void Connection::close() noexcept {
 }
 
 void Connection::register_close_on_fork() {
-  std::call_once(g_atfork_once, [] { pthread_atfork(&atfork_prepare, &atfork_parent, &atfork_child); });
+  std::call_once(g_atfork_once,
+                 [] { pthread_atfork(&atfork_prepare, &atfork_parent, &atfork_child); });
   std::lock_guard<std::mutex> lock(g_cof_mutex);
   if (!g_cof_list) g_cof_list = new std::vector<Connection*>();  // lives for the process
   g_cof_list->push_back(this);
@@ -196,7 +199,9 @@ Connection& Connection::close_on_fork(bool on) {
   return *this;
 }
 
-bool Connection::inherited() const noexcept { return owner_pid_ != 0 && owner_pid_ != mp::getpid(); }
+bool Connection::inherited() const noexcept {
+  return owner_pid_ != 0 && owner_pid_ != mp::getpid();
+}
 
 int Connection::fileno() const {
   check_open();
@@ -226,7 +231,8 @@ void Connection::grow_pipe() noexcept {
   if (now > 0 && now < kGrownPipe) (void)::fcntl(fd_, F_SETPIPE_SZ, kGrownPipe);
 }
 
-void Connection::write_all(const void* head, std::size_t head_n, const void* tail, std::size_t tail_n) {
+void Connection::write_all(const void* head, std::size_t head_n, const void* tail,
+                           std::size_t tail_n) {
   // Every message comes through here whole, its header included.
   if (!pipe_grown_ && head_n + tail_n >= kHeaderSize + kGrowPipeAt) grow_pipe();
   iovec iov[2] = {{const_cast<void*>(head), head_n}, {const_cast<void*>(tail), tail_n}};
@@ -249,7 +255,8 @@ void Connection::write_all(const void* head, std::size_t head_n, const void* tai
     }
     if (w < 0) {
       if (errno == EINTR) continue;
-      if (errno == EPIPE || errno == ECONNRESET) throw BrokenPipeError("[Errno 32] Broken pipe: the peer end is closed");
+      if (errno == EPIPE || errno == ECONNRESET)
+        throw BrokenPipeError("[Errno 32] Broken pipe: the peer end is closed");
       throw_errno(errno, "mp::Connection send");
     }
     auto done = static_cast<std::size_t>(w);
@@ -269,7 +276,8 @@ void Connection::write_all(const void* head, std::size_t head_n, const void* tai
 // one plain write(); larger ones go out with writev/sendmsg, uncopied.
 constexpr std::size_t kSmallSend = 4096 - 8;
 
-void Connection::send_bytes(std::span<const std::byte> buffer, std::size_t offset, std::optional<std::size_t> size) {
+void Connection::send_bytes(std::span<const std::byte> buffer, std::size_t offset,
+                            std::optional<std::size_t> size) {
   check_writable();
   if (offset > buffer.size()) throw ValueError("buffer length < offset");
   const std::size_t n = size ? *size : buffer.size() - offset;
@@ -323,7 +331,8 @@ std::string message_buffer(std::size_t n, std::string_view keep = {}) {
 
 std::string Connection::read_large_payload(std::uint64_t n) {
   if (n > std::string().max_size()) {
-    throw ValueError(fmt::format("bad message length: the header claims {} bytes, more than a message can hold", n));
+    throw ValueError(fmt::format(
+        "bad message length: the header claims {} bytes, more than a message can hold", n));
   }
   const auto size = static_cast<std::size_t>(n);
   std::string s = message_buffer(std::min<std::size_t>(size, kTrustedLength));
@@ -354,7 +363,8 @@ bool Connection::fill() {
   // sleeps and is woken once per message: measured 0.4 context switches per
   // message and ~25% more CPU per message than one read per message.
   const std::size_t have = rbuf_end_ - rbuf_begin_;
-  const std::size_t want = std::min(kReadBuffer - rbuf_end_, ahead_ > have ? ahead_ - have : kHeaderSize);
+  const std::size_t want =
+      std::min(kReadBuffer - rbuf_end_, ahead_ > have ? ahead_ - have : kHeaderSize);
   if (is_socket_) {
     const SpinResult got = spin_for_data(want);
     if (got != SpinResult::kNothing) return got == SpinResult::kData;
@@ -445,8 +455,9 @@ std::string Connection::recv_bytes(std::optional<std::size_t> maxlength) {
   check_readable();
   const std::uint64_t n = peek_header();
   if (maxlength && n > *maxlength) {
-    throw ValueError(fmt::format("bad message length: message of {} bytes exceeds maxlength {} (left unread)", n,
-                                 *maxlength));
+    throw ValueError(
+        fmt::format("bad message length: message of {} bytes exceeds maxlength {} (left unread)", n,
+                    *maxlength));
   }
   const std::size_t buffered = rbuf_end_ - rbuf_begin_ - kHeaderSize;
   rbuf_begin_ += kHeaderSize;
@@ -512,7 +523,8 @@ bool Connection::poll(Timeout timeout) {
 std::pair<Connection, Connection> Pipe(bool duplex) {
   int fds[2];
   if (duplex) {
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) throw_errno(errno, "socketpair");
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+      throw_errno(errno, "socketpair");
     return {Connection(fds[0], true, true), Connection(fds[1], true, true)};
   }
   if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno(errno, "pipe2");
@@ -539,7 +551,8 @@ std::vector<WaitObject> wait(std::span<const WaitObject> objects, Timeout timeou
   std::vector<WaitObject> ready;
   for (std::size_t i = 0; i < objects.size(); ++i) {
     const Connection* c = objects[i].connection();
-    if ((fds[i].revents & kReadyEvents) || (c && c->has_buffered_data())) ready.push_back(objects[i]);
+    if ((fds[i].revents & kReadyEvents) || (c && c->has_buffered_data()))
+      ready.push_back(objects[i]);
   }
   return ready;
 }

@@ -315,7 +315,7 @@ class Connection {
   // How far to read ahead: the size of the last message (header included),
   // or just a header after a large one; at most kReadBuffer.
   std::size_t ahead_ = kReadBuffer;
-  std::string scratch_;  // send(v)'s encode buffer, reused
+  std::string scratch_;      // send(v)'s encode buffer, reused
   bool pipe_grown_ = false;  // grow_pipe() was tried on this end
 };
 
@@ -341,8 +341,8 @@ class WaitObject {
   WaitObject(const Connection& c) : fd_(-1), object_(&c), connection_(&c) {}  // NOLINT: implicit
   WaitObject(int fd) : fd_(fd), object_(nullptr) {}                           // NOLINT: implicit
   template <HasSentinel T>
-    requires(!std::same_as<T, Connection>)
-  WaitObject(const T& obj) : fd_(static_cast<int>(obj.sentinel())), object_(&obj) {}  // NOLINT
+  requires(!std::same_as<T, Connection>) WaitObject(const T& obj)
+      : fd_(static_cast<int>(obj.sentinel())), object_(&obj) {}  // NOLINT
 
   // fd() is the descriptor watched (a Connection's current fileno()).
   int fd() const;
@@ -368,13 +368,15 @@ class WaitObject {
 // process's end does. Mirrors multiprocessing.connection.wait. Raises
 // mp::ValueError if a Connection is closed.
 std::vector<WaitObject> wait(std::span<const WaitObject> objects, Timeout timeout = std::nullopt);
-inline std::vector<WaitObject> wait(std::initializer_list<WaitObject> objects, Timeout timeout = std::nullopt) {
+inline std::vector<WaitObject> wait(std::initializer_list<WaitObject> objects,
+                                    Timeout timeout = std::nullopt) {
   return wait(std::span<const WaitObject>(objects.begin(), objects.size()), timeout);
 }
 
 // wait(connections, timeout) is wait() for a list of Connections, returning
 // the ready ones.
-std::vector<Connection*> wait(std::span<Connection* const> connections, Timeout timeout = std::nullopt);
+std::vector<Connection*> wait(std::span<Connection* const> connections,
+                              Timeout timeout = std::nullopt);
 
 // Travelling (mp/context.h): a Connection passed to a child of any start
 // method (as std::ref(conn): it is move-only) arrives as a duplicate of the

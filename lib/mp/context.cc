@@ -14,7 +14,8 @@ std::string get_start_method() {
 }
 
 std::vector<std::string> get_all_start_methods() {
-  std::vector<std::string> out{std::string(internal::start_method_name(internal::default_start_method()))};
+  std::vector<std::string> out{
+      std::string(internal::start_method_name(internal::default_start_method()))};
   for (const char* m : {"fork", "forkserver", "spawn"}) {
     if (out.front() != m) out.emplace_back(m);
   }

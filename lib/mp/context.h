@@ -138,19 +138,16 @@ void ensure_running();
 class Context {
  public:
   // get_start_method() is this context's method.
-  std::string get_start_method() const {
-    return std::string(internal::start_method_name(method_));
-  }
+  std::string get_start_method() const { return std::string(internal::start_method_name(method_)); }
 
   // Process(target, args...) / Process(options, target, args...): an
   // mp::Process that starts with this context's method. The target must be
   // a function or a stateless lambda, the arguments encodable or mp
   // objects (std::ref for move-only ones).
   template <class F, class... Args>
-    requires(!std::same_as<std::decay_t<F>, ProcessOptions>)
-  mp::Process Process(F&& target, Args&&... args) const {
-    return Process(ProcessOptions{}, std::forward<F>(target), std::forward<Args>(args)...);
-  }
+  requires(!std::same_as<std::decay_t<F>, ProcessOptions>) mp::Process
+      Process(F&& target, Args&&... args)
+  const { return Process(ProcessOptions{}, std::forward<F>(target), std::forward<Args>(args)...); }
   template <class F, class... Args>
   mp::Process Process(ProcessOptions options, F&& target, Args&&... args) const {
     static_assert(internal::travelling_function<std::decay_t<F>>,
@@ -162,8 +159,7 @@ class Context {
     static_assert((Transportable<internal::stored_arg_t<std::decay_t<Args>>> && ...),
                   "mp::Context::Process: every argument must be encodable by mp/codec.h or be "
                   "one of mp's shareable objects (move-only ones as std::ref(obj))");
-    static_assert(std::invocable<std::decay_t<F>&,
-                                 internal::stored_arg_t<std::decay_t<Args>>&...>,
+    static_assert(std::invocable<std::decay_t<F>&, internal::stored_arg_t<std::decay_t<Args>>&...>,
                   "mp::Context::Process: the target cannot be called with the arguments as the "
                   "child rebuilds them (a C string arrives as a std::string, a std::ref(x) as "
                   "an x&)");
@@ -186,7 +182,9 @@ class Context {
   // The shareable objects: the same types as mp's, made with the same
   // arguments.
   template <class T, class... A>
-  mp::Queue<T> Queue(A&&... a) const { return mp::Queue<T>(std::forward<A>(a)...); }
+  mp::Queue<T> Queue(A&&... a) const {
+    return mp::Queue<T>(std::forward<A>(a)...);
+  }
   template <class T, class... A>
   mp::SimpleQueue<T> SimpleQueue(A&&... a) const {
     return mp::SimpleQueue<T>(std::forward<A>(a)...);
@@ -201,13 +199,21 @@ class Context {
   mp::BoundedSemaphore BoundedSemaphore(int value = 1) const { return mp::BoundedSemaphore(value); }
   mp::Event Event() const { return mp::Event(); }
   template <class... A>
-  mp::Condition Condition(A&&... a) const { return mp::Condition(std::forward<A>(a)...); }
+  mp::Condition Condition(A&&... a) const {
+    return mp::Condition(std::forward<A>(a)...);
+  }
   template <class... A>
-  mp::Barrier Barrier(A&&... a) const { return mp::Barrier(std::forward<A>(a)...); }
+  mp::Barrier Barrier(A&&... a) const {
+    return mp::Barrier(std::forward<A>(a)...);
+  }
   template <class T, class L = mp::RLock, class... A>
-  mp::Value<T, L> Value(A&&... a) const { return mp::Value<T, L>(std::forward<A>(a)...); }
+  mp::Value<T, L> Value(A&&... a) const {
+    return mp::Value<T, L>(std::forward<A>(a)...);
+  }
   template <class T, class L = mp::RLock, class... A>
-  mp::Array<T, L> Array(A&&... a) const { return mp::Array<T, L>(std::forward<A>(a)...); }
+  mp::Array<T, L> Array(A&&... a) const {
+    return mp::Array<T, L>(std::forward<A>(a)...);
+  }
   std::pair<Connection, Connection> Pipe(bool duplex = true) const { return mp::Pipe(duplex); }
 
  private:

@@ -31,7 +31,8 @@
 // mp's headers are C++20 (concepts, designated initialisers). Without it a
 // compiler would print pages of errors; say what to do instead.
 #if __cplusplus < 202002L
-#error "mp needs C++20: compile with -std=c++20 (Bazel: copts = [\"-std=c++20\"] on the target that includes mp, or build --cxxopt=-std=c++20 in .bazelrc; CMake and pkg-config add it for you)"
+#error \
+    "mp needs C++20: compile with -std=c++20 (Bazel: copts = [\"-std=c++20\"] on the target that includes mp, or build --cxxopt=-std=c++20 in .bazelrc; CMake and pkg-config add it for you)"
 #include "mp: stopped here, see the error above"  // a missing file ends the compile
 #endif
 
@@ -237,11 +238,14 @@ class ConnectionError : public Error {
 // its unqualified name. It is the one list from which mp builds what must
 // know every error (the Pool's table of errors re-raised as themselves); a
 // new error type is added here and nowhere else.
-#define MP_ERROR_TYPES(X)                                                                  \
-  X(Error) X(ValueError) X(RuntimeError) X(TimeoutError) X(Empty) X(Full) X(EOFError)       \
-  X(BrokenPipeError) X(BufferTooShort) X(BrokenBarrierError) X(CodecError) X(ProcessError)  \
-  X(RemoteError) X(OwnerDeadError) X(FileNotFoundError) X(FileExistsError) X(IndexError)    \
-  X(WorkerLostError) X(BrokenPoolError) X(AuthenticationError) X(ConnectionError) X(KeyError)
+// clang-format off
+#define MP_ERROR_TYPES(X)                                                               \
+  X(Error) X(ValueError) X(RuntimeError) X(TimeoutError) X(Empty) X(Full) X(EOFError)   \
+  X(BrokenPipeError) X(BufferTooShort) X(BrokenBarrierError) X(CodecError)              \
+  X(ProcessError) X(RemoteError) X(OwnerDeadError) X(FileNotFoundError)                 \
+  X(FileExistsError) X(IndexError) X(WorkerLostError) X(BrokenPoolError)                \
+  X(AuthenticationError) X(ConnectionError) X(KeyError)
+// clang-format on
 
 namespace internal {
 

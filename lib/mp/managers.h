@@ -305,16 +305,16 @@ struct method_traits<R (C::*)(A...) const> : method_traits<R (C::*)(A...)> {};
 #define MP_MANAGER_CONCAT(a, b) MP_MANAGER_CONCAT_(a, b)
 #define MP_MANAGER_FUNCTION(fn)                                                          \
   [[maybe_unused]] static const bool MP_MANAGER_CONCAT(mp_manager_function_, __LINE__) = \
-      ::mp::register_function(#fn, &fn)
+      ::mp::register_function(#fn, &(fn))
 
 // register_function(name, fn) registers fn under `name` (what
 // MP_MANAGER_FUNCTION does); returns true.
 template <class Fn>
-bool register_function(std::string name, Fn fn) {
+bool register_function(const std::string& name, Fn fn) {
   using Traits = manager_detail::function_traits<Fn>;
   static_assert(Transportable<typename Traits::value>, "the value type must be encodable");
   internal::mgr::register_function(
-      std::move(name), {&manager_detail::function_thunk<Fn>, reinterpret_cast<const void*>(fn)});
+      name, {&manager_detail::function_thunk<Fn>, reinterpret_cast<const void*>(fn)});
   return true;
 }
 

@@ -1,9 +1,10 @@
 #include "mp/os.h"
 
+#include <fmt/format.h>
+#include <sched.h>
 #include <stdio_ext.h>
 #include <sys/single_threaded.h>
 #include <sys/stat.h>
-#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,8 +14,6 @@
 #include <ext/stdio_sync_filebuf.h>
 #include <iostream>
 #include <system_error>
-
-#include <fmt/format.h>
 
 #include "mp/internal/lifecycle.h"
 
@@ -69,13 +68,14 @@ pid_t fork() {
       !g_fork_warned.load(std::memory_order_relaxed)) {
     int threads = thread_count();
     if (threads > 1 && !g_fork_warned.exchange(true)) {
-      std::fputs(fmt::format("mp: warning: process {} is multi-threaded ({} threads); "
-                             "fork() may lead to deadlocks in the child; use the "
-                             "forkserver start method instead (mp::set_start_method(\"forkserver\"), "
-                             "mp/context.h) or mp::set_fork_warning(false) to silence this\n",
-                             ::getpid(), threads)
-                     .c_str(),
-                 stderr);
+      std::fputs(
+          fmt::format("mp: warning: process {} is multi-threaded ({} threads); "
+                      "fork() may lead to deadlocks in the child; use the "
+                      "forkserver start method instead (mp::set_start_method(\"forkserver\"), "
+                      "mp/context.h) or mp::set_fork_warning(false) to silence this\n",
+                      ::getpid(), threads)
+              .c_str(),
+          stderr);
       std::fflush(stderr);
     }
   }

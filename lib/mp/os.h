@@ -20,7 +20,8 @@
 // mp's headers are C++20 (concepts, designated initialisers). Without it a
 // compiler would print pages of errors; say what to do instead.
 #if __cplusplus < 202002L
-#error "mp needs C++20: compile with -std=c++20 (Bazel: copts = [\"-std=c++20\"] on the target that includes mp, or build --cxxopt=-std=c++20 in .bazelrc; CMake and pkg-config add it for you)"
+#error \
+    "mp needs C++20: compile with -std=c++20 (Bazel: copts = [\"-std=c++20\"] on the target that includes mp, or build --cxxopt=-std=c++20 in .bazelrc; CMake and pkg-config add it for you)"
 #include "mp: stopped here, see the error above"  // a missing file ends the compile
 #endif
 

@@ -1,5 +1,6 @@
 #include "mp/pool.h"
 
+#include <fmt/format.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -8,8 +9,6 @@
 #include <stdexcept>
 #include <tuple>
 #include <typeinfo>
-
-#include <fmt/format.h>
 
 #include "mp/internal/demangle.h"
 #include "mp/os.h"
@@ -72,9 +71,10 @@ void report_callback_error(const std::exception_ptr& error) noexcept {
     try {
       const internal::CaughtException caught = internal::describe_caught_exception();
       if (caught.standard) {
-        std::fputs(fmt::format("mp::Pool: a result callback raised {}: {}\n", caught.type,
-                               caught.what).c_str(),
-                   stderr);
+        std::fputs(
+            fmt::format("mp::Pool: a result callback raised {}: {}\n", caught.type, caught.what)
+                .c_str(),
+            stderr);
         return;
       }
     } catch (...) {  // no memory for the message: the short one below
@@ -93,7 +93,8 @@ std::exception_ptr rebuild_exception(std::string_view payload) {
   try {
     std::tie(type, message) = decode<std::tuple<std::string, std::string>>(payload);
   } catch (...) {
-    return std::make_exception_ptr(RemoteError("unknown", "the task failed and its error could not be decoded"));
+    return std::make_exception_ptr(
+        RemoteError("unknown", "the task failed and its error could not be decoded"));
   }
   pool_detail::ExceptionFactory factory = nullptr;
   {
@@ -115,7 +116,8 @@ internal::pool::CoreOptions core_options(const PoolOptions& o) {
   c.processes = o.processes ? *o.processes : cpu_count();
   if (c.processes < 1) throw ValueError("Number of processes must be at least 1");
   if (o.maxtasksperchild) {
-    if (*o.maxtasksperchild < 1) throw ValueError("maxtasksperchild must be a positive int or None");
+    if (*o.maxtasksperchild < 1)
+      throw ValueError("maxtasksperchild must be a positive int or None");
     c.max_tasks = static_cast<std::uint64_t>(*o.maxtasksperchild);
   }
   c.initializer = o.initializer;

@@ -46,9 +46,9 @@
 //     is not registered arrives as RemoteError).
 //   * Callbacks (mp::Callbacks{.callback = ..., .error_callback = ...}:
 //     callback(const T&), or callback() for void; error_callback(
-//     std::exception_ptr)) run exactly once, in whichever caller thread drives the pool, before get()
-//     returns and before ready() turns true. A callback that throws is
-//     reported on stderr; the result and the pool are unaffected.
+//     std::exception_ptr)) run exactly once, in whichever caller thread drives the pool, before
+//     get() returns and before ready() turns true. A callback that throws is reported on stderr;
+//     the result and the pool are unaffected.
 //   * map/starmap return results in input order. The default chunksize is
 //     CPython's: ceil(len / (4 * processes)); chunksize < 1 raises. If a
 //     chunk fails, map raises the first error once every chunk finished.
@@ -170,7 +170,7 @@ void report_callback_error(const std::exception_ptr& error) noexcept;
 // E must be constructible from std::string. Register in the caller process
 // (before or after the pool starts).
 template <class E>
-  requires std::constructible_from<E, std::string>
+requires std::constructible_from<E, std::string>
 void register_exception() {
   pool_detail::register_exception_factory(
       pool_detail::demangled_name(typeid(E)),
@@ -245,13 +245,14 @@ template <class C, class R, class... P>
 struct sig<R (C::*)(P...) noexcept> : sig<R (*)(P...)> {};
 
 template <class F>
-constexpr bool is_fnptr = std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>;
+constexpr bool is_fnptr = std::is_pointer_v<F>&& std::is_function_v<std::remove_pointer_t<F>>;
 
 template <class F>
 struct fn_sig : sig<F> {};
 template <class F>
-  requires(std::is_class_v<F> && requires { &F::operator(); })
-struct fn_sig<F> : sig<decltype(&F::operator())> {};
+requires(std::is_class_v<F>&& requires { &F::operator(); }) struct fn_sig<F>
+    : sig<decltype(&F::operator())> {
+};
 
 }  // namespace pool_detail
 
@@ -260,8 +261,8 @@ struct fn_sig<F> : sig<decltype(&F::operator())> {};
 // lambda without captures. Everything else is rejected at compile time.
 template <class F>
 concept PoolTask = pool_detail::is_fnptr<std::decay_t<F>> ||
-                   (std::is_class_v<std::decay_t<F>> && std::is_empty_v<std::decay_t<F>> &&
-                    std::is_default_constructible_v<std::decay_t<F>>);
+    (std::is_class_v<std::decay_t<F>>&& std::is_empty_v<std::decay_t<F>>&&
+         std::is_default_constructible_v<std::decay_t<F>>);
 
 namespace pool_detail {
 
@@ -280,7 +281,8 @@ struct call_args_impl {
 };
 template <class Fn, class... A>
 struct call_args_impl<Fn, true, A...> {
-  static_assert(fn_sig<Fn>::arity == sizeof...(A), "mp::Pool: wrong number of arguments for the task");
+  static_assert(fn_sig<Fn>::arity == sizeof...(A),
+                "mp::Pool: wrong number of arguments for the task");
   using type = typename fn_sig<Fn>::params;
 };
 template <class Fn, class... A>
@@ -311,7 +313,8 @@ template <class Fn, class V>
 using star_item_t = typename star_item_impl<Fn, fn_sig<Fn>::known, V>::type;
 
 template <class Fn, class Tuple>
-using apply_result_t = std::remove_cvref_t<decltype(std::apply(std::declval<Fn&>(), std::declval<Tuple&&>()))>;
+using apply_result_t =
+    std::remove_cvref_t<decltype(std::apply(std::declval<Fn&>(), std::declval<Tuple&&>()))>;
 
 template <class Fn, class Item, bool Star>
 struct item_result {
@@ -370,7 +373,10 @@ void run_chunk(std::string_view payload, std::string& out) {
   results.reserve(items.size());
   for (Item& item : items) {
     if constexpr (std::is_void_v<R>) {
-      if constexpr (Star) std::apply(fn, std::move(item)); else fn(std::move(item));
+      if constexpr (Star)
+        std::apply(fn, std::move(item));
+      else
+        fn(std::move(item));
       results.emplace_back();
     } else if constexpr (Star) {
       results.push_back(std::apply(fn, std::move(item)));
@@ -406,7 +412,10 @@ class TypedJob : public internal::pool::JobBase {
       if (error_) {
         if (on_error_) on_error_(error_);
       } else if (on_value_) {
-        if constexpr (std::is_void_v<T>) on_value_(); else on_value_(value_);
+        if constexpr (std::is_void_v<T>)
+          on_value_();
+        else
+          on_value_(value_);
       }
     } catch (...) {
       report_callback_error(std::current_exception());
@@ -446,10 +455,12 @@ using map_result_t = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>
 template <class R>
 class MapJob final : public TypedJob<map_result_t<R>> {
  public:
-  MapJob(std::size_t n, std::size_t chunksize) : n_(n), chunksize_(chunksize), chunks_((n + chunksize - 1) / chunksize) {}
+  MapJob(std::size_t n, std::size_t chunksize)
+      : n_(n), chunksize_(chunksize), chunks_((n + chunksize - 1) / chunksize) {}
   void deliver(std::uint32_t chunk, std::string_view payload) override {
     auto v = decode<std::vector<stored_t<R>>>(payload);
-    if (v.size() != chunk_len(chunk)) throw CodecError("mp::Pool: a chunk's result has the wrong length");
+    if (v.size() != chunk_len(chunk))
+      throw CodecError("mp::Pool: a chunk's result has the wrong length");
     chunks_[chunk] = std::move(v);
   }
 
@@ -539,7 +550,8 @@ class IMapJob final : public internal::pool::JobBase {
   // settle(reserved, submitted, error, input_end): of the chunks reserve()
   // numbered last, `submitted` were submitted; `error`, if any, takes the
   // next place and ends the input.
-  void settle(std::size_t reserved, std::size_t submitted, std::exception_ptr error, bool input_end) {
+  void settle(std::size_t reserved, std::size_t submitted, std::exception_ptr error,
+              bool input_end) {
     std::lock_guard lock(mu_);
     const std::size_t dropped = reserved - submitted;
     submitted_ -= dropped;
@@ -591,13 +603,16 @@ class IMapJob final : public internal::pool::JobBase {
       }
       ++taken_;
       if (item.error) std::rethrow_exception(item.error);
-      current_.assign(std::make_move_iterator(item.values.begin()), std::make_move_iterator(item.values.end()));
+      current_.assign(std::make_move_iterator(item.values.begin()),
+                      std::make_move_iterator(item.values.end()));
     }
   }
 
  private:
   bool finished_locked() const { return input_done_ && taken_ == submitted_; }
-  bool wants_input_locked() const { return !input_done_ && submitted_ - taken_ <= max_in_flight_ / 2; }
+  bool wants_input_locked() const {
+    return !input_done_ && submitted_ - taken_ <= max_in_flight_ / 2;
+  }
   void put_locked(std::uint32_t chunk, Item item) {
     if (ordered_) {
       // In flight (ordered): chunks taken_ .. taken_ + window_.size() - 1.
@@ -613,9 +628,9 @@ class IMapJob final : public internal::pool::JobBase {
   std::atomic<bool> abandoned_{false};
   std::mutex mu_;
   // Everything below is written under mu_.
-  std::uint64_t submitted_ = 0;  // chunks numbered (an input error counts as one)
-  std::uint64_t taken_ = 0;      // chunks the iterator took
-  bool input_done_ = false;      // no chunk will be added
+  std::uint64_t submitted_ = 0;               // chunks numbered (an input error counts as one)
+  std::uint64_t taken_ = 0;                   // chunks the iterator took
+  bool input_done_ = false;                   // no chunk will be added
   std::optional<std::uint32_t> short_chunk_;  // the last chunk, if shorter than chunksize_
   std::size_t short_len_ = 0;
   std::deque<std::optional<Item>> window_;  // ordered: chunk taken_ + i, once arrived
@@ -625,7 +640,8 @@ class IMapJob final : public internal::pool::JobBase {
 
 // encode_chunk appends the task payload for items[begin, end) to `out`.
 template <class Fn, class Item>
-void encode_chunk(std::string& out, Fn f, const std::vector<Item>& items, std::size_t begin, std::size_t end) {
+void encode_chunk(std::string& out, Fn f, const std::vector<Item>& items, std::size_t begin,
+                  std::size_t end) {
   write_fn(out, f);
   const std::uint64_t n = end - begin;
   out.append(reinterpret_cast<const char*>(&n), sizeof n);
@@ -655,7 +671,11 @@ class ImapInput final : public ImapFeed {
  public:
   ImapInput(Fn f, V input, std::size_t chunksize, std::shared_ptr<IMapJob<R>> job,
             std::shared_ptr<internal::pool::Engine> core)
-      : f_(f), input_(std::move(input)), chunksize_(chunksize), job_(std::move(job)), core_(std::move(core)) {}
+      : f_(f),
+        input_(std::move(input)),
+        chunksize_(chunksize),
+        job_(std::move(job)),
+        core_(std::move(core)) {}
   ~ImapInput() override { job_->abandon(); }
 
   void feed() override {
@@ -705,8 +725,8 @@ class ImapInput final : public ImapFeed {
     const std::uint64_t first = job_->reserve(chunks, last_len);
     std::exception_ptr submit_error;
     const std::size_t done =
-        chunks ? core_->feed(job_, &run_chunk<Fn, Item, false>, static_cast<std::uint32_t>(first), payloads,
-                             submit_error)
+        chunks ? core_->feed(job_, &run_chunk<Fn, Item, false>, static_cast<std::uint32_t>(first),
+                             payloads, submit_error)
                : 0;
     if (submit_error) error = submit_error;  // the earlier place wins
     job_->settle(chunks, done, error, end);
@@ -782,7 +802,8 @@ class AsyncResult {
     if (job_->error()) std::rethrow_exception(job_->error());
     if constexpr (!std::is_void_v<T>) return std::move(job_->mutable_value());
   }
-  AsyncResult(std::shared_ptr<pool_detail::TypedJob<T>> job, std::shared_ptr<internal::pool::Engine> core)
+  AsyncResult(std::shared_ptr<pool_detail::TypedJob<T>> job,
+              std::shared_ptr<internal::pool::Engine> core)
       : job_(std::move(job)), core_(std::move(core)) {}
   std::shared_ptr<pool_detail::TypedJob<T>> job_;
   std::shared_ptr<internal::pool::Engine> core_;
@@ -836,7 +857,8 @@ class IMapIterator {
 
  private:
   friend class Pool;
-  IMapIterator(std::shared_ptr<pool_detail::IMapJob<T>> job, std::shared_ptr<internal::pool::Engine> core,
+  IMapIterator(std::shared_ptr<pool_detail::IMapJob<T>> job,
+               std::shared_ptr<internal::pool::Engine> core,
                std::shared_ptr<pool_detail::ImapFeed> feed)
       : job_(std::move(job)), core_(std::move(core)), feed_(std::move(feed)) {}
   std::shared_ptr<pool_detail::IMapJob<T>> job_;
@@ -860,15 +882,13 @@ class Pool {
 
   // apply(f, args...) runs f(args...) in a worker and returns its result.
   template <class F, class... A>
-    requires(!pool_detail::is_callbacks<F>)
-  auto apply(F f, A&&... args) {
+  requires(!pool_detail::is_callbacks<F>) auto apply(F f, A&&... args) {
     return apply_async(f, std::forward<A>(args)...).take();
   }
 
   // apply_async(f, args...) submits f(args...) and returns at once.
   template <class F, class... A>
-    requires(!pool_detail::is_callbacks<F>)
-  auto apply_async(F f, A&&... args) {
+  requires(!pool_detail::is_callbacks<F>) auto apply_async(F f, A&&... args) {
     return apply_async(Callbacks<>{}, f, std::forward<A>(args)...);
   }
 
@@ -902,7 +922,8 @@ class Pool {
     return map_async(Callbacks<>{}, f, std::forward<Rg>(items), chunksize);
   }
   template <class Ok, class Err, class F, std::ranges::input_range Rg>
-  auto map_async(Callbacks<Ok, Err> callbacks, F f, Rg&& items, std::optional<int> chunksize = std::nullopt) {
+  auto map_async(Callbacks<Ok, Err> callbacks, F f, Rg&& items,
+                 std::optional<int> chunksize = std::nullopt) {
     using Item = pool_detail::map_item_t<F, std::ranges::range_reference_t<Rg>>;
     return submit_map<false, Item>(std::move(callbacks), f, std::forward<Rg>(items), chunksize);
   }
@@ -917,7 +938,8 @@ class Pool {
     return starmap_async(Callbacks<>{}, f, std::forward<Rg>(items), chunksize);
   }
   template <class Ok, class Err, class F, std::ranges::input_range Rg>
-  auto starmap_async(Callbacks<Ok, Err> callbacks, F f, Rg&& items, std::optional<int> chunksize = std::nullopt) {
+  auto starmap_async(Callbacks<Ok, Err> callbacks, F f, Rg&& items,
+                     std::optional<int> chunksize = std::nullopt) {
     using Item = pool_detail::star_item_t<F, std::ranges::range_reference_t<Rg>>;
     return submit_map<true, Item>(std::move(callbacks), f, std::forward<Rg>(items), chunksize);
   }
@@ -934,7 +956,8 @@ class Pool {
   // imap_unordered(f, items, chunksize = 1, max_in_flight): results as they
   // complete; the input is pulled as for imap.
   template <class F, std::ranges::input_range Rg>
-  auto imap_unordered(F f, Rg&& items, int chunksize = 1, std::optional<int> max_in_flight = std::nullopt) {
+  auto imap_unordered(F f, Rg&& items, int chunksize = 1,
+                      std::optional<int> max_in_flight = std::nullopt) {
     return submit_imap(f, std::forward<Rg>(items), chunksize, max_in_flight, false);
   }
 
@@ -960,7 +983,8 @@ class Pool {
   template <class R, class T, class Ok, class Err>
   static void set_callbacks(pool_detail::TypedJob<T>& job, Callbacks<Ok, Err> cbs) {
     if constexpr (!std::is_same_v<Ok, std::nullptr_t>) job.on_value_ = std::move(cbs.callback);
-    if constexpr (!std::is_same_v<Err, std::nullptr_t>) job.on_error_ = std::move(cbs.error_callback);
+    if constexpr (!std::is_same_v<Err, std::nullptr_t>)
+      job.on_error_ = std::move(cbs.error_callback);
   }
 
   template <class Item, class Rg>
@@ -996,9 +1020,10 @@ class Pool {
       job->complete();
       return AsyncResult<T>(std::move(typed), core_);
     }
-    core_->submit(job, &pool_detail::run_chunk<F, Item, Star>, [&](std::uint32_t i, std::string& out) {
-      pool_detail::encode_chunk(out, f, items, i * cs, std::min(n, (i + 1) * cs));
-    });
+    core_->submit(job, &pool_detail::run_chunk<F, Item, Star>,
+                  [&](std::uint32_t i, std::string& out) {
+                    pool_detail::encode_chunk(out, f, items, i * cs, std::min(n, (i + 1) * cs));
+                  });
     return AsyncResult<T>(std::move(typed), core_);
   }
 
@@ -1014,8 +1039,8 @@ class Pool {
     check_max_in_flight(max_in_flight);
     ensure_running();
     const std::size_t cs = static_cast<std::size_t>(chunksize);
-    std::size_t bound =
-        max_in_flight ? static_cast<std::size_t>(*max_in_flight) : 4 * static_cast<std::size_t>(processes());
+    std::size_t bound = max_in_flight ? static_cast<std::size_t>(*max_in_flight)
+                                      : 4 * static_cast<std::size_t>(processes());
     if constexpr (std::ranges::sized_range<Rg> && !std::ranges::view<std::remove_cvref_t<Rg>>) {
       // A container is submitted whole unless a bound was asked for: its
       // items are in memory already, and feeding a few chunks at a time
@@ -1032,8 +1057,8 @@ class Pool {
       // A view is copied, a container passed as an rvalue is moved in, one
       // passed as an lvalue is read in place.
       using V = std::views::all_t<Rg>;
-      feed = std::make_shared<pool_detail::ImapInput<F, Item, V, T>>(f, std::views::all(std::forward<Rg>(range)),
-                                                                     cs, job, core_);
+      feed = std::make_shared<pool_detail::ImapInput<F, Item, V, T>>(
+          f, std::views::all(std::forward<Rg>(range)), cs, job, core_);
     } else {
       // Not viewable (a const rvalue container): its items are copied now.
       using V = std::views::all_t<std::vector<Item>>;

@@ -15,8 +15,8 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
-#include <system_error>
 #include <string_view>
+#include <system_error>
 #include <typeinfo>
 
 #include "mp/errors.h"
@@ -83,9 +83,7 @@ namespace {
 using internal::ChildState;
 using Clock = std::chrono::steady_clock;
 
-int sys_pidfd_open(pid_t pid) {
-  return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-}
+int sys_pidfd_open(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
 
 int sys_pidfd_send_signal(int pidfd, int sig) {
   return static_cast<int>(syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
@@ -103,23 +101,23 @@ const std::string& top_name_prefix() {
 // that writes it takes one copy-on-write fault for all of it.
 struct alignas(4096) Globals {
   internal::LifecycleState lifecycle;
-  std::mutex mu;                       // guards the fields below
-  pid_t pid = ::getpid();              // this process (getpid() is a syscall)
+  std::mutex mu;           // guards the fields below
+  pid_t pid = ::getpid();  // this process (getpid() is a syscall)
   // "Process-", or in a child its ChildState's child_prefix ("Process-3:1:").
   const std::string* name_prefix = &top_name_prefix();
-  int counter = 1;                     // next Process-N number
-  Process* current = nullptr;          // null: the MainProcess object
-  bool daemonic = false;               // this process is a daemon child
-  ChildState* children = nullptr;      // started children, maybe unreaped
+  int counter = 1;                 // next Process-N number
+  Process* current = nullptr;      // null: the MainProcess object
+  bool daemonic = false;           // this process is a daemon child
+  ChildState* children = nullptr;  // started children, maybe unreaped
   // Set once this process has started a child: until then its end has no
   // children to sweep, and a forked child takes no lock (each lock's code
   // and page cost a child one more fault).
   std::atomic<bool> started_any{false};
-  ChildState* all = nullptr;           // every live ChildState
-  int self_pidfd = -1;                 // a pidfd of this process, for children
-  bool forking_child = false;          // Process::start is forking
-  bool has_parent = false;             // this is an mp child
-  ParentProcess parent;                // valid when has_parent
+  ChildState* all = nullptr;   // every live ChildState
+  int self_pidfd = -1;         // a pidfd of this process, for children
+  bool forking_child = false;  // Process::start is forking
+  bool has_parent = false;     // this is an mp child
+  ParentProcess parent;        // valid when has_parent
 };
 
 void finalize_children();
@@ -129,32 +127,30 @@ Globals& globals() {
   static_assert(sizeof(Globals) <= 4096);
   static Globals* g = [] {
     auto* p = new Globals;  // aligned: operator new(size, align_val_t)
-    pthread_atfork(
-        [] { globals().mu.lock(); },
-        [] { globals().mu.unlock(); },
-        [] {
-          // The child has one thread and none of the parent's children.
-          // States made by the parent stay readable but foreign (their
-          // creator_pid is not ours): every operation on them raises, so
-          // only their pidfds are closed here, without writing to them.
-          Globals& self = globals();
-          new (&self.mu) std::mutex;
-          new (&self.lifecycle.mu) internal::SpinLock;
-          self.lifecycle.done = false;
-          pid_t parent = self.pid;
-          self.pid = ::getpid();
-          for (ChildState* s = self.all; s; s = s->all_next) {
-            if (s->creator_pid == parent && s->pidfd >= 0) ::close(s->pidfd);
-            if (s->creator_pid == parent && s->status_fd >= 0) ::close(s->status_fd);
-          }
-          self.children = nullptr;
-          self.started_any.store(false, std::memory_order_relaxed);
-          // The inherited self-pidfd watches the parent: mp children keep it
-          // as parent_process()'s sentinel; other forks close it.
-          if (self.self_pidfd >= 0 && !self.forking_child) ::close(self.self_pidfd);
-          self.self_pidfd = -1;
-          self.forking_child = false;
-        });
+    pthread_atfork([] { globals().mu.lock(); }, [] { globals().mu.unlock(); },
+                   [] {
+                     // The child has one thread and none of the parent's children.
+                     // States made by the parent stay readable but foreign (their
+                     // creator_pid is not ours): every operation on them raises, so
+                     // only their pidfds are closed here, without writing to them.
+                     Globals& self = globals();
+                     new (&self.mu) std::mutex;
+                     new (&self.lifecycle.mu) internal::SpinLock;
+                     self.lifecycle.done = false;
+                     pid_t parent = self.pid;
+                     self.pid = ::getpid();
+                     for (ChildState* s = self.all; s; s = s->all_next) {
+                       if (s->creator_pid == parent && s->pidfd >= 0) ::close(s->pidfd);
+                       if (s->creator_pid == parent && s->status_fd >= 0) ::close(s->status_fd);
+                     }
+                     self.children = nullptr;
+                     self.started_any.store(false, std::memory_order_relaxed);
+                     // The inherited self-pidfd watches the parent: mp children keep it
+                     // as parent_process()'s sentinel; other forks close it.
+                     if (self.self_pidfd >= 0 && !self.forking_child) ::close(self.self_pidfd);
+                     self.self_pidfd = -1;
+                     self.forking_child = false;
+                   });
     return p;
   }();
   return *g;
@@ -180,7 +176,9 @@ namespace {
 // Returns true when the child has ended.
 bool wait_readable(int fd, std::optional<Clock::time_point> deadline) {
   for (;;) {
-    struct pollfd pfd {fd, POLLIN, 0};
+    struct pollfd pfd {
+      fd, POLLIN, 0
+    };
     struct timespec ts {};
     struct timespec* tsp = nullptr;
     if (deadline) {
@@ -281,8 +279,10 @@ void register_child(Globals& g, const std::shared_ptr<ChildState>& s) {
 // registry held, to be dropped after g.mu is released.
 std::shared_ptr<ChildState> unregister_child(Globals& g, ChildState* s) {
   if (!s->self_ref) return nullptr;
-  if (s->child_prev) s->child_prev->child_next = s->child_next;
-  else g.children = s->child_next;
+  if (s->child_prev)
+    s->child_prev->child_next = s->child_next;
+  else
+    g.children = s->child_next;
   if (s->child_next) s->child_next->child_prev = s->child_prev;
   s->child_prev = s->child_next = nullptr;
   return std::move(s->self_ref);
@@ -306,8 +306,10 @@ std::vector<std::shared_ptr<ChildState>> sweep_children() {
       std::lock_guard l(c->mu);
       closed = c->closed;
     }
-    if (!closed && !reap(*c, false)) alive.push_back(c);
-    else done.push_back(c);
+    if (!closed && !reap(*c, false))
+      alive.push_back(c);
+    else
+      done.push_back(c);
   }
   std::vector<std::shared_ptr<ChildState>> dropped;
   {
@@ -350,21 +352,36 @@ void check_child(const ChildState& s, const char* action) {
 
 std::string signal_name(int sig) {
   switch (sig) {
-    case SIGHUP: return "SIGHUP";
-    case SIGINT: return "SIGINT";
-    case SIGQUIT: return "SIGQUIT";
-    case SIGILL: return "SIGILL";
-    case SIGABRT: return "SIGABRT";
-    case SIGBUS: return "SIGBUS";
-    case SIGFPE: return "SIGFPE";
-    case SIGKILL: return "SIGKILL";
-    case SIGUSR1: return "SIGUSR1";
-    case SIGSEGV: return "SIGSEGV";
-    case SIGUSR2: return "SIGUSR2";
-    case SIGPIPE: return "SIGPIPE";
-    case SIGALRM: return "SIGALRM";
-    case SIGTERM: return "SIGTERM";
-    default: return std::to_string(sig);
+    case SIGHUP:
+      return "SIGHUP";
+    case SIGINT:
+      return "SIGINT";
+    case SIGQUIT:
+      return "SIGQUIT";
+    case SIGILL:
+      return "SIGILL";
+    case SIGABRT:
+      return "SIGABRT";
+    case SIGBUS:
+      return "SIGBUS";
+    case SIGFPE:
+      return "SIGFPE";
+    case SIGKILL:
+      return "SIGKILL";
+    case SIGUSR1:
+      return "SIGUSR1";
+    case SIGSEGV:
+      return "SIGSEGV";
+    case SIGUSR2:
+      return "SIGUSR2";
+    case SIGPIPE:
+      return "SIGPIPE";
+    case SIGALRM:
+      return "SIGALRM";
+    case SIGTERM:
+      return "SIGTERM";
+    default:
+      return std::to_string(sig);
   }
 }
 
@@ -408,8 +425,10 @@ ChildState::~ChildState() {
   if (creator_pid == g.pid && pidfd >= 0) ::close(pidfd);
   if (creator_pid == g.pid && status_fd >= 0) ::close(status_fd);
   std::lock_guard lock(g.mu);
-  if (all_prev) all_prev->all_next = all_next;
-  else g.all = all_next;
+  if (all_prev)
+    all_prev->all_next = all_next;
+  else
+    g.all = all_next;
   if (all_next) all_next->all_prev = all_prev;
 }
 }  // namespace internal
@@ -637,10 +656,9 @@ void Process::run_and_exit() {
     internal::flush_stdio();
     const internal::CaughtException caught = internal::describe_caught_exception();
     const std::string type = caught.type.empty() ? "unknown" : caught.type;
-    std::string text = caught.standard
-                           ? fmt::format("Process {}:\n{}: {}\n", name(), type, caught.what)
-                           : fmt::format("Process {}:\nuncaught exception of type {}\n", name(),
-                                         type);
+    std::string text =
+        caught.standard ? fmt::format("Process {}:\n{}: {}\n", name(), type, caught.what)
+                        : fmt::format("Process {}:\nuncaught exception of type {}\n", name(), type);
     std::fputs(text.c_str(), stderr);
   }
   internal::flush_stdio();
@@ -784,7 +802,9 @@ std::string Process::format() const {
   if (s.started) out += fmt::format(" pid={}", s.pid);
   out += fmt::format(" parent={} {}", s.creator_pid, status);
   // CPython: "exitcode=-SIGTERM" for a known signal, "exitcode=-N" else.
-  if (code) out += fmt::format(" exitcode={}", *code < 0 ? "-" + signal_name(-*code) : std::to_string(*code));
+  if (code)
+    out +=
+        fmt::format(" exitcode={}", *code < 0 ? "-" + signal_name(-*code) : std::to_string(*code));
   if (s.daemon) out += " daemon";
   return out + ">";
 }
@@ -830,7 +850,9 @@ int ChildProcess::sentinel() const {
 
 bool ParentProcess::is_alive() const {
   if (pidfd_ < 0) return ::kill(pid_, 0) == 0 && ::getppid() == pid_;
-  struct pollfd pfd {pidfd_, POLLIN, 0};
+  struct pollfd pfd {
+    pidfd_, POLLIN, 0
+  };
   int rc;
   do {
     rc = ::poll(&pfd, 1, 0);
@@ -858,20 +880,20 @@ std::vector<ChildProcess> active_children() {
 
 // --------------------------------------------- a spawn or forkserver child
 
-void internal::run_started_child(const StartRequest& request, std::vector<int>& fds,
-                                 int channel) {
+void internal::run_started_child(const StartRequest& request, std::vector<int>& fds, int channel) {
   std::function<void()> task;
   try {
     use_parent_map(request.module_map);
-    auto launcher = relocate(reinterpret_cast<Launcher>(static_cast<std::uintptr_t>(request.launcher)));
+    auto launcher =
+        relocate(reinterpret_cast<Launcher>(static_cast<std::uintptr_t>(request.launcher)));
     TravelScope scope(fds);
     Decoder d(request.task);
     task = launcher(d);
     d.expect_end();
   } catch (const std::exception& e) {
-    send_reply(channel, false,
-               fmt::format("mp: the child '{}' could not rebuild its task: {}", request.name,
-                           e.what()));
+    send_reply(
+        channel, false,
+        fmt::format("mp: the child '{}' could not rebuild its task: {}", request.name, e.what()));
     ::_exit(1);
   }
   for (int fd : fds) ::close(fd);

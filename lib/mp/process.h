@@ -113,6 +113,7 @@
 //     traceback.
 #pragma once
 
+#include <fmt/format.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -125,8 +126,6 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "mp/codec.h"
 #include "mp/internal/start.h"
@@ -188,17 +187,19 @@ class Process {
   // Process(target, args...) runs target(args...) in the child. Arguments
   // are copied (decayed) at construction, as std::thread does.
   template <class F, class... Args>
-    requires std::invocable<std::decay_t<F>&, std::decay_t<Args>&...> &&
-             (!std::same_as<std::decay_t<F>, ProcessOptions>) &&
-             (!std::derived_from<std::decay_t<F>, Process>)
-  explicit Process(F&& target, Args&&... args)
+  requires std::invocable < std::decay_t<F>
+  &, std::decay_t<Args>&... >
+         &&(!std::same_as<std::decay_t<F>, ProcessOptions>)&&(
+             !std::derived_from<std::decay_t<F>, Process>)explicit Process(F&& target,
+                                                                           Args&&... args)
       : Process(ProcessOptions{}, std::forward<F>(target), std::forward<Args>(args)...) {}
 
   // Process(options, target, args...) also names the process and/or sets
   // its daemon flag.
   template <class F, class... Args>
-    requires std::invocable<std::decay_t<F>&, std::decay_t<Args>&...>
-  Process(ProcessOptions options, F&& target, Args&&... args) : Process(std::move(options)) {
+  requires std::invocable < std::decay_t<F>
+  &, std::decay_t<Args>&... > Process(ProcessOptions options, F&& target, Args&&... args)
+      : Process(std::move(options)) {
     using Fn = std::decay_t<F>;
     using Tuple = std::tuple<std::decay_t<Args>...>;
     auto task = std::make_shared<std::pair<Fn, Tuple>>(std::forward<F>(target),
@@ -296,8 +297,7 @@ std::function<void()> launch_self(Decoder& d) {
   self->set_name(d.read<std::string>());
   self->set_daemon(d.read<bool>());
   // The fields in order (a fold over the comma operator runs left to right).
-  std::apply([&](auto&... f) { ((f = d.read<std::decay_t<decltype(f)>>()), ...); },
-             self->travel());
+  std::apply([&](auto&... f) { ((f = d.read<std::decay_t<decltype(f)>>()), ...); }, self->travel());
   return [self] { self->run(); };
 }
 

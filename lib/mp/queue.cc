@@ -38,10 +38,10 @@ void throw_no_consumers() {
       "nothing was put");
 }
 void throw_join_no_consumers(std::uint32_t unfinished) {
-  throw BrokenPipeError(fmt::format(
-      "JoinableQueue.join(): {} task(s) unfinished and every process that got from the "
-      "queue has exited or closed it",
-      unfinished));
+  throw BrokenPipeError(
+      fmt::format("JoinableQueue.join(): {} task(s) unfinished and every process that got from the "
+                  "queue has exited or closed it",
+                  unfinished));
 }
 
 void throw_bad_length(std::uint64_t encoded, std::size_t received) {

@@ -147,8 +147,7 @@ void trim_buffer(std::string& b) noexcept;
 
 template <class Rep, class Period>
 Deadline deadline_in(std::chrono::duration<Rep, Period> timeout) {
-  return internal::deadline_after(
-      std::optional<std::chrono::duration<Rep, Period>>(timeout));
+  return internal::deadline_after(std::optional<std::chrono::duration<Rep, Period>>(timeout));
 }
 
 // A deadline already passed: try once.
@@ -170,8 +169,8 @@ class Queue {
       : channel_(ring_bytes, maxsize > 0 ? clamp_max(maxsize) : 0),
         maxsize_(maxsize > 0 ? maxsize : 0) {}
 
-  Queue(Queue&& o) noexcept : channel_(std::move(o.channel_)), maxsize_(o.maxsize_),
-                              closed_(o.closed_.load()) {}
+  Queue(Queue&& o) noexcept
+      : channel_(std::move(o.channel_)), maxsize_(o.maxsize_), closed_(o.closed_.load()) {}
   Queue& operator=(Queue&& o) noexcept {
     channel_ = std::move(o.channel_);
     maxsize_ = o.maxsize_;
@@ -249,7 +248,9 @@ class Queue {
   // empty() is qsize() == 0.
   bool empty() const noexcept { return qsize() == 0; }
   // full() is qsize() >= maxsize() for a bounded queue, false otherwise.
-  bool full() const noexcept { return maxsize_ > 0 && qsize() >= static_cast<std::size_t>(maxsize_); }
+  bool full() const noexcept {
+    return maxsize_ > 0 && qsize() >= static_cast<std::size_t>(maxsize_);
+  }
   // maxsize() is the bound given at construction (0: none).
   long long maxsize() const noexcept { return maxsize_; }
 

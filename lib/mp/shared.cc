@@ -28,26 +28,22 @@ std::string unique_name() {
   static std::atomic<unsigned> counter{0};
   thread_local std::mt19937_64 rng{std::random_device{}()};
   return fmt::format("mp_{}_{}_{:08x}", internal::self_pid(),
-                     counter.fetch_add(1, std::memory_order_relaxed),
-                     static_cast<uint32_t>(rng()));
+                     counter.fetch_add(1, std::memory_order_relaxed), static_cast<uint32_t>(rng()));
 }
 
 [[noreturn]] void throw_errno(int err, const std::string& name, const char* what) {
   if (err == ENOENT) {
-    throw FileNotFoundError(
-        fmt::format("[Errno 2] No such file or directory: '/{}'", name));
+    throw FileNotFoundError(fmt::format("[Errno 2] No such file or directory: '/{}'", name));
   }
   if (err == EEXIST) {
     throw FileExistsError(fmt::format("[Errno 17] File exists: '/{}'", name));
   }
-  throw std::system_error(err, std::generic_category(),
-                          fmt::format("{} '/{}'", what, name));
+  throw std::system_error(err, std::generic_category(), fmt::format("{} '/{}'", what, name));
 }
 
 }  // namespace
 
-SharedMemory::SharedMemory(std::optional<std::string> name, bool create,
-                           std::ptrdiff_t size) {
+SharedMemory::SharedMemory(std::optional<std::string> name, bool create, std::ptrdiff_t size) {
   if (create && size <= 0) {
     throw ValueError("'size' must be a positive number different from zero");
   }
@@ -56,11 +52,16 @@ SharedMemory::SharedMemory(std::optional<std::string> name, bool create,
     name_ = strip_slash(*name);
     // One ValueError for every name /dev/shm cannot hold as one file.
     const char* why = nullptr;
-    if (name_.empty()) why = "it is empty";
-    else if (name_.find('/') != std::string::npos) why = "it contains '/'";
-    else if (name_.find('\0') != std::string::npos) why = "it contains a NUL character";
-    else if (name_ == "." || name_ == "..") why = "'.' and '..' name directories";
-    else if (name_.size() > 255) why = "it is longer than 255 bytes";
+    if (name_.empty())
+      why = "it is empty";
+    else if (name_.find('/') != std::string::npos)
+      why = "it contains '/'";
+    else if (name_.find('\0') != std::string::npos)
+      why = "it contains a NUL character";
+    else if (name_ == "." || name_ == "..")
+      why = "'.' and '..' name directories";
+    else if (name_.size() > 255)
+      why = "it is longer than 255 bytes";
     if (why) {
       std::string shown = name_;
       for (char& c : shown) {
@@ -126,8 +127,7 @@ SharedMemory::~SharedMemory() { destroy(); }
 
 void SharedMemory::destroy() noexcept {
   close();
-  if (unlink_on_destroy_ && !unlinked_ && !name_.empty() &&
-      owner_pid_ == internal::self_pid()) {
+  if (unlink_on_destroy_ && !unlinked_ && !name_.empty() && owner_pid_ == internal::self_pid()) {
     shm_unlink(os_name(name_).c_str());
     unlinked_ = true;
   }

@@ -32,6 +32,7 @@
 // someone calls unlink(). Handles that attached never unlink by default.
 #pragma once
 
+#include <fmt/format.h>
 #include <sys/types.h>
 
 #include <algorithm>
@@ -47,8 +48,6 @@
 #include <string>
 #include <type_traits>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "mp/errors.h"
 #include "mp/internal/shm.h"
@@ -134,16 +133,13 @@ class Value {
   T& get_obj() const noexcept { return *value_; }
 
   // get_lock() is the lock that guards the value (not for RawValue).
-  L& get_lock() noexcept
-    requires internal::kHasLock<L>
-  {
-    return lock_;
-  }
+  L& get_lock() noexcept requires internal::kHasLock<L> { return lock_; }
 
  private:
   friend struct codec_traits<Value>;
   Value(std::shared_ptr<internal::SharedRegion> region, L lock)
-      : region_(std::move(region)), value_(static_cast<T*>(region_->data())),
+      : region_(std::move(region)),
+        value_(static_cast<T*>(region_->data())),
         lock_(std::move(lock)) {}
   auto locked() const { return internal::hold(lock_); }
 
@@ -176,12 +172,13 @@ class Array {
   // (Copying an Array itself copies the handle: both refer to the same
   // shared elements, whatever its constness.)
   template <std::ranges::input_range R>
-    requires std::convertible_to<std::ranges::range_reference_t<R>, T> &&
-             (!std::is_base_of_v<Array, std::remove_cvref_t<R>>)
-  // (The requires-clause keeps Array's own copy and move constructors; clang-tidy 14
-  // does not read it.)
-  // NOLINTNEXTLINE(bugprone-forwarding-reference-overload)
-  explicit Array(R&& range, L lock = L()) : lock_(std::move(lock)) {
+  requires std::convertible_to<std::ranges::range_reference_t<R>, T> &&
+      (!std::is_base_of_v<Array, std::remove_cvref_t<R>>)
+      // (The requires-clause keeps Array's own copy and move constructors; clang-tidy 14
+      // does not read it.)
+      // NOLINTNEXTLINE(bugprone-forwarding-reference-overload)
+      explicit Array(R&& range, L lock = L())
+      : lock_(std::move(lock)) {
     if constexpr (std::ranges::sized_range<R> && std::ranges::forward_range<R>) {
       allocate(static_cast<std::size_t>(std::ranges::size(range)));
       std::ranges::copy(range, data_);
@@ -224,24 +221,21 @@ class Array {
   }
 
   // get_lock() is the lock that guards the array (not for RawArray).
-  L& get_lock() noexcept
-    requires internal::kHasLock<L>
-  {
-    return lock_;
-  }
+  L& get_lock() noexcept requires internal::kHasLock<L> { return lock_; }
 
  private:
   void allocate(std::size_t n) {
     if (n > (SIZE_MAX / 2) / sizeof(T)) throw ValueError("array size too large");
-    region_ = std::make_shared<internal::SharedRegion>(std::max<std::size_t>(n, 1) *
-                                                       sizeof(T));
+    region_ = std::make_shared<internal::SharedRegion>(std::max<std::size_t>(n, 1) * sizeof(T));
     data_ = static_cast<T*>(region_->data());  // zero bytes from mmap
     size_ = n;
   }
   auto locked() const { return internal::hold(lock_); }
   friend struct codec_traits<Array>;
   Array(std::shared_ptr<internal::SharedRegion> region, std::size_t n, L lock)
-      : region_(std::move(region)), data_(static_cast<T*>(region_->data())), size_(n),
+      : region_(std::move(region)),
+        data_(static_cast<T*>(region_->data())),
+        size_(n),
         lock_(std::move(lock)) {}
 
   std::shared_ptr<internal::SharedRegion> region_;
@@ -356,8 +350,8 @@ struct codec_traits<Array<T, L>> {
     std::uint64_t n;
     d.read_raw(&n, sizeof n);
     if (n > region->size() / sizeof(T)) {
-      throw CodecError(fmt::format("mp codec: an Array of {} elements in a {}-byte region", n,
-                                   region->size()));
+      throw CodecError(
+          fmt::format("mp codec: an Array of {} elements in a {}-byte region", n, region->size()));
     }
     L lock = d.read<L>();
     return Array<T, L>(std::move(region), static_cast<std::size_t>(n), std::move(lock));

@@ -69,9 +69,9 @@
 
 #include "mp/errors.h"
 #include "mp/internal/futex.h"
+#include "mp/internal/modules.h"
 #include "mp/internal/shm.h"
 #include "mp/internal/sync_mutex.h"
-#include "mp/internal/modules.h"
 #include "mp/internal/travel.h"
 
 namespace mp {
@@ -133,7 +133,9 @@ class LockOps {
   bool acquire(std::chrono::duration<Rep, Period> timeout) {
     return lock_result(m().acquire(true, deadline_in(timeout)));
   }
-  bool acquire(OptionalTimeout timeout) { return lock_result(m().acquire(true, deadline_opt(timeout))); }
+  bool acquire(OptionalTimeout timeout) {
+    return lock_result(m().acquire(true, deadline_opt(timeout)));
+  }
   bool try_acquire() { return acquire(false); }
   void release() { m().release(); }
 
@@ -141,7 +143,9 @@ class LockOps {
   void unlock() { release(); }
   bool try_lock() { return acquire(false); }
   template <class Rep, class Period>
-  bool try_lock_for(std::chrono::duration<Rep, Period> d) { return acquire(d); }
+  bool try_lock_for(std::chrono::duration<Rep, Period> d) {
+    return acquire(d);
+  }
   template <class Clock, class Duration>
   bool try_lock_until(std::chrono::time_point<Clock, Duration> tp) {
     return lock_result(m().acquire(true, deadline_at(tp)));
@@ -255,7 +259,9 @@ class Semaphore {
   void unlock() { release(); }
   bool try_lock() { return acquire(false); }
   template <class Rep, class Period>
-  bool try_lock_for(std::chrono::duration<Rep, Period> d) { return acquire(d); }
+  bool try_lock_for(std::chrono::duration<Rep, Period> d) {
+    return acquire(d);
+  }
 
  protected:
   Semaphore(int value, bool bounded);
@@ -330,9 +336,9 @@ namespace internal {
 // ConditionState is written only under the condition's lock, except seq
 // (bumped under the lock, read by sleepers as their futex word).
 struct ConditionState {
-  std::atomic<uint32_t> seq{0};       // bumped by every effective notify
-  std::atomic<uint32_t> waiting{0};   // waiters not yet notified or timed out
-  std::atomic<uint32_t> tokens{0};    // notifications not yet taken; <= waiting
+  std::atomic<uint32_t> seq{0};      // bumped by every effective notify
+  std::atomic<uint32_t> waiting{0};  // waiters not yet notified or timed out
+  std::atomic<uint32_t> tokens{0};   // notifications not yet taken; <= waiting
 };
 }  // namespace internal
 
@@ -408,7 +414,8 @@ class Condition : public internal::LockOps<Condition> {
 
   friend struct codec_traits<Condition>;
   Condition(internal::MutexHandle mutex, std::shared_ptr<internal::SharedRegion> region)
-      : mutex_(std::move(mutex)), region_(std::move(region)),
+      : mutex_(std::move(mutex)),
+        region_(std::move(region)),
         state_(static_cast<internal::ConditionState*>(region_->data())) {}
 
   internal::MutexHandle mutex_;
@@ -419,8 +426,8 @@ class Condition : public internal::LockOps<Condition> {
 namespace internal {
 struct BarrierState {
   int32_t parties = 0;
-  int32_t count = 0;  // threads inside wait() of the current generation
-  int32_t state = 0;  // 0 filling, 1 draining, -2 broken
+  int32_t count = 0;        // threads inside wait() of the current generation
+  int32_t state = 0;        // 0 filling, 1 draining, -2 broken
   uint32_t generation = 0;  // bumped by reset(): older waiters leave broken
   uint32_t released = 0;    // generation + 1 of the last one released
 };
@@ -491,8 +498,11 @@ class Barrier {
   friend struct codec_traits<Barrier>;
   Barrier(std::function<void()> action, std::optional<std::chrono::nanoseconds> timeout,
           Condition cond, std::shared_ptr<internal::SharedRegion> region)
-      : action_(std::move(action)), timeout_(timeout), cond_(std::move(cond)),
-        region_(std::move(region)), state_(static_cast<internal::BarrierState*>(region_->data())) {}
+      : action_(std::move(action)),
+        timeout_(timeout),
+        cond_(std::move(cond)),
+        region_(std::move(region)),
+        state_(static_cast<internal::BarrierState*>(region_->data())) {}
 
   std::function<void()> action_;
   std::optional<std::chrono::nanoseconds> timeout_;
@@ -527,7 +537,9 @@ struct codec_traits<Lock> {
 
 template <>
 struct codec_traits<RLock> {
-  static void encode(Encoder& e, const RLock& l) { internal::write_mutex(e, l.mutex_, "mp::RLock"); }
+  static void encode(Encoder& e, const RLock& l) {
+    internal::write_mutex(e, l.mutex_, "mp::RLock");
+  }
   static RLock decode(Decoder& d) { return RLock(internal::read_mutex(d)); }
 };
 
@@ -599,7 +611,8 @@ struct codec_traits<Barrier> {
     Condition cond = codec_traits<Condition>::decode(d);
     auto region = internal::read_shared_region(d, sizeof(internal::BarrierState));
     std::function<void()> fn;
-    if (action) fn = internal::relocate(reinterpret_cast<void (*)()>(static_cast<std::uintptr_t>(action)));
+    if (action)
+      fn = internal::relocate(reinterpret_cast<void (*)()>(static_cast<std::uintptr_t>(action)));
     return Barrier(std::move(fn), timeout, std::move(cond), std::move(region));
   }
 };

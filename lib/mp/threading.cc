@@ -143,7 +143,6 @@ bool claim_pthread(ThreadState& s, pthread_t* out) {
 // thread's identity is known before any other thread exists.
 [[maybe_unused]] Registry& g_registry_init = registry();
 
-
 // DummyGuard owns a dummy thread's state and ends it when the thread exits.
 struct DummyGuard {
   StatePtr state;
@@ -774,9 +773,10 @@ void default_excepthook(const ExceptHookArgs& args) {
       type = fmt::format("exception of type {}", caught.type);
     }
   }
-  std::string text = what.empty()
-                         ? fmt::format("Exception in thread {}:\n{}\n", args.thread.name(), type)
-                         : fmt::format("Exception in thread {}:\n{}: {}\n", args.thread.name(), type, what);
+  std::string text =
+      what.empty()
+          ? fmt::format("Exception in thread {}:\n{}\n", args.thread.name(), type)
+          : fmt::format("Exception in thread {}:\n{}: {}\n", args.thread.name(), type, what);
   std::fwrite(text.data(), 1, text.size(), stderr);
   std::fflush(stderr);
 }

@@ -84,6 +84,7 @@
 // any thread, concurrently.
 #pragma once
 
+#include <fmt/format.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -100,8 +101,6 @@
 #include <typeinfo>
 #include <utility>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "mp/errors.h"
 #include "mp/internal/thread_names.h"
@@ -297,17 +296,20 @@ class Thread : public ThreadHandle {
   // std::ref to share). The target and arguments are destroyed in the new
   // thread once it returns.
   template <class F, class... Args>
-    requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
+  requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
   explicit Thread(F&& target, Args&&... args)
       : Thread(ThreadOptions{}, std::forward<F>(target), std::forward<Args>(args)...) {}
 
   // Thread(options, target, args...) also sets the name and daemon flag.
   template <class F, class... Args>
-    requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
-  Thread(ThreadOptions options, F&& target, Args&&... args) : ThreadHandle(new_state()) {
+  requires std::invocable<std::decay_t<F>, std::decay_t<Args>...> Thread(ThreadOptions options,
+                                                                         F&& target, Args&&... args)
+      : ThreadHandle(new_state()) {
     std::optional<std::string> tname;
-    if (!options.name || options.name->empty()) tname = internal::target_name(static_cast<const std::decay_t<F>&>(target));
-    init(std::move(options), internal::make_target(std::forward<F>(target), std::forward<Args>(args)...),
+    if (!options.name || options.name->empty())
+      tname = internal::target_name(static_cast<const std::decay_t<F>&>(target));
+    init(std::move(options),
+         internal::make_target(std::forward<F>(target), std::forward<Args>(args)...),
          std::move(tname));
   }
 
@@ -359,8 +361,8 @@ class Thread : public ThreadHandle {
 class Timer : public Thread {
  public:
   template <class Rep, class Period, class F, class... Args>
-    requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
-  Timer(std::chrono::duration<Rep, Period> interval, F&& function, Args&&... args)
+  requires std::invocable<std::decay_t<F>, std::decay_t<Args>...> Timer(
+      std::chrono::duration<Rep, Period> interval, F&& function, Args&&... args)
       : Timer(internal::to_nanoseconds(interval),
               internal::make_target(std::forward<F>(function), std::forward<Args>(args)...)) {}
 
@@ -444,10 +446,10 @@ template <class T>
 class local {
  public:
   template <class... Args>
-    requires std::constructible_from<T, const std::decay_t<Args>&...>
-  explicit local(Args&&... args)
+  requires std::constructible_from < T, const std::decay_t<Args>
+  &... > explicit local(Args&&... args)
       : key_(internal::local_key_create()),
-        make_(std::make_unique<Factory<std::decay_t<Args>...>>(std::forward<Args>(args)...)) {}
+  make_(std::make_unique<Factory<std::decay_t<Args>...>>(std::forward<Args>(args)...)) {}
   ~local() { internal::local_key_delete(key_); }
   local(const local&) = delete;
   local& operator=(const local&) = delete;
@@ -486,7 +488,7 @@ class local {
 // fmt::format("{}", thread) gives ThreadHandle::repr(), for Thread, its
 // subclasses and handles.
 template <class T>
-  requires std::derived_from<T, mp::ThreadHandle>
+requires std::derived_from<T, mp::ThreadHandle>
 struct fmt::formatter<T> : fmt::formatter<std::string_view> {
   template <class FormatContext>
   auto format(const T& t, FormatContext& ctx) const {

@@ -12,11 +12,10 @@
 namespace mp::internal {
 namespace {
 
-long sys_futex(std::atomic<uint32_t>* word, int op, uint32_t val,
-               const struct timespec* ts, uint32_t val3) {
+long sys_futex(std::atomic<uint32_t>* word, int op, uint32_t val, const struct timespec* ts,
+               uint32_t val3) {
   static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
-  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), op, val, ts,
-                 nullptr, val3);
+  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), op, val, ts, nullptr, val3);
 }
 
 }  // namespace
@@ -27,9 +26,8 @@ bool futex_wait_until(std::atomic<uint32_t>* word, uint32_t expected,
   const struct timespec* tsp = nullptr;
   if (deadline) {
     // steady_clock is CLOCK_MONOTONIC on Linux/libstdc++.
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                  deadline->time_since_epoch())
-                  .count();
+    auto ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(deadline->time_since_epoch()).count();
     if (ns < 0) ns = 0;
     ts.tv_sec = ns / 1'000'000'000;
     ts.tv_nsec = ns % 1'000'000'000;
@@ -52,8 +50,9 @@ bool futex_wait_until(std::atomic<uint32_t>* word, uint32_t expected,
 bool futex_wait(std::atomic<uint32_t>* word, uint32_t expected,
                 std::optional<std::chrono::nanoseconds> timeout) {
   std::optional<std::chrono::steady_clock::time_point> deadline;
-  if (timeout) deadline = std::chrono::steady_clock::now() +
-                          std::max(*timeout, std::chrono::nanoseconds::zero());
+  if (timeout)
+    deadline =
+        std::chrono::steady_clock::now() + std::max(*timeout, std::chrono::nanoseconds::zero());
   return futex_wait_until(word, expected, deadline);
 }
 

@@ -6,9 +6,9 @@
 // are the shared (non-PRIVATE) kind.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <algorithm>
 #include <cstdint>
 #include <optional>
 
@@ -61,8 +61,6 @@ inline void cpu_relax() noexcept {
 }
 
 // expired reports whether a deadline has passed (never, for no deadline).
-inline bool expired(const Deadline& d) {
-  return d && std::chrono::steady_clock::now() >= *d;
-}
+inline bool expired(const Deadline& d) { return d && std::chrono::steady_clock::now() >= *d; }
 
 }  // namespace mp::internal

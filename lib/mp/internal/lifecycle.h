@@ -45,11 +45,11 @@ class SpinLock {
 
 struct LifecycleState {
   static constexpr std::size_t kMaxFinalizers = 32;
-  SpinLock mu;                          // guards the fields below
+  SpinLock mu;                         // guards the fields below
   void (*fns[kMaxFinalizers])() = {};  // registered duties, oldest first
   FinalizerPhase phases[kMaxFinalizers] = {};
   std::size_t count = 0;
-  bool done = false;                    // finalize_process() ran here
+  bool done = false;  // finalize_process() ran here
 };
 
 // lifecycle_state() is this process's registry; a forked child gets a

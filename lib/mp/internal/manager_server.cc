@@ -1027,12 +1027,9 @@ void Server::on_readable(std::uint64_t id) {
         if (c.auth != Auth::kReady && c.in.size() > kMaxAuthFrame + 8) break;
         continue;
       }
-      if (r == 0)
-        eof = true;
-      else if (errno == EINTR)
-        continue;
-      else if (errno != EAGAIN && errno != EWOULDBLOCK)
-        eof = true;
+      if (r < 0 && errno == EINTR) continue;
+      // End of file, or an error other than "nothing more for now".
+      if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) eof = true;
       break;
     }
   }

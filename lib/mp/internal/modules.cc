@@ -1,12 +1,11 @@
 #include "mp/internal/modules.h"
 
 #include <elf.h>
+#include <fmt/format.h>
 #include <link.h>
 
 #include <mutex>
 #include <utility>
-
-#include <fmt/format.h>
 
 #include "mp/codec.h"
 #include "mp/errors.h"
@@ -117,7 +116,8 @@ const std::string& module_map() {
 
 Relocator::Relocator(std::string_view parent_map)
     : identity_(false), parent_(decode<std::vector<Module>>(parent_map)), self_(loaded_modules()) {
-  if (parent_.empty() || self_.empty()) throw ProcessError("mp: empty module map at a child's start");
+  if (parent_.empty() || self_.empty())
+    throw ProcessError("mp: empty module map at a child's start");
   const Module& pe = parent_.front();
   const Module& se = self_.front();
   if (pe.build_id != se.build_id) {

@@ -54,13 +54,14 @@ inline std::uint64_t state_tag(std::uint64_t pos) { return (pos >> 4) << 16; }
 
 struct PoolControl {
   alignas(kCacheLine) std::atomic<std::uint64_t> tail{0};  // task ring: published end (pool writes)
-  alignas(kCacheLine) std::atomic<std::uint64_t> next{0};  // task ring: first record maybe unclaimed
+  alignas(kCacheLine) std::atomic<std::uint64_t> next{
+      0};  // task ring: first record maybe unclaimed
   alignas(kCacheLine) std::atomic<std::uint32_t> task_seq{0};  // futex: bumped to wake workers
-  std::atomic<std::uint32_t> sleepers{0};      // workers asleep on task_seq
+  std::atomic<std::uint32_t> sleepers{0};                      // workers asleep on task_seq
   std::atomic<std::uint32_t> spinners{0};      // workers spinning for a task (0 or 1)
   std::atomic<std::uint32_t> wake_pending{0};  // a wake was issued and not yet consumed
   std::atomic<std::uint32_t> closing{0};       // workers exit once no task is left
-  alignas(kCacheLine) std::atomic<std::uint32_t> result_seq{0};      // futex: bumped to wake the pool
+  alignas(kCacheLine) std::atomic<std::uint32_t> result_seq{0};  // futex: bumped to wake the pool
   std::atomic<std::uint32_t> parent_waiting{0};  // the pool sleeps (or is about to) on result_seq
 };
 
@@ -70,8 +71,8 @@ struct TaskHeader {
   std::atomic<std::uint64_t> state;  // state_tag(pos) | owner
   std::uint32_t size;                // whole record, header included
   std::uint32_t payload_len;
-  std::uint64_t seq;                 // the pool's record number
-  std::uint64_t trampoline;          // address of a Trampoline in the (shared) image
+  std::uint64_t seq;         // the pool's record number
+  std::uint64_t trampoline;  // address of a Trampoline in the (shared) image
 };
 static_assert(sizeof(TaskHeader) == 32);
 inline constexpr std::size_t kTaskHeader = sizeof(TaskHeader);
@@ -87,15 +88,15 @@ static_assert(sizeof(ResultHeader) == 24);
 inline constexpr std::size_t kResultHeader = sizeof(ResultHeader);
 
 enum Status : std::uint32_t {
-  kOk = 0,          // payload: the encoded result
-  kTaskError = 1,   // payload: encode(tuple<string type, string message>)
-  kPad = 2,         // skip: filler up to the end of the ring
-  kInitError = 3,   // the initializer threw; payload as kTaskError
+  kOk = 0,         // payload: the encoded result
+  kTaskError = 1,  // payload: encode(tuple<string type, string message>)
+  kPad = 2,        // skip: filler up to the end of the ring
+  kInitError = 3,  // the initializer threw; payload as kTaskError
 };
 
 struct ResultControl {
-  alignas(kCacheLine) std::atomic<std::uint64_t> tail{0};  // worker writes
-  alignas(kCacheLine) std::atomic<std::uint64_t> head{0};  // pool writes
+  alignas(kCacheLine) std::atomic<std::uint64_t> tail{0};       // worker writes
+  alignas(kCacheLine) std::atomic<std::uint64_t> head{0};       // pool writes
   alignas(kCacheLine) std::atomic<std::uint32_t> space_seq{0};  // futex: bumped when head moves
   std::atomic<std::uint32_t> writer_waiting{0};
   std::atomic<std::uint32_t> exiting{0};  // the worker stopped claiming and is about to exit
@@ -112,7 +113,8 @@ struct Layout {
 
   std::size_t task_offset() const { return round_up(sizeof(PoolControl), 4096); }
   std::size_t slot_offset(std::size_t i) const {
-    return task_offset() + task_capacity + i * (round_up(sizeof(ResultControl), 4096) + result_capacity);
+    return task_offset() + task_capacity +
+           i * (round_up(sizeof(ResultControl), 4096) + result_capacity);
   }
   std::size_t total() const { return slot_offset(slots); }
 };

@@ -1,5 +1,6 @@
 #include "mp/internal/pool_core.h"
 
+#include <fmt/format.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
@@ -7,13 +8,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <system_error>
 #include <bit>
 #include <chrono>
 #include <cstdio>
+#include <system_error>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "mp/codec.h"
 #include "mp/errors.h"
@@ -184,8 +183,9 @@ void PoolCore::spawn_locked(std::size_t slot) {
           reinterpret_cast<std::uintptr_t>(*options_.initializer.target<void (*)()>());
     }
     start.parent = ::getpid();
-    made.emplace(ProcessOptions{s.name, true, std::string(start_method_name(options_.start_method))},
-                 worker_entry, start);
+    made.emplace(
+        ProcessOptions{s.name, true, std::string(start_method_name(options_.start_method))},
+        worker_entry, start);
   }
   Process& p = *made;
   p.start();
@@ -205,8 +205,8 @@ void PoolCore::check_submit_locked() const {
   if (state_ != State::kRun) throw ValueError("Pool not running");
 }
 
-bool PoolCore::try_write_locked(const std::shared_ptr<JobBase>& job, std::uint32_t chunk, Trampoline t,
-                                std::string_view payload) {
+bool PoolCore::try_write_locked(const std::shared_ptr<JobBase>& job, std::uint32_t chunk,
+                                Trampoline t, std::string_view payload) {
   const std::size_t cap = ch_.layout.task_capacity;
   const std::size_t size = round_up(kTaskHeader + payload.size(), 16);
   std::uint64_t pos = tail_;
@@ -227,7 +227,8 @@ bool PoolCore::try_write_locked(const std::shared_ptr<JobBase>& job, std::uint32
   h->payload_len = static_cast<std::uint32_t>(payload.size());
   h->seq = base_seq_ + records_.size();
   h->trampoline = reinterpret_cast<std::uint64_t>(t);
-  if (!payload.empty()) std::memcpy(reinterpret_cast<char*>(h) + kTaskHeader, payload.data(), payload.size());
+  if (!payload.empty())
+    std::memcpy(reinterpret_cast<char*>(h) + kTaskHeader, payload.data(), payload.size());
   h->state.store(state_tag(pos), std::memory_order_release);
   records_.push_back(Record{pos, static_cast<std::uint32_t>(size), false, chunk, job});
   tail_ = pos + size;
@@ -235,14 +236,14 @@ bool PoolCore::try_write_locked(const std::shared_ptr<JobBase>& job, std::uint32
   return true;
 }
 
-void PoolCore::enqueue_locked(const std::shared_ptr<JobBase>& job, std::uint32_t chunk, Trampoline t,
-                              std::string_view payload) {
+void PoolCore::enqueue_locked(const std::shared_ptr<JobBase>& job, std::uint32_t chunk,
+                              Trampoline t, std::string_view payload) {
   const std::size_t size = round_up(kTaskHeader + payload.size(), 16);
   if (size > ch_.layout.task_capacity / 2) {
-    throw ValueError(fmt::format(
-        "task arguments of {} bytes do not fit the pool's task buffer of {} bytes "
-        "(raise PoolOptions::task_buffer_bytes)",
-        payload.size(), ch_.layout.task_capacity));
+    throw ValueError(
+        fmt::format("task arguments of {} bytes do not fit the pool's task buffer of {} bytes "
+                    "(raise PoolOptions::task_buffer_bytes)",
+                    payload.size(), ch_.layout.task_capacity));
   }
   ++outstanding_;
   if (pending_.empty() && try_write_locked(job, chunk, t, payload)) return;
@@ -264,7 +265,8 @@ void PoolCore::wake_workers() {
   futex_wake(&c->task_seq, 1);
 }
 
-void PoolCore::submit(const std::shared_ptr<JobBase>& job, Trampoline t, const ChunkEncoder& encode) {
+void PoolCore::submit(const std::shared_ptr<JobBase>& job, Trampoline t,
+                      const ChunkEncoder& encode) {
   Finished finished;
   {
     std::lock_guard lock(mu_);
@@ -282,7 +284,8 @@ void PoolCore::submit(const std::shared_ptr<JobBase>& job, Trampoline t, const C
   finish(finished);
 }
 
-void PoolCore::submit_one(const std::shared_ptr<JobBase>& job, Trampoline t, std::string_view payload) {
+void PoolCore::submit_one(const std::shared_ptr<JobBase>& job, Trampoline t,
+                          std::string_view payload) {
   Finished finished;
   {
     std::lock_guard lock(mu_);
@@ -295,7 +298,8 @@ void PoolCore::submit_one(const std::shared_ptr<JobBase>& job, Trampoline t, std
 }
 
 std::size_t PoolCore::feed(const std::shared_ptr<JobBase>& job, Trampoline t, std::uint32_t first,
-                           const std::vector<std::string_view>& payloads, std::exception_ptr& error) {
+                           const std::vector<std::string_view>& payloads,
+                           std::exception_ptr& error) {
   Finished finished;
   std::size_t done = 0;
   {
@@ -391,8 +395,8 @@ bool PoolCore::drain_slot_locked(std::size_t slot, Finished& finished) {
   return false;
 }
 
-void PoolCore::handle_frame_locked(std::size_t slot, const ResultHeader& h, std::string_view payload,
-                                   Finished& finished) {
+void PoolCore::handle_frame_locked(std::size_t slot, const ResultHeader& h,
+                                   std::string_view payload, Finished& finished) {
   if (h.status == kInitError) {
     std::string type = "unknown";
     std::string message;
@@ -405,7 +409,8 @@ void PoolCore::handle_frame_locked(std::size_t slot, const ResultHeader& h, std:
                       finished);
     return;
   }
-  if (h.seq < base_seq_ || h.seq - base_seq_ >= records_.size()) return;  // not ours (cannot happen)
+  if (h.seq < base_seq_ || h.seq - base_seq_ >= records_.size())
+    return;  // not ours (cannot happen)
   Record& r = records_[h.seq - base_seq_];
   if (r.done || !r.job) return;
   r.done = true;
@@ -446,7 +451,8 @@ void PoolCore::flush_pending_locked() {
   bool wrote = false;
   while (!pending_.empty()) {
     Pending& p = pending_.front();
-    if (!try_write_locked(p.job, p.chunk, p.tramp, std::string_view(pending_bytes_).substr(p.offset, p.len)))
+    if (!try_write_locked(p.job, p.chunk, p.tramp,
+                          std::string_view(pending_bytes_).substr(p.offset, p.len)))
       break;
     pending_consumed_ = p.offset + p.len;
     pending_.pop_front();
@@ -463,7 +469,8 @@ void PoolCore::pump_locked(Finished& finished, bool check_deaths) {
   for (std::size_t i = 0; i < slots_.size(); ++i) {
     if (!slots_[i].process || slots_[i].exited) continue;
     drain_slot_locked(i, finished);
-    if (ch_.result_control(i)->exiting.load(std::memory_order_acquire)) handle_exit_locked(i, finished);
+    if (ch_.result_control(i)->exiting.load(std::memory_order_acquire))
+      handle_exit_locked(i, finished);
   }
   const auto now = Clock::now();
   if (check_deaths || now - last_death_check_ >= kSlice) {
@@ -506,10 +513,10 @@ void PoolCore::handle_exit_locked(std::size_t slot, Finished& finished) {
     if ((st & kOwnerMask) != owner) continue;
     r.done = true;
     std::shared_ptr<JobBase> job = std::move(r.job);
-    job->fail(r.chunk, std::make_exception_ptr(WorkerLostError(
-                           fmt::format("worker {} (pid {}) {} while running a task", s.name, s.pid,
-                                       describe_exit(code)),
-                           s.pid, code)));
+    job->fail(r.chunk, std::make_exception_ptr(
+                           WorkerLostError(fmt::format("worker {} (pid {}) {} while running a task",
+                                                       s.name, s.pid, describe_exit(code)),
+                                           s.pid, code)));
     --outstanding_;
     if (++job->chunks_done == job->chunks_total) finished.push_back(std::move(job));
   }
@@ -624,7 +631,8 @@ void PoolCore::break_pool_locked(std::string message, Finished& finished) {
 bool PoolCore::results_available() const {
   for (std::size_t i = 0; i < ch_.layout.slots; ++i) {
     const ResultControl* rc = ch_.result_control(i);
-    if (rc->tail.load(std::memory_order_acquire) != rc->head.load(std::memory_order_relaxed)) return true;
+    if (rc->tail.load(std::memory_order_acquire) != rc->head.load(std::memory_order_relaxed))
+      return true;
     if (rc->exiting.load(std::memory_order_relaxed)) return true;
   }
   return false;
@@ -704,8 +712,9 @@ void PoolCore::terminate() {
       if (slots_[i].process && !slots_[i].exited) drain_slot_locked(i, finished);
     }
     stop_workers_locked();
-    fail_all_locked(std::make_exception_ptr(ProcessError("Pool was terminated before the task completed")),
-                    finished);
+    fail_all_locked(
+        std::make_exception_ptr(ProcessError("Pool was terminated before the task completed")),
+        finished);
     records_.clear();
     head_ = tail_;
   }
@@ -723,10 +732,12 @@ void PoolCore::join() {
   // stopping_ is set in the same hold that saw none outstanding.
   std::unique_lock lock(mu_, std::defer_lock);
   for (;;) {
-    wait_until([this] {
-      std::lock_guard hold(mu_);
-      return outstanding_ == 0;
-    }, std::nullopt);
+    wait_until(
+        [this] {
+          std::lock_guard hold(mu_);
+          return outstanding_ == 0;
+        },
+        std::nullopt);
     lock.lock();
     if (outstanding_ == 0) break;
     lock.unlock();

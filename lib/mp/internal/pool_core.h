@@ -212,9 +212,9 @@ class PoolCore final : public Engine {
   // Everything below is written under mu_.
   State state_ = State::kRun;
   bool joined_ = false;
-  bool stopping_ = false;  // join() saw every task done and is stopping the workers
+  bool stopping_ = false;              // join() saw every task done and is stopping the workers
   std::optional<std::string> broken_;  // the initializer's failure
-  int failed_starts_ = 0;  // workers in a row that ended before their initializer returned
+  int failed_starts_ = 0;    // workers in a row that ended before their initializer returned
   std::string spawn_error_;  // why the last replacement could not be started
   std::vector<Slot> slots_;
   int worker_counter_ = 0;

@@ -55,7 +55,8 @@ class Worker {
       TaskHeader* h = wait_task();
       if (!h) return;
       const auto tramp = relocate(reinterpret_cast<Trampoline>(h->trampoline));
-      const std::string_view payload(reinterpret_cast<const char*>(h) + kTaskHeader, h->payload_len);
+      const std::string_view payload(reinterpret_cast<const char*>(h) + kTaskHeader,
+                                     h->payload_len);
       const std::uint64_t seq = h->seq;
       out.clear();
       std::uint32_t status = kOk;
@@ -118,7 +119,8 @@ class Worker {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (c_->sleepers.load(std::memory_order_relaxed) == 0) return;
     if (c_->spinners.load(std::memory_order_relaxed) != 0) return;
-    if (c_->next.load(std::memory_order_relaxed) >= c_->tail.load(std::memory_order_relaxed)) return;
+    if (c_->next.load(std::memory_order_relaxed) >= c_->tail.load(std::memory_order_relaxed))
+      return;
     if (c_->wake_pending.exchange(1)) return;
     c_->task_seq.fetch_add(1);
     futex_wake(&c_->task_seq, 1);

@@ -45,7 +45,9 @@ class SharedRegion {
   // as<T>() views the start of the region as a T (placement-constructed by
   // the owner).
   template <class T>
-  T* as() const noexcept { return static_cast<T*>(data_); }
+  T* as() const noexcept {
+    return static_cast<T*>(data_);
+  }
 
  private:
   void release() noexcept;

@@ -1,13 +1,11 @@
 #include "mp/internal/shm_channel.h"
 
-#include "mp/errors.h"
-#include "mp/internal/liveness.h"
-
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
-#include <sys/syscall.h>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,7 +15,8 @@
 #include <system_error>
 #include <utility>
 
-#include <fmt/format.h>
+#include "mp/errors.h"
+#include "mp/internal/liveness.h"
 
 namespace mp::internal {
 namespace {
@@ -169,9 +168,9 @@ namespace {
 // polls, alone on the first; the lock and the hints on the second, so that
 // polling does not pull the lock's line from its holder mid-operation.
 struct alignas(64) ProducerSide {
-  std::atomic<std::uint64_t> commit{0};          // {messages published, tail}
+  std::atomic<std::uint64_t> commit{0};            // {messages published, tail}
   alignas(64) std::atomic<std::uint32_t> lock{0};  // owner pid and generation, see lock_side
-  std::atomic<std::uint32_t> lock_seq{0};        // lockers sleep here, see SideLock
+  std::atomic<std::uint32_t> lock_seq{0};          // lockers sleep here, see SideLock
   // Hint, written under the producer lock: the consumer commit word last
   // seen. It trails the real one by less than the ring (it is refreshed
   // whenever it shows too little room), so 32-bit distances stay exact.
@@ -207,8 +206,8 @@ static_assert(ShmChannel::kMaxProducers == ShmChannel::kMaxConsumers);
 }  // namespace
 
 struct ShmChannel::Header {
-  std::uint64_t capacity;  // immutable
-  std::uint64_t mask;      // immutable
+  std::uint64_t capacity;      // immutable
+  std::uint64_t mask;          // immutable
   std::uint32_t max_messages;  // immutable
   // Immutable: producers may publish with light fences, so sleepers on
   // data_seq and on the producer lock make heavy ones (asymmetric fences).
@@ -314,8 +313,9 @@ bool try_take(SideLock l) {
       if (l.word.compare_exchange_strong(v, owned_by_me(v), std::memory_order_acquire)) return true;
       continue;
     }
-    if (sleep_on(l.seq, [&] { return l.word.load(std::memory_order_relaxed) != v; },
-                 earlier(lock_deadline, Clock::now() + ShmChannel::kLivenessSlice), l.heavy)) {
+    if (sleep_on(
+            l.seq, [&] { return l.word.load(std::memory_order_relaxed) != v; },
+            earlier(lock_deadline, Clock::now() + ShmChannel::kLivenessSlice), l.heavy)) {
       continue;
     }
     if (l.word.load(std::memory_order_relaxed) == v && owner_dead(v) &&
@@ -397,11 +397,12 @@ ShmChannel ShmChannel::attach(SharedRegion region) {
   }
   const Header* hh = region.as<Header>();
   const std::size_t cap = hh->capacity;
-  if (cap < kMinCapacity || cap > kMaxCapacity || (cap & (cap - 1)) != 0 ||
-      hh->mask != cap - 1 || region.size() < kHeaderBytes + cap) {
-    throw CodecError(fmt::format("mp codec: a queue's shared region of {} bytes does not hold a "
-                                 "channel (capacity {})",
-                                 region.size(), cap));
+  if (cap < kMinCapacity || cap > kMaxCapacity || (cap & (cap - 1)) != 0 || hh->mask != cap - 1 ||
+      region.size() < kHeaderBytes + cap) {
+    throw CodecError(
+        fmt::format("mp codec: a queue's shared region of {} bytes does not hold a "
+                    "channel (capacity {})",
+                    region.size(), cap));
   }
   const Geometry g{cap, cap - 1, hh->max_messages, hh->asymmetric};
   return ShmChannel(AttachTag{}, std::move(region), g);
@@ -602,8 +603,8 @@ struct Ring {
       // The head position at which the wait is over: tail + target - capacity.
       std::uint32_t wake_at = pos_of(h->c.commit.load(std::memory_order_relaxed));
       if (need != 0) {
-        const std::uint64_t target = std::min<std::uint64_t>(
-            g.capacity, std::max<std::uint64_t>(need, g.capacity / 4));
+        const std::uint64_t target =
+            std::min<std::uint64_t>(g.capacity, std::max<std::uint64_t>(need, g.capacity / 4));
         wake_at = pos_of(h->p.commit.load(std::memory_order_relaxed)) -
                   static_cast<std::uint32_t>((g.capacity - target) / kUnit);
       }
@@ -787,8 +788,9 @@ bool wait_next_chunk(const Ring& r) {
     // one (a heavy fence per chunk wait cost ~20% at 1 MiB here). A whole
     // message published lightly by another producer after this stream was
     // abandoned is seen within the slice.
-    sleep_on(hh->data_seq, [&] { return records_available(hh); },
-             Clock::now() + ShmChannel::kLivenessSlice);
+    sleep_on(
+        hh->data_seq, [&] { return records_available(hh); },
+        Clock::now() + ShmChannel::kLivenessSlice);
     if (records_available(hh)) return true;
     const SideLock producer{hh->p.lock, hh->p.lock_seq, r.g.asymmetric};
     if (!try_take(producer)) continue;  // a live producer is at work
@@ -885,8 +887,8 @@ Peek peek(const Ring& r, Head& at) {
   at.got = hh->c.commit.load(std::memory_order_acquire);
   if (!published_past(r, at.got)) return Peek::kEmpty;
   r.read8(byte_pos(pos_of(at.got)), &at.rh);
-  const std::uint64_t len_max = at.rh.kind == (kBegin | kEnd) ? r.g.capacity / 2 - kRecordHeader
-                                                             : r.g.capacity / 4;
+  const std::uint64_t len_max =
+      at.rh.kind == (kBegin | kEnd) ? r.g.capacity / 2 - kRecordHeader : r.g.capacity / 4;
   const bool begins_stream = at.rh.kind == kBegin;  // its payload starts with the total length
   if (at.rh.len <= len_max && (at.rh.kind & ~(kBegin | kEnd)) == 0 &&
       !(begins_stream && at.rh.len < sizeof(std::uint64_t))) {
@@ -1059,8 +1061,9 @@ ChannelStatus ShmChannel::recv_bytes(std::string& out, const Deadline& deadline,
     if (t == Take::kLockTimedOut || expired(deadline)) return ChannelStatus::kTimedOut;
     if (spin_for_records(hh, deadline)) continue;
     const std::uint32_t gen = hh->producers.gen.load();
-    const bool woken = sleep_on(hh->data_seq, [&] { return records_available(hh); },
-                                earlier(deadline, Clock::now() + kLivenessSlice), r.g.asymmetric);
+    const bool woken = sleep_on(
+        hh->data_seq, [&] { return records_available(hh); },
+        earlier(deadline, Clock::now() + kLivenessSlice), r.g.asymmetric);
     if (records_available(hh)) continue;
     if (cancel && cancel->load()) return ChannelStatus::kCancelled;
     if (side_gone(hh->producers, gen, woken, deadline, [&] { return records_available(hh); })) {

@@ -130,10 +130,10 @@ namespace mp::internal {
 
 // ChannelStatus is the outcome of a channel operation.
 enum class ChannelStatus {
-  kOk,        // done
-  kTimedOut,  // the deadline passed first (for a past deadline: would block)
-  kEof,       // receive only: empty and every registered producer is gone
-  kCancelled, // the caller's cancel flag was set (checked when woken)
+  kOk,          // done
+  kTimedOut,    // the deadline passed first (for a past deadline: would block)
+  kEof,         // receive only: empty and every registered producer is gone
+  kCancelled,   // the caller's cancel flag was set (checked when woken)
   kBrokenPipe,  // send and join only: full (or unfinished) and every
                 // registered consumer is gone
 };
@@ -154,8 +154,7 @@ class ShmChannel {
   // Creates a channel whose ring holds `capacity` bytes (rounded up to a
   // power of two, at least 4 KiB) and at most `max_messages` complete
   // messages (0: no limit but the ring's bytes).
-  explicit ShmChannel(std::size_t capacity = kDefaultCapacity,
-                      std::uint32_t max_messages = 0);
+  explicit ShmChannel(std::size_t capacity = kDefaultCapacity, std::uint32_t max_messages = 0);
   ~ShmChannel();
   // attach(region) is a handle to the channel that lives in `region` (one
   // that travelled to this process, internal/travel.h). Raises
@@ -248,7 +247,7 @@ class ShmChannel {
     std::uint64_t capacity = 0;  // ring bytes, a power of two
     std::uint64_t mask = 0;      // capacity - 1
     std::uint32_t max_messages = 0;
-    bool asymmetric = false;     // producers publish with light fences
+    bool asymmetric = false;  // producers publish with light fences
   };
 
  private:

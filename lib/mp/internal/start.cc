@@ -1,6 +1,7 @@
 #include "mp/internal/start.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -24,8 +25,6 @@
 #include <mutex>
 #include <optional>
 #include <system_error>
-
-#include <fmt/format.h>
 
 #include "mp/context.h"
 #include "mp/errors.h"
@@ -98,9 +97,10 @@ bool write_all(int fd, const char* p, std::size_t n) {
 // send_frame: false when the peer is gone (EPIPE, ECONNRESET).
 bool send_frame(int sock, std::string_view bytes, const std::vector<int>& fds) {
   if (fds.size() > kMaxFds) {
-    throw ValueError(fmt::format("a child's task carries {} objects that own file descriptors; at "
-                                 "most {} can travel in one start",
-                                 fds.size(), kMaxFds));
+    throw ValueError(
+        fmt::format("a child's task carries {} objects that own file descriptors; at "
+                    "most {} can travel in one start",
+                    fds.size(), kMaxFds));
   }
   char head[12];
   std::uint64_t len = bytes.size();
@@ -210,8 +210,8 @@ RecvStatus recv_frame(int sock, std::string& bytes, std::vector<int>& fds,
   std::memcpy(&len, head, 8);
   std::memcpy(&nfds, head + 8, 4);
   if (nfds != fds.size() && fds.size() < nfds) {
-    throw ProcessError(fmt::format("mp: a start frame announced {} fds and carried {}", nfds,
-                                   fds.size()));
+    throw ProcessError(
+        fmt::format("mp: a start frame announced {} fds and carried {}", nfds, fds.size()));
   }
   if (len > (std::uint64_t{1} << 40)) {
     throw ProcessError(fmt::format("mp: a start frame of {} bytes is corrupt", len));
@@ -259,9 +259,12 @@ __attribute__((constructor)) void read_start_environment() {
   // Only mp's start channel: a socket at the fd named.
   if (fd < 0 || ::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return;
   ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-  if (mode == "spawn") g_pending = Pending::kSpawn;
-  else if (mode == "forkserver") g_pending = Pending::kForkserver;
-  else return;
+  if (mode == "spawn")
+    g_pending = Pending::kSpawn;
+  else if (mode == "forkserver")
+    g_pending = Pending::kForkserver;
+  else
+    return;
   g_pending_fd = fd;
   std::atexit(report_missing_entry_at_exit);
 }
@@ -367,8 +370,8 @@ void await_answer(int channel, const std::function<std::string()>& ended_how) {
         "call it at the top of main())",
         kAnswerTimeout.count()));
   }
-  throw ProcessError(fmt::format("mp: a new child ended before running its task ({})",
-                                 ended_how()));
+  throw ProcessError(
+      fmt::format("mp: a new child ended before running its task ({})", ended_how()));
 }
 
 // ---------------------------------------------------------------- forkserver
@@ -634,8 +637,8 @@ void ServerLoop::become_spare(int sock) {
     Decoder d(bytes);
     request = d.read<StartRequest>();
   } catch (const std::exception& e) {
-    send_reply(channel, false, fmt::format("mp: a forkserver child could not read its start: {}",
-                                           e.what()));
+    send_reply(channel, false,
+               fmt::format("mp: a forkserver child could not read its start: {}", e.what()));
     ::_exit(1);
   }
   run_started_child(request, fds, channel);
@@ -771,16 +774,20 @@ StartMethod parse_start_method(std::string_view name) {
   if (name == "fork") return StartMethod::kFork;
   if (name == "forkserver") return StartMethod::kForkserver;
   if (name == "spawn") return StartMethod::kSpawn;
-  throw ValueError(fmt::format("cannot find context for '{}': the start methods are 'fork', "
-                               "'forkserver' and 'spawn'",
-                               name));
+  throw ValueError(
+      fmt::format("cannot find context for '{}': the start methods are 'fork', "
+                  "'forkserver' and 'spawn'",
+                  name));
 }
 
 std::string_view start_method_name(StartMethod m) noexcept {
   switch (m) {
-    case StartMethod::kFork: return "fork";
-    case StartMethod::kForkserver: return "forkserver";
-    case StartMethod::kSpawn: return "spawn";
+    case StartMethod::kFork:
+      return "fork";
+    case StartMethod::kForkserver:
+      return "forkserver";
+    case StartMethod::kSpawn:
+      return "spawn";
   }
   return "fork";
 }
@@ -874,7 +881,8 @@ void freeze_support() {
     Decoder d(bytes);
     request = d.read<StartRequest>();
   } catch (const std::exception& e) {
-    send_reply(fd, false, fmt::format("mp: a spawned child could not read its start: {}", e.what()));
+    send_reply(fd, false,
+               fmt::format("mp: a spawned child could not read its start: {}", e.what()));
     ::_exit(1);
   }
   run_started_child(request, fds, fd);

@@ -71,13 +71,13 @@ struct StartRequest {
   std::string parent_name;   // what parent_process()->name() reports
   pid_t parent_pid = 0;
   bool daemon = false;
-  int number = 0;            // N of Process-N
+  int number = 0;  // N of Process-N
   // The parent's default start method, the child's own default (CPython's
   // spawn.prepare sets it from get_start_method()).
   StartMethod default_method = StartMethod::kFork;
-  std::string module_map;    // internal/modules.h
+  std::string module_map;      // internal/modules.h
   std::uint64_t launcher = 0;  // the parent's address of the Launcher
-  std::string task;          // what the Launcher decodes
+  std::string task;            // what the Launcher decodes
 };
 
 // StartedChild: a running child, as the parent holds it.

@@ -1,6 +1,7 @@
 #include "mp/internal/sync_mutex.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -12,8 +13,6 @@
 #include <cstring>
 #include <mutex>
 #include <new>
-
-#include <fmt/format.h>
 
 #include "mp/errors.h"
 #include "mp/internal/liveness.h"
@@ -40,8 +39,7 @@ uint64_t self_stamp() noexcept { return make_stamp(self_pid(), self_start_time()
 bool stamp_alive(pid_t pid, uint64_t stamp) noexcept {
   if (pid <= 0) return true;  // unknown owner: never steal
   // A stamp of another pid says nothing about this one: pid liveness only.
-  const uint64_t start =
-      static_cast<pid_t>(stamp >> 40) == pid ? (stamp & kStampTimeMask) : 0;
+  const uint64_t start = static_cast<pid_t>(stamp >> 40) == pid ? (stamp & kStampTimeMask) : 0;
   return process_alive(pid, start);
 }
 
@@ -51,7 +49,8 @@ MutexHandle::MutexHandle(bool recursive) : recursive_(recursive) {
 }
 
 MutexHandle::MutexHandle(std::shared_ptr<SharedRegion> region, bool recursive)
-    : region_(std::move(region)), state_(static_cast<MutexState*>(region_->data())),
+    : region_(std::move(region)),
+      state_(static_cast<MutexState*>(region_->data())),
       recursive_(recursive) {}
 
 void MutexHandle::record_owner() noexcept {
@@ -65,8 +64,7 @@ AcquireResult MutexHandle::acquire(bool block, const Deadline& deadline) {
   if (recursive_) {
     uint32_t w = state_->word.load(std::memory_order_relaxed);
     if ((w & MutexState::kPidMask) == me &&
-        state_->owner_tid.load(std::memory_order_relaxed) ==
-            static_cast<uint32_t>(self_tid())) {
+        state_->owner_tid.load(std::memory_order_relaxed) == static_cast<uint32_t>(self_tid())) {
       if (state_->count == UINT32_MAX) throw RuntimeError("RLock recursion depth exceeded");
       ++state_->count;
       return AcquireResult::kAcquired;
@@ -93,8 +91,7 @@ AcquireResult MutexHandle::lock_slow(bool block, const Deadline& deadline) {
     if (stamp_alive(owner, state_->owner_stamp.load(std::memory_order_relaxed))) {
       return false;
     }
-    if (!word.compare_exchange_strong(w, me | MutexState::kWaiters,
-                                      std::memory_order_acquire,
+    if (!word.compare_exchange_strong(w, me | MutexState::kWaiters, std::memory_order_acquire,
                                       std::memory_order_relaxed)) {
       return false;
     }
@@ -104,8 +101,8 @@ AcquireResult MutexHandle::lock_slow(bool block, const Deadline& deadline) {
 
   if (!block) {
     uint32_t w = word.load(std::memory_order_relaxed);
-    if (w == 0 && word.compare_exchange_strong(w, me, std::memory_order_acquire,
-                                               std::memory_order_relaxed)) {
+    if (w == 0 &&
+        word.compare_exchange_strong(w, me, std::memory_order_acquire, std::memory_order_relaxed)) {
       record_owner();
       return AcquireResult::kAcquired;
     }
@@ -115,8 +112,8 @@ AcquireResult MutexHandle::lock_slow(bool block, const Deadline& deadline) {
 
   for (int i = 0; i < kSpinIterations; ++i) {
     uint32_t w = word.load(std::memory_order_relaxed);
-    if (w == 0 && word.compare_exchange_weak(w, me, std::memory_order_acquire,
-                                             std::memory_order_relaxed)) {
+    if (w == 0 &&
+        word.compare_exchange_weak(w, me, std::memory_order_acquire, std::memory_order_relaxed)) {
       record_owner();
       return AcquireResult::kAcquired;
     }
@@ -128,8 +125,7 @@ AcquireResult MutexHandle::lock_slow(bool block, const Deadline& deadline) {
     uint32_t w = word.load(std::memory_order_relaxed);
     if (w == 0) {
       // We were contended: keep the waiters bit so our release wakes the rest.
-      if (word.compare_exchange_strong(w, me | MutexState::kWaiters,
-                                       std::memory_order_acquire,
+      if (word.compare_exchange_strong(w, me | MutexState::kWaiters, std::memory_order_acquire,
                                        std::memory_order_relaxed)) {
         record_owner();
         return AcquireResult::kAcquired;
@@ -137,8 +133,7 @@ AcquireResult MutexHandle::lock_slow(bool block, const Deadline& deadline) {
       continue;
     }
     if (!(w & MutexState::kWaiters)) {
-      if (!word.compare_exchange_strong(w, w | MutexState::kWaiters,
-                                        std::memory_order_relaxed)) {
+      if (!word.compare_exchange_strong(w, w | MutexState::kWaiters, std::memory_order_relaxed)) {
         continue;
       }
       w |= MutexState::kWaiters;
@@ -170,8 +165,7 @@ void MutexHandle::release() {
 bool MutexHandle::is_mine() const noexcept {
   uint32_t w = state_->word.load(std::memory_order_relaxed);
   return w != 0 && (w & MutexState::kPidMask) == static_cast<uint32_t>(self_pid()) &&
-         state_->owner_tid.load(std::memory_order_relaxed) ==
-             static_cast<uint32_t>(self_tid());
+         state_->owner_tid.load(std::memory_order_relaxed) == static_cast<uint32_t>(self_tid());
 }
 
 uint32_t MutexHandle::release_all() {

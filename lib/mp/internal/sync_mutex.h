@@ -87,9 +87,7 @@ class MutexHandle {
   bool is_mine() const noexcept;
 
   // locked reports whether anyone holds it (a snapshot).
-  bool locked() const noexcept {
-    return state_->word.load(std::memory_order_relaxed) != 0;
-  }
+  bool locked() const noexcept { return state_->word.load(std::memory_order_relaxed) != 0; }
 
   // release_all / restore let Condition::wait drop every level of an RLock
   // and take the same depth back. Caller must own the lock.

@@ -14,8 +14,8 @@
 // Connection, SharedMemory) reaches a target taking it by reference.
 #pragma once
 
-#include <cstdint>
 #include <concepts>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -52,20 +52,20 @@ using stored_arg_t = typename unwrap_ref<A>::type;
 
 template <class F>
 inline constexpr bool is_function_pointer =
-    std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>;
+    std::is_pointer_v<F>&& std::is_function_v<std::remove_pointer_t<F>>;
 
 // stateless_callable: a class the child can make anew (a lambda without
 // captures, a function object without state).
 template <class F>
 inline constexpr bool stateless_callable =
-    std::is_class_v<F> && std::is_empty_v<F> && std::is_default_constructible_v<F>;
+    std::is_class_v<F>&& std::is_empty_v<F>&& std::is_default_constructible_v<F>;
 
 template <class F>
 inline constexpr bool travelling_function = is_function_pointer<F> || stateless_callable<F>;
 
 // Travels<F, Args...>: Process(F, Args...) can start with every method.
 template <class F, class... Args>
-concept Travels = travelling_function<F> && (Transportable<stored_arg_t<Args>> && ...) &&
+concept Travels = travelling_function<F> &&(Transportable<stored_arg_t<Args>>&&...) &&
                   std::invocable<F&, stored_arg_t<Args>&...>;
 
 template <class T>

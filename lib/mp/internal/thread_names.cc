@@ -25,7 +25,7 @@ namespace {
 
 struct Cache {
   std::mutex mu;
-  std::unordered_map<const void*, std::optional<std::string>> functions;       // guarded by mu
+  std::unordered_map<const void*, std::optional<std::string>> functions;        // guarded by mu
   std::unordered_map<const std::type_info*, std::optional<std::string>> types;  // guarded by mu
 };
 

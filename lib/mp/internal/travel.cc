@@ -1,13 +1,12 @@
 #include "mp/internal/travel.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
 #include <system_error>
-
-#include <fmt/format.h>
 
 #include "mp/errors.h"
 
@@ -35,10 +34,11 @@ void write_fd(Encoder& e, int fd, std::string_view what) {
 
 int read_fd(Decoder& d) {
   auto index = d.read<std::uint32_t>();
-  if (!t_fds) throw CodecError("mp codec: a file descriptor can only be decoded at a child's start");
+  if (!t_fds)
+    throw CodecError("mp codec: a file descriptor can only be decoded at a child's start");
   if (index >= t_fds->size()) {
-    throw CodecError(fmt::format("mp codec: fd index {} outside the {} fds received", index,
-                                 t_fds->size()));
+    throw CodecError(
+        fmt::format("mp codec: fd index {} outside the {} fds received", index, t_fds->size()));
   }
   int fd = ::fcntl((*t_fds)[index], F_DUPFD_CLOEXEC, 0);
   if (fd < 0) throw std::system_error(errno, std::generic_category(), "dup a received fd");
