@@ -4,9 +4,29 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstddef>
+#include <numeric>
+#include <vector>
 
 namespace bench {
+
+// Pool tasks shared by the Pool and MPI Pool suites: one that does nothing,
+// one that keeps its core busy for 1 ms, and their inputs 0..n-1.
+inline int noop(int x) { return x; }
+
+inline int busy_1ms(int x) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1);
+  while (std::chrono::steady_clock::now() < until) {
+  }
+  return x;
+}
+
+inline std::vector<int> iota(int n) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
 
 // write_full writes all n bytes at p; false if a write fails (peer gone).
 inline bool write_full(int fd, const void* p, std::size_t n) {

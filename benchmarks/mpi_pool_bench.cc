@@ -20,6 +20,7 @@
 #include <numeric>
 #include <vector>
 
+#include "benchmarks/bench_util.h"
 #include "mp/mpi.h"
 #include "mp/pool.h"
 
@@ -29,20 +30,9 @@ constexpr int kTasks = 10000;
 constexpr int kMapDefault = 100000;
 constexpr int kWorkTasks = 200;
 
-int noop(int x) { return x; }
-
-int busy_1ms(int x) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1);
-  while (std::chrono::steady_clock::now() < until) {
-  }
-  return x;
-}
-
-std::vector<int> iota(int n) {
-  std::vector<int> v(static_cast<std::size_t>(n));
-  std::iota(v.begin(), v.end(), 0);
-  return v;
-}
+using bench::busy_1ms;
+using bench::iota;
+using bench::noop;
 
 int workers() {
   static const int n = [] {

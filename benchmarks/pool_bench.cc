@@ -25,24 +25,14 @@
 #include <numeric>
 #include <vector>
 
+#include "benchmarks/bench_util.h"
 #include "mp/pool.h"
 
 namespace {
 
-int noop(int x) { return x; }
-
-int busy_1ms(int x) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1);
-  while (std::chrono::steady_clock::now() < until) {
-  }
-  return x;
-}
-
-std::vector<int> iota(int n) {
-  std::vector<int> v(n);
-  std::iota(v.begin(), v.end(), 0);
-  return v;
-}
+using bench::busy_1ms;
+using bench::iota;
+using bench::noop;
 
 // rounds: each run forks its pool anew, and the first round after the fork
 // pays for first touches: for 20k apply_async, ~1100 page faults in this

@@ -31,6 +31,10 @@
 //    whether the bytes were theirs (shm_channel.cc, lock-free gets); a
 //    producer may be writing that slot meanwhile, and then the CAS fails and
 //    the copy is thrown away. Plain loads, by design, on the hot path.
+//    When TSan cannot restore the reader's stack it reports the producer's
+//    side alone, top frame send_parts: its only plain stores to shared
+//    memory are those ring bytes (every control word is a std::atomic,
+//    which TSan checks on its own), so that side is suppressed too.
 //  * mp's end-of-process duty joins non-daemon mp::Threads through their
 //    state (CPython's threading._shutdown) and leaves the pthreads to the
 //    exit: a death test that exits then reads as a thread leak.
@@ -40,6 +44,7 @@
 //    that fork while threads run skip themselves under TSan.)
 extern "C" const char* __tsan_default_suppressions() {
   return "race_top:read8\n"
+         "race_top:mp::internal::ShmChannel::send_parts\n"
          "race:append_to\n"
          "race:take_whole\n"
          "thread:mp::Thread::start\n"

@@ -17,6 +17,18 @@ def min_time(default):
     return float(os.environ.get("MP_PEER_MIN_TIME", default))
 
 
+def timed(fn, items_per_call, min_time):
+    """Calls fn() until min_time seconds have passed: (calls, seconds, items)."""
+    calls = 0
+    start = time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return calls, elapsed, calls * items_per_call
+
+
 def entry(name, iterations, elapsed, items=None, bytes_per_item=None, cpu=None):
     """One benchmark record: `iterations` timed iterations in `elapsed` seconds
     of wall time (`cpu` seconds of CPU when known), `items` items processed

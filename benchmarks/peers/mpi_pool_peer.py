@@ -35,23 +35,12 @@ def busy_1ms(x):
     return x
 
 
-def timed(fn, items_per_call, min_time):
-    calls = 0
-    start = time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time:
-            return calls, elapsed, calls * items_per_call
-
-
 def inner(out_path):
     """Rank 0 under `python -m mpi4py.futures`: the other ranks are workers."""
     from mpi4py.futures import MPIPoolExecutor
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, here)
-    from gbench_json import entry, emit   # noqa: E402
+    from gbench_json import entry, emit, timed   # noqa: E402
 
     min_time = float(os.environ.get("MP_PEER_MIN_TIME", "0.3"))
     out = []

@@ -13,7 +13,7 @@ import multiprocessing as mproc
 import os
 import time
 
-from gbench_json import emit, entry
+from gbench_json import emit, entry, timed
 
 
 def noop(x):
@@ -85,17 +85,6 @@ def grid_workers():
         # run_all --quick keeps 1, 2 and every CPU of a grid (quick_grid).
         out = [n for n in out if n in (1, 2, cpus)]
     return out
-
-
-def timed(fn, items_per_call, min_time):
-    calls = 0
-    start = time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time:
-            return calls, elapsed, calls * items_per_call
 
 
 def record(name, calls, elapsed, items):
