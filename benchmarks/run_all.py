@@ -194,29 +194,19 @@ class Child:
             return True
         # killpg also succeeds on zombies waiting for init to reap them;
         # /proc tells live members apart.
-        try:
-            pids = [p for p in os.listdir("/proc") if p.isdigit()]
-        except OSError:
+        members = self.group_stats()
+        if members is None:
             return True
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) == self.pgid and fields[0] not in ("Z", "X"):
-                return True
-        return False
+        return any(fields[0] not in ("Z", "X") for fields in members)
 
-    def group_cpu(self):
-        """CPU seconds of the group's live members, each with the children
-        it has reaped (utime + stime + cutime + cstime from /proc)."""
-        hz = os.sysconf("SC_CLK_TCK")
-        total = 0
+    def group_stats(self):
+        """The /proc/<pid>/stat fields after the name (state first) of every
+        process in the group, or None without /proc."""
         try:
             pids = [p for p in os.listdir("/proc") if p.isdigit()]
         except OSError:
             return None
+        out = []
         for pid in pids:
             try:
                 with open(f"/proc/{pid}/stat") as f:
@@ -224,8 +214,17 @@ class Child:
             except (OSError, IndexError):
                 continue
             if int(fields[2]) == self.pgid:
-                total += sum(int(x) for x in fields[11:15])
-        return total / hz
+                out.append(fields)
+        return out
+
+    def group_cpu(self):
+        """CPU seconds of the group's live members, each with the children
+        it has reaped (utime + stime + cutime + cstime from /proc)."""
+        members = self.group_stats()
+        if members is None:
+            return None
+        hz = os.sysconf("SC_CLK_TCK")
+        return sum(sum(int(x) for x in fields[11:15]) for fields in members) / hz
 
     def kill(self):
         """SIGTERM to the group, SIGKILL after a grace period; reaps."""
